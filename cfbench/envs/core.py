@@ -1,0 +1,266 @@
+"""What every cfbench environment shares: observation modes, action checks, timing, drawing.
+
+A concrete environment (one file each, like gym-pusht) supplies the scene: how it is sampled
+from the seed, how the agent is simulated toward a target pose, what counts as success or
+collision, how it is drawn, and the expert's collision-free path. This base class turns that
+into the Gymnasium API, identically for all three environments.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+
+import gymnasium as gym
+import numpy as np
+import pygame
+from gymnasium import spaces
+
+from cfbench.expert import ExpertTrajectory
+
+OBS_MODES = ("state", "pixels", "pixels_state")
+PIXEL_SIZE = 96
+
+
+class CoarseToFineEnv(gym.Env, ABC):
+    """Base class. Subclasses set the class attributes below and implement the hooks."""
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    #: names of the pixel views, in observation order ("global" first)
+    views: ClassVar[tuple[str, ...]] = ("global", "local")
+    #: lower/upper bounds of an absolute target pose (the action) in world units
+    pose_low: ClassVar[np.ndarray]
+    pose_high: ClassVar[np.ndarray]
+    #: length of the scene-geometry part of the state vector
+    scene_dim: ClassVar[int]
+    #: episode time limit in seconds (truncation), independent of the control rate
+    max_episode_seconds: ClassVar[float]
+    #: physics rate; each control step runs round(physics_hz / control_hz) sub-steps
+    physics_hz: ClassVar[float] = 200.0
+    #: world extent shown by the global view (x0, y0, x1, y1) and the local view's side length
+    world_bounds: ClassVar[tuple[float, float, float, float]]
+    local_view_size: ClassVar[float]
+    render_size: ClassVar[int] = 384
+
+    def __init__(
+        self,
+        obs_mode: str = "state",
+        render_mode: str | None = None,
+        control_hz: float = 20.0,
+    ):
+        if obs_mode not in OBS_MODES:
+            raise ValueError(f"unknown obs_mode {obs_mode!r}; choose one of {OBS_MODES}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(
+                f"unknown render_mode {render_mode!r}; choose one of {self.metadata['render_modes']}"
+            )
+        if not (np.isfinite(control_hz) and control_hz > 0):
+            raise ValueError(f"control_hz must be a positive number, got {control_hz!r}")
+        self.obs_mode = obs_mode
+        self.render_mode = render_mode
+        self.control_hz = float(control_hz)
+        self.substeps = max(1, round(self.physics_hz / self.control_hz))
+        self.physics_dt = 1.0 / (self.control_hz * self.substeps)
+        self.max_episode_steps = int(np.ceil(self.max_episode_seconds * self.control_hz))
+        self.metadata = {**self.metadata, "render_fps": self.control_hz}
+
+        pose_dim = len(self.pose_low)
+        self.action_space = spaces.Box(self.pose_low, self.pose_high, dtype=np.float32)
+        state_low = np.concatenate([self.pose_low, np.full(self.scene_dim, -np.inf)])
+        state_high = np.concatenate([self.pose_high, np.full(self.scene_dim, np.inf)])
+        state_space = spaces.Box(
+            state_low.astype(np.float32), state_high.astype(np.float32), dtype=np.float32
+        )
+        pixel_space = spaces.Dict(
+            {
+                view: spaces.Box(0, 255, (PIXEL_SIZE, PIXEL_SIZE, 3), dtype=np.uint8)
+                for view in self.views
+            }
+        )
+        self.observation_space = {
+            "state": state_space,
+            "pixels": pixel_space,
+            "pixels_state": spaces.Dict({"state": state_space, "pixels": pixel_space}),
+        }[obs_mode]
+        self.pose_dim = pose_dim
+        self._canvas = Canvas(PIXEL_SIZE)
+        self._render_canvas: Canvas | None = None
+        self._steps = 0
+        self._expert: ExpertTrajectory | None = None
+
+    # ----------------------------------------------------------------- hooks
+    @abstractmethod
+    def _build_scene(self, rng: np.random.Generator) -> None:
+        """Sample the scene and the agent's start pose from ``rng``; (re)build the simulation."""
+
+    @abstractmethod
+    def _agent_pose(self) -> np.ndarray:
+        """Current agent pose in world units (the same coordinates as an action)."""
+
+    @abstractmethod
+    def _scene_features(self) -> np.ndarray:
+        """Fixed-length vector describing the randomised scene (length ``scene_dim``)."""
+
+    @abstractmethod
+    def _simulate(self, target: np.ndarray) -> bool:
+        """Advance ``self.substeps`` physics steps toward ``target``; True if a collision occurred."""
+
+    @abstractmethod
+    def _is_success(self) -> bool:
+        """Whether the task is solved in the current state."""
+
+    @abstractmethod
+    def _draw(self, canvas: Canvas) -> None:
+        """Draw the scene onto ``canvas`` (world coordinates; the canvas holds the view)."""
+
+    @abstractmethod
+    def _local_view(self) -> tuple[np.ndarray, float]:
+        """Centre (world) and rotation (radians) of the agent-centred view."""
+
+    @abstractmethod
+    def _expert_path(self) -> ExpertTrajectory:
+        """The expert's collision-free trajectory for the current scene, from the start pose."""
+
+    # ------------------------------------------------------------- gym API
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._build_scene(self.np_random)
+        self._steps = 0
+        self._expert = None
+        return self._observation(), self._info(success=False, collision=False)
+
+    def step(self, action):
+        target = self._check_action(action)
+        collision = self._simulate(target)
+        self._steps += 1
+        success = (not collision) and self._is_success()
+        terminated = success or collision
+        truncated = (not terminated) and self._steps >= self.max_episode_steps
+        reward = 1.0 if success else 0.0
+        return (
+            self._observation(),
+            reward,
+            terminated,
+            truncated,
+            self._info(success=success, collision=collision),
+        )
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        if self._render_canvas is None:
+            self._render_canvas = Canvas(self.render_size)
+        self._render_canvas.begin(*self._global_view())
+        self._draw(self._render_canvas)
+        return self._render_canvas.pixels()
+
+    def close(self):
+        self._render_canvas = None
+
+    # ------------------------------------------------------- expert access
+    def expert_trajectory(self) -> ExpertTrajectory:
+        """The expert trajectory of the current episode (computed once per reset)."""
+        if self._expert is None:
+            self._expert = self._expert_path()
+        return self._expert
+
+    # ------------------------------------------------------------ helpers
+    def _check_action(self, action) -> np.ndarray:
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.action_space.shape:
+            raise ValueError(
+                f"{type(self).__name__}: action must have shape {self.action_space.shape} "
+                f"(an absolute target pose), got shape {action.shape}"
+            )
+        if not np.all(np.isfinite(action)):
+            raise ValueError(f"{type(self).__name__}: action contains NaN or inf: {action}")
+        return np.clip(action, self.pose_low, self.pose_high)
+
+    def _state(self) -> np.ndarray:
+        return np.concatenate([self._agent_pose(), self._scene_features()]).astype(np.float32)
+
+    def _pixels(self) -> dict[str, np.ndarray]:
+        frames = {}
+        for view in self.views:
+            frame = self._global_view() if view == "global" else self._local_frame()
+            self._canvas.begin(*frame)
+            self._draw(self._canvas)
+            frames[view] = self._canvas.pixels()
+        return frames
+
+    def _global_view(self) -> tuple[np.ndarray, float, float]:
+        x0, y0, x1, y1 = self.world_bounds
+        return np.array([(x0 + x1) / 2, (y0 + y1) / 2]), max(x1 - x0, y1 - y0), 0.0
+
+    def _local_frame(self) -> tuple[np.ndarray, float, float]:
+        centre, angle = self._local_view()
+        return centre, self.local_view_size, angle
+
+    def _observation(self):
+        if self.obs_mode == "state":
+            return self._state()
+        if self.obs_mode == "pixels":
+            return self._pixels()
+        return {"state": self._state(), "pixels": self._pixels()}
+
+    def _info(self, *, success: bool, collision: bool) -> dict[str, Any]:
+        return {
+            "is_success": bool(success),
+            "is_collision": bool(collision),
+            "agent_pose": self._agent_pose().astype(np.float64),
+            "time": self._steps / self.control_hz,
+        }
+
+
+class Canvas:
+    """A square pygame surface with a world-to-pixel transform (y up, optional rotation).
+
+    Drawing the planar scene directly is far cheaper than a 3-D renderer at 96x96 and gives
+    the same picture for the physics engines used here.
+    """
+
+    def __init__(self, size: int):
+        self.size = size
+        self.surface = pygame.Surface((size, size))
+        self._centre = np.zeros(2)
+        self._scale = 1.0
+        self._rotation = np.eye(2)
+
+    def begin(self, centre: np.ndarray, extent: float, angle: float = 0.0, background=(255, 255, 255)):
+        """Start a frame showing a square of side ``extent`` around ``centre``, rotated by ``-angle``."""
+        self._centre = np.asarray(centre, dtype=np.float64)
+        self._scale = self.size / extent
+        c, s = np.cos(-angle), np.sin(-angle)
+        self._rotation = np.array([[c, -s], [s, c]])
+        self.surface.fill(background)
+
+    def to_pixels(self, points) -> np.ndarray:
+        p = (np.atleast_2d(np.asarray(points, dtype=np.float64)) - self._centre) @ self._rotation.T
+        return np.stack([p[:, 0] * self._scale + self.size / 2, self.size / 2 - p[:, 1] * self._scale], 1)
+
+    def polygon(self, points, color) -> None:
+        pygame.draw.polygon(self.surface, color, self.to_pixels(points).tolist())
+
+    def circle(self, centre, radius: float, color) -> None:
+        (px,) = self.to_pixels(centre)
+        pygame.draw.circle(self.surface, color, px.tolist(), max(1.0, radius * self._scale))
+
+    def line(self, points, color, width: float = 1.0) -> None:
+        pygame.draw.lines(
+            self.surface, color, False, self.to_pixels(points).tolist(), max(1, round(width * self._scale))
+        )
+
+    def pixels(self) -> np.ndarray:
+        return np.ascontiguousarray(pygame.surfarray.pixels3d(self.surface).transpose(1, 0, 2))
+
+
+def box_corners(centre, half_extents, angle: float = 0.0) -> np.ndarray:
+    """The four corners of a rotated rectangle, counter-clockwise."""
+    hx, hy = half_extents
+    local = np.array([[-hx, -hy], [hx, -hy], [hx, hy], [-hx, hy]])
+    c, s = np.cos(angle), np.sin(angle)
+    return local @ np.array([[c, s], [-s, c]]) + np.asarray(centre)
