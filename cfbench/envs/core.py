@@ -69,7 +69,9 @@ class CoarseToFineEnv(gym.Env, ABC):
         self.metadata = {**self.metadata, "render_fps": self.control_hz}
 
         pose_dim = len(self.pose_low)
-        self.action_space = spaces.Box(self.pose_low, self.pose_high, dtype=np.float32)
+        self.action_space = spaces.Box(
+            np.asarray(self.pose_low, dtype=np.float32), np.asarray(self.pose_high, dtype=np.float32), dtype=np.float32
+        )
         state_low = np.concatenate([self.pose_low, np.full(self.scene_dim, -np.inf)])
         state_high = np.concatenate([self.pose_high, np.full(self.scene_dim, np.inf)])
         state_space = spaces.Box(
