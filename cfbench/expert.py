@@ -70,7 +70,8 @@ def rounded_polyline(corners: np.ndarray, radius: float, spacing: float = 1.0) -
         cut = r * np.tan(turn / 2)  # distance from the corner to each tangent point
         enter, leave = corner - u_in * cut, corner + u_out * cut
         pieces.append(_segment(start, enter, spacing)[1:])
-        normal = np.array([-u_in[1], u_in[0]]) * np.sign(np.cross(u_in, u_out))
+        turn_sign = np.sign(u_in[0] * u_out[1] - u_in[1] * u_out[0])  # left (+) or right (-)
+        normal = np.array([-u_in[1], u_in[0]]) * turn_sign
         centre = enter + normal * r
         a0 = np.arctan2(*(enter - centre)[::-1])
         a1 = np.arctan2(*(leave - centre)[::-1])

@@ -1,0 +1,121 @@
+"""Loading demo datasets and cutting them into training windows.
+
+``load_demos`` checks the files against the manifest's checksums (a truncated or corrupted
+file is named in the error), generating the dataset first if it does not exist yet.
+``DemoDataset.windows`` cuts every episode into (observation history, action horizon) pairs
+the way diffusion_policy's sequence sampler does: windows start at every step, histories and
+horizons that run past an episode's ends are padded with its first/last entry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cfbench.demos import DEFAULT_DEMOS_DIR, dataset_id, rates_label, verify, write_dataset
+from cfbench.envs import resolve_env
+
+
+@dataclass
+class Episode:
+    observations: np.ndarray | dict  # (K + 1, ...) observations at the sample times
+    actions: np.ndarray  # (K, pose_dim): target pose of the next sample
+    source_hz: float
+    seed: int
+
+
+@dataclass
+class Windows:
+    """Training windows; ``observations`` is an array or a dict of arrays (pixel modes)."""
+
+    observations: np.ndarray | dict  # (N, n_obs_steps, ...)
+    actions: np.ndarray  # (N, horizon, pose_dim)
+    source_hz: np.ndarray  # (N,) rate of the episode each window came from
+    episode: np.ndarray  # (N,) index of that episode
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+@dataclass
+class DemoDataset:
+    env_id: str
+    rates: tuple[float, ...]
+    obs_mode: str
+    episodes: list[Episode]
+
+    @property
+    def label(self) -> str:
+        return rates_label(self.rates)
+
+    def windows(self, n_obs_steps: int, horizon: int) -> Windows:
+        """Windows of ``n_obs_steps`` observations ending at step t and ``horizon`` actions
+        starting at the first of those steps (diffusion_policy's layout)."""
+        if n_obs_steps < 1 or horizon < 1:
+            raise ValueError(f"n_obs_steps and horizon must be >= 1, got {n_obs_steps}, {horizon}")
+        obs_parts, act_parts, rates, owners = [], [], [], []
+        for index, episode in enumerate(self.episodes):
+            steps = len(episode.actions)
+            starts = np.arange(steps) - (n_obs_steps - 1)  # first step of each window
+            obs_index = np.clip(starts[:, None] + np.arange(n_obs_steps), 0, steps - 1)
+            act_index = np.clip(starts[:, None] + np.arange(horizon), 0, steps - 1)
+            obs_parts.append(_take(episode.observations, obs_index))
+            act_parts.append(episode.actions[act_index])
+            rates.append(np.full(steps, episode.source_hz))
+            owners.append(np.full(steps, index))
+        return Windows(_concat(obs_parts), np.concatenate(act_parts), np.concatenate(rates), np.concatenate(owners))
+
+
+def _take(observations, index: np.ndarray):
+    if isinstance(observations, dict):
+        return {key: _take(value, index) for key, value in observations.items()}
+    return observations[index]
+
+
+def _concat(parts: list):
+    if isinstance(parts[0], dict):
+        return {key: _concat([p[key] for p in parts]) for key in parts[0]}
+    return np.concatenate(parts)
+
+
+def load_demos(
+    env: str,
+    rates: tuple[float, ...],
+    *,
+    obs_mode: str = "state",
+    n: int = 90,
+    demos_dir: str | Path = DEFAULT_DEMOS_DIR,
+    generate: bool = True,
+) -> DemoDataset:
+    """The dataset for ``env`` at ``rates``, verified against the manifest (made if missing)."""
+    from minari import MinariDataset
+
+    env_id = resolve_env(env)
+    ds_id = dataset_id(env_id, rates, obs_mode)
+    try:
+        root = verify(demos_dir, ds_id)
+    except FileNotFoundError:
+        if not generate:
+            raise
+        write_dataset(env_id, rates, n, obs_mode=obs_mode, demos_dir=demos_dir)
+        root = verify(demos_dir, ds_id)
+    try:
+        dataset = MinariDataset(root / "data")
+        episodes = [
+            Episode(
+                observations=episode.observations,
+                actions=np.asarray(episode.actions, dtype=np.float32),
+                source_hz=float(episode.infos["source_hz"][0]),
+                seed=int(seed),
+            )
+            for episode, seed in zip(dataset.iterate_episodes(), _seeds(dataset))
+        ]
+    except (OSError, KeyError, ValueError) as error:
+        raise ValueError(f"demo dataset {root} cannot be read ({error}); regenerate it with cfbench-demos") from error
+    return DemoDataset(env_id=env_id, rates=tuple(rates), obs_mode=obs_mode, episodes=episodes)
+
+
+def _seeds(dataset) -> list[int]:
+    return [int(meta["seed"]) for meta in dataset.storage.get_episode_metadata(range(dataset.total_episodes))]

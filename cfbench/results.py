@@ -1,0 +1,195 @@
+"""Result records: one JSON file per evaluation run, validated on write and on read.
+
+A record says what was measured (aggregate metrics and one row per episode) and how it was
+made (git commit, command, seeds, policy config, wall times, machine), so every number on the
+leaderboard can be traced to a command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from cfbench.io import atomic_write_text
+
+SCHEMA_VERSION = 1
+DEFAULT_RESULTS_DIR = Path("results")
+
+_NUMBER_OR_NULL = {"type": ["number", "null"]}
+RECORD_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "cfbench result record",
+    "type": "object",
+    "required": ["schema_version", "policy", "variant", "env_id", "source_hz", "target_hz", "metrics", "episodes", "provenance"],
+    "additionalProperties": False,
+    "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
+        "policy": {"type": "string", "minLength": 1},
+        "variant": {"type": "string", "description": "label distinguishing runs of one policy ('' for the default)"},
+        "privileged": {"type": "boolean"},
+        "env_id": {"type": "string", "pattern": "^cfbench/[A-Za-z]+-v[0-9]+$"},
+        "source_hz": {"type": "array", "minItems": 1, "items": {"type": "number", "exclusiveMinimum": 0}},
+        "target_hz": {"type": "number", "exclusiveMinimum": 0},
+        "metrics": {
+            "type": "object",
+            "required": ["episodes", "success_rate", "collision_rate", "mean_steps_to_success", "path_deviation",
+                         "inference_ms_per_call", "train_wall_s", "eval_wall_s"],
+            "additionalProperties": False,
+            "properties": {
+                "episodes": {"type": "integer", "minimum": 1},
+                "success_rate": {"type": "number", "minimum": 0, "maximum": 1},
+                "collision_rate": {"type": "number", "minimum": 0, "maximum": 1},
+                "mean_steps_to_success": _NUMBER_OR_NULL,
+                "path_deviation": {"type": "number", "minimum": 0},
+                "inference_ms_per_call": {"type": "number", "minimum": 0},
+                "mean_batch_per_call": {"type": "number", "minimum": 0},
+                "train_wall_s": {"type": "number", "minimum": 0},
+                "eval_wall_s": {"type": "number", "minimum": 0},
+            },
+        },
+        "episodes": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["seed", "success", "collision", "steps", "path_deviation"],
+                "additionalProperties": False,
+                "properties": {
+                    "seed": {"type": "integer"},
+                    "success": {"type": "boolean"},
+                    "collision": {"type": "boolean"},
+                    "steps": {"type": "integer", "minimum": 1},
+                    "path_deviation": {"type": "number", "minimum": 0},
+                },
+            },
+        },
+        "provenance": {
+            "type": "object",
+            "required": ["git_commit", "git_dirty", "command", "test_seeds", "config", "machine", "cfbench_version"],
+            "properties": {
+                "git_commit": {"type": "string"},
+                "git_dirty": {"type": "boolean"},
+                "command": {"type": "string"},
+                "test_seeds": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+                "config": {"type": "object"},
+                "machine": {"type": "object"},
+                "cfbench_version": {"type": "string"},
+            },
+        },
+    },
+}
+
+
+class RecordError(ValueError):
+    """A result record that is malformed, inconsistent, or a duplicate."""
+
+
+def validate(record: Any, source: str = "record") -> dict:
+    """Schema check plus consistency of the aggregates with the per-episode rows."""
+    try:
+        jsonschema.validate(record, RECORD_SCHEMA)
+    except jsonschema.ValidationError as error:
+        where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        raise RecordError(f"{source}: malformed result record at {where}: {error.message}") from None
+    rows, metrics = record["episodes"], record["metrics"]
+    if metrics["episodes"] != len(rows):
+        raise RecordError(f"{source}: metrics.episodes = {metrics['episodes']} but {len(rows)} episode rows")
+    for key, field in (("success_rate", "success"), ("collision_rate", "collision")):
+        rate = sum(row[field] for row in rows) / len(rows)
+        if not math.isclose(rate, metrics[key], abs_tol=1e-9):
+            raise RecordError(f"{source}: metrics.{key} = {metrics[key]} disagrees with the episode rows ({rate})")
+    seeds = [row["seed"] for row in rows]
+    if len(set(seeds)) != len(seeds):
+        raise RecordError(f"{source}: episode seeds repeat")
+    return record
+
+
+def run_key(record: dict) -> tuple:
+    """Two records with the same key describe the same experiment: only one may be kept."""
+    return (
+        record["policy"],
+        record["variant"],
+        record["env_id"],
+        tuple(record["source_hz"]),
+        record["target_hz"],
+        tuple(record["provenance"]["test_seeds"]),
+    )
+
+
+def record_filename(record: dict) -> str:
+    env = record["env_id"].split("/")[1].split("-v")[0]
+    label = record["policy"] + (f"-{record['variant']}" if record["variant"] else "")
+    rates = "+".join(f"{r:g}" for r in record["source_hz"])
+    seeds = "-".join(str(s) for s in record["provenance"]["test_seeds"])
+    return f"{env}__{label}__{rates}hz__to{record['target_hz']:g}hz__seeds{seeds}.json"
+
+
+def write_record(record: dict, results_dir: str | Path = DEFAULT_RESULTS_DIR) -> Path:
+    """Validate and write atomically to the record's canonical file name (a re-run replaces it)."""
+    validate(record)
+    path = Path(results_dir) / record_filename(record)
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def read_record(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise RecordError(f"{path}: not valid JSON (truncated or corrupted?): {error}") from None
+    return validate(record, str(path))
+
+
+def read_all(results_dir: str | Path = DEFAULT_RESULTS_DIR) -> list[dict]:
+    """Every record in ``results_dir``; malformed files or duplicate experiments raise RecordError."""
+    records, seen = [], {}
+    for path in sorted(Path(results_dir).glob("*.json")):
+        record = read_record(path)
+        key = run_key(record)
+        if key in seen:
+            raise RecordError(f"{path} duplicates the experiment already recorded in {seen[key]}")
+        seen[key] = path
+        records.append(record)
+    return records
+
+
+def provenance(command: list[str], test_seeds: tuple[int, int], config: dict) -> dict:
+    from cfbench import __version__
+
+    return {
+        "git_commit": _git("rev-parse", "HEAD") or "unknown",
+        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "command": " ".join(command),
+        "test_seeds": list(test_seeds),
+        "config": config,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "cpu_count": _cpu_count(),
+            "python": sys.version.split()[0],
+        },
+        "cfbench_version": __version__,
+    }
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return out.stdout.strip()

@@ -1,0 +1,14 @@
+import os
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+import pytest
+
+import cfbench
+
+ENV_NAMES = list(cfbench.ENV_IDS)
+
+
+@pytest.fixture(params=ENV_NAMES)
+def env_name(request):
+    return request.param
