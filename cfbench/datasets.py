@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cfbench.demos import DEFAULT_DEMOS_DIR, dataset_id, rates_label, verify, write_dataset
+from cfbench.demos import DEFAULT_DEMOS_DIR, dataset_id, manifest_entry, rates_label, verify, write_dataset
 from cfbench.envs import resolve_env
 
 
@@ -94,13 +94,12 @@ def load_demos(
 
     env_id = resolve_env(env)
     ds_id = dataset_id(env_id, rates, obs_mode)
-    try:
-        root = verify(demos_dir, ds_id)
-    except FileNotFoundError:
+    entry = manifest_entry(demos_dir, ds_id)
+    if entry is None or entry["episodes"] != n:
         if not generate:
-            raise
+            raise FileNotFoundError(f"no demo dataset {ds_id!r} with {n} episodes in {demos_dir}; run cfbench-demos")
         write_dataset(env_id, rates, n, obs_mode=obs_mode, demos_dir=demos_dir)
-        root = verify(demos_dir, ds_id)
+    root = verify(demos_dir, ds_id)
     try:
         dataset = MinariDataset(root / "data")
         episodes = [

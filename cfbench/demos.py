@@ -290,10 +290,15 @@ def _record_in_manifest(demos_dir: Path, ds_id: str, entry: dict) -> None:
     atomic_write_text(demos_dir / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
+def manifest_entry(demos_dir: str | Path, ds_id: str) -> dict | None:
+    """What the manifest records about a dataset (None if it was never generated here)."""
+    return _read_manifest(Path(demos_dir)).get(ds_id)
+
+
 def verify(demos_dir: str | Path, ds_id: str) -> Path:
     """The dataset's folder, after checking every file against the manifest's SHA-256."""
     demos_dir = Path(demos_dir)
-    entry = _read_manifest(demos_dir).get(ds_id)
+    entry = manifest_entry(demos_dir, ds_id)
     if entry is None:
         raise FileNotFoundError(f"demo dataset {ds_id!r} is not in {demos_dir / MANIFEST}; generate it with cfbench-demos")
     root = demos_dir / ds_id

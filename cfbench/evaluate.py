@@ -3,7 +3,7 @@
 ``cfbench-eval --policy tracker --env PassagePassing --source-hz 2.5`` evaluates over the 100
 test envs (seeds 20000-20099) at 20 Hz with Gymnasium vector envs, prints a table, writes one
 JSON record per (env, source rate) to ``results/`` and redraws that env's success-vs-source-rate
-plot. Learned policies are trained first on the demos of the source rate. The evaluator knows
+plot (and ``leaderboard.md``). Learned policies are trained first on the demos of the source rate. The evaluator knows
 no policy by name: it talks to ``policies.base.Policy`` only.
 
 Observation histories: a policy asking for ``n_obs_steps`` observations gets them spaced one
@@ -214,6 +214,7 @@ def run(
     variant: str = "",
     num_envs: int = 10,
     vector: str = "sync",
+    n_demos: int = 90,
     demos_dir: Path = DEFAULT_DEMOS_DIR,
     results_dir: Path = DEFAULT_RESULTS_DIR,
     command: list[str] | None = None,
@@ -226,7 +227,7 @@ def run(
     if policy.trainable:
         from cfbench.datasets import load_demos
 
-        dataset = load_demos(env_id, source_hz, obs_mode=policy.config.obs_mode, demos_dir=demos_dir)
+        dataset = load_demos(env_id, source_hz, obs_mode=policy.config.obs_mode, n=n_demos, demos_dir=demos_dir)
         t0 = time.perf_counter()
         policy.fit(dataset)
         train_wall = time.perf_counter() - t0
@@ -292,7 +293,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vector", choices=["sync", "async"], default="sync")
     parser.add_argument("--demos-dir", type=Path, default=DEFAULT_DEMOS_DIR)
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
-    parser.add_argument("--no-plot", action="store_true", help="do not redraw the per-env plots")
+    parser.add_argument("--leaderboard", type=Path, default=Path("leaderboard.md"),
+                        help="regenerated from --results-dir after the runs, with the per-env plots")
+    parser.add_argument("--no-leaderboard", action="store_true", help="write only the result records")
     args = parser.parse_args(argv)
     try:
         policies.policy_class(args.policy)
@@ -309,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
 
     import pandas as pd
 
-    from cfbench.leaderboard import write_plots
+    from cfbench.leaderboard import PLOTS, regenerate
 
     rows = []
     for env in envs:
@@ -325,11 +328,11 @@ def main(argv: list[str] | None = None) -> None:
                 "env": env, "source Hz": rates_label(rates), "success %": 100 * m["success_rate"],
                 "collision %": 100 * m["collision_rate"], "steps to success": m["mean_steps_to_success"],
                 "path dev": m["path_deviation"], "episodes": m["episodes"], "train s": m["train_wall_s"],
-                "eval s": m["eval_wall_s"], "record": str(path),
+                "eval s": m["eval_wall_s"], "record": path.name,
             })
     table = pd.DataFrame(rows)
     print(f"\n{args.policy}{' (' + args.variant + ')' if args.variant else ''} at {args.target_hz:g} Hz")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.1f}"))
-    if not args.no_plot:
-        for path in write_plots(args.results_dir, envs=[resolve_env(e) for e in envs]):
-            print(f"plot: {path}")
+    if not args.no_leaderboard:
+        regenerate(args.results_dir, args.leaderboard)
+        print(f"leaderboard: {args.leaderboard}; plots: {', '.join(str(args.results_dir / PLOTS / f'{e}.png') for e in envs)}")

@@ -135,12 +135,11 @@ def _write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
-def write_plots(results_dir: Path = DEFAULT_RESULTS_DIR, envs: list[str] | None = None) -> list[Path]:
-    """Redraw ``results_dir/plots/<Env>.png`` for the given env ids (default: every env with results)."""
+def write_plots(results_dir: Path = DEFAULT_RESULTS_DIR) -> list[Path]:
+    """Redraw ``results_dir/plots/<Env>.png`` for every env that has results."""
     records = read_all(results_dir)
-    env_ids = envs if envs is not None else sorted({r["env_id"] for r in records})
     paths = []
-    for env_id in env_ids:
+    for env_id in sorted({r["env_id"] for r in records}):
         path = Path(results_dir) / PLOTS / f"{short_name(env_id)}.png"
         _write_if_changed(path, plot_env(records, env_id))
         paths.append(path)

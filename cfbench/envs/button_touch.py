@@ -1,0 +1,301 @@
+"""ButtonTouch: a two-link planar arm touches a button at the bottom of a narrow recess.
+
+Paper (DiSPo, section V): "A two-link planar arm precisely touches a button (blue) without
+causing a collision between the button and wall. The observation consists of the end-effector
+position and an RGB image. The action is the desired end-effector position. We randomize the
+initial arm configuration and button placement."
+
+The scene is seen from above. A grey wall block has a narrow slot cut into one face; the blue
+button lies at the slot's bottom. Only the fingertip (red disk at the end of the second link)
+reaches down to the wall's height; the links pass above it, so the one way to fail is the
+fingertip touching the wall. Success is the fingertip touching the button.
+
+The arm is simulated in pymunk: two dynamic links joined by pivot joints to a fixed base at
+the world centre, driven by a joint-space PD servo (with the arm's inertia matrix, so both
+joints respond alike in every configuration) toward the inverse kinematics of the commanded
+end-effector position. The elbow keeps the branch of the episode's initial configuration.
+
+The expert goes from the start, in a straight line, to a point just in front of the slot on
+its axis and then straight in, through a rounded corner without stopping. The start is always
+off to the side of the slot, so the corner is sharp: straight lines between coarse (2.5 Hz)
+samples cut it and clip the wall beside the slot mouth, while 20 Hz tracking stays inside.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pymunk
+
+from cfbench.envs.core import Canvas, CoarseToFineEnv
+from cfbench.expert import ExpertTrajectory, rounded_polyline, time_parametrize
+
+# ---------------------------------------------------------------- world and arm
+WORLD_SIZE = 512.0
+BASE = (256.0, 256.0)  # the arm's fixed shoulder, at the world centre
+LINK_LENGTHS = (130.0, 110.0)
+LINK_MASSES = (1.0, 0.6)
+TIP_RADIUS = 9.0
+#: the inverse kinematics clamps commanded positions into this annulus around the base
+REACH = (30.0, 238.0)
+
+# ---------------------------------------------------------------- servo
+#: joint-space PD on acceleration: critically damped at 45 rad/s, so the tip lags the
+#: commanded position by about one 20 Hz control period (the lead an expert action has)
+K_P = 2025.0
+K_V = 90.0
+#: joint errors are clipped, which caps the joint speed at K_P * MAX_JOINT_ERROR / K_V
+MAX_JOINT_ERROR = 0.18
+
+# ---------------------------------------------------------------- scene sampling
+SLOT_CLEARANCE = (3.0, 3.5)  # free space on each side of the fingertip inside the slot
+BEND_DEPTH = (30.0, 45.0)  # from the wall face to the centre line of the slot's branch
+BRANCH_LENGTH = (30.0, 45.0)  # from the entry leg's centre line to the button's face
+BUTTON_THICKNESS = 6.0
+WALL_BESIDE_BUTTON = (15.0, 40.0)
+WALL_BEHIND_SLOT = (14.0, 30.0)
+BASE_CLEARANCE = 25.0
+MOUTH_RADIUS = (110.0, 200.0)  # distance of the slot mouth from the base
+START_LATERAL = (110.0, 200.0)  # start offset along the face, to either side of the axis
+START_STANDOFF = (20.0, 80.0)  # start distance in front of the face
+EDGE_MARGIN = 16.0  # the wall stays this far inside the world box
+PATH_REACH_MARGIN = (30.0, 10.0)  # expert path stays this far inside the reach annulus
+
+# ---------------------------------------------------------------- expert
+APPROACH_STANDOFF = 13.0  # the pre-insertion point's distance in front of the face
+CORNER_RADIUS = 10.0
+PRESS_DEPTH = 2.0  # the final target lies this far behind the button's face
+EXPERT_MAX_VELOCITY = np.array([150.0, 150.0])
+EXPERT_MAX_ACCELERATION = np.array([2000.0, 2000.0])
+
+# ---------------------------------------------------------------- drawing
+WALL_COLOR = (110, 110, 110)
+BUTTON_COLOR = (30, 80, 230)
+LINK_COLORS = ((235, 150, 40), (245, 190, 60))
+JOINT_COLOR = (40, 40, 40)
+TIP_COLOR = (220, 30, 30)
+LINK_WIDTH = 10.0
+
+# pymunk collision types
+_TIP, _WALL, _BUTTON = 1, 2, 3
+
+
+class ButtonTouchEnv(CoarseToFineEnv):
+    """Touch the blue button at the bottom of a slot with the arm's fingertip, never the wall.
+
+    Action: desired fingertip position (x, y) in world units, anywhere in the 512 x 512 world
+    (positions out of the arm's reach are clamped radially into it).
+    State observation: fingertip position, then the scene features
+
+        [button face centre (2), slot direction into the wall (cos, sin), slot width,
+         slot depth, wall half-length along the face, elbow branch (+1 / -1)].
+
+    Pixel observation: one 96x96 RGB view of the whole world (the paper's single image).
+    """
+
+    views = ("global",)
+    pose_low = np.array([0.0, 0.0])
+    pose_high = np.array([WORLD_SIZE, WORLD_SIZE])
+    scene_dim = 10
+    max_episode_seconds = 8.0
+    physics_hz = 200.0
+    world_bounds = (0.0, 0.0, WORLD_SIZE, WORLD_SIZE)
+    local_view_size = 128.0
+
+    # ------------------------------------------------------------ scene
+    def _build_scene(self, rng: np.random.Generator) -> None:
+        while True:
+            if self._sample_scene(rng):
+                break
+        self._build_space()
+
+    def _sample_scene(self, rng: np.random.Generator) -> bool:
+        """Draw one candidate scene and start; False when it breaks a placement rule."""
+        base = np.array(BASE)
+        bearing = rng.uniform(-np.pi, np.pi)
+        mouth = base + rng.uniform(*MOUTH_RADIUS) * np.array([np.cos(bearing), np.sin(bearing)])
+        facing = rng.uniform(-np.pi, np.pi)  # direction of the face's outward normal
+        normal = np.array([np.cos(facing), np.sin(facing)])
+        tangent = np.array([-normal[1], normal[0]])
+        half_width = TIP_RADIUS + rng.uniform(*SLOT_CLEARANCE)
+        bend = rng.uniform(*BEND_DEPTH)
+        reach_in = rng.uniform(*BRANCH_LENGTH)
+        side = rng.choice([-1.0, 1.0])  # the branch turns toward +tangent or -tangent
+        half_length = reach_in + BUTTON_THICKNESS + rng.uniform(*WALL_BESIDE_BUTTON)
+        back = bend + half_width + rng.uniform(*WALL_BEHIND_SLOT)
+        lateral = rng.choice([-1.0, 1.0]) * rng.uniform(*START_LATERAL)
+        start = mouth + lateral * tangent + rng.uniform(*START_STANDOFF) * normal
+        elbow = rng.choice([-1.0, 1.0])
+
+        def box(x0, x1, z0, z1):  # x along the face (mirrored to the branch side), z depth into the wall
+            xs, zs = side * np.array([x0, x1, x1, x0]), np.array([z0, z0, z1, z1])
+            return mouth + xs[:, None] * tangent - zs[:, None] * normal
+
+        button_end = reach_in + BUTTON_THICKNESS
+        walls = [
+            box(-half_length, -half_width, 0.0, back),  # beside the entry leg, away from the branch
+            box(half_width, half_length, 0.0, bend - half_width),  # between the face and the branch
+            box(-half_width, half_length, bend + half_width, back),  # behind the slot
+            box(button_end, half_length, bend - half_width, bend + half_width),  # behind the button
+        ]
+        button = box(reach_in, button_end, bend - half_width, bend + half_width)
+
+        def point(x, z):
+            return mouth + side * x * tangent - z * normal
+
+        approach = mouth + APPROACH_STANDOFF * normal
+        corner = point(0.0, bend)
+        goal = point(reach_in - TIP_RADIUS + PRESS_DEPTH, bend)
+
+        corners = np.concatenate(walls)
+        if corners.min() < EDGE_MARGIN or corners.max() > WORLD_SIZE - EDGE_MARGIN:
+            return False
+        if np.any(start < EDGE_MARGIN) or np.any(start > WORLD_SIZE - EDGE_MARGIN):
+            return False
+        # the base must stay clear of the wall (it is drawn, and the arm folds around it)
+        rel = base - mouth
+        if abs(rel @ tangent) < half_length + BASE_CLEARANCE and -(rel @ normal) > -BASE_CLEARANCE:
+            return False
+        # the whole expert path stays well inside the reachable annulus
+        path = np.concatenate([np.linspace(start, approach, 40), [corner, goal]])
+        radius = np.linalg.norm(path - base, axis=1)
+        if radius.min() < REACH[0] + PATH_REACH_MARGIN[0] or radius.max() > REACH[1] - PATH_REACH_MARGIN[1]:
+            return False
+
+        self._walls, self._button = walls, button
+        self._start, self._waypoints = start, np.array([approach, corner, goal])
+        self._elbow = elbow
+        into = -normal
+        self._features = np.array(
+            [*point(reach_in, bend), *into, side, 2 * half_width, bend, reach_in, half_length, elbow]
+        )
+        return True
+
+    def _build_space(self) -> None:
+        """A fresh pymunk space: static wall and button, two dynamic links in the start pose."""
+        space = pymunk.Space()
+        space.iterations = 20
+        for poly in self._walls:
+            shape = pymunk.Poly(space.static_body, poly.tolist())
+            shape.collision_type = _WALL
+            space.add(shape)
+        shape = pymunk.Poly(space.static_body, self._button.tolist())
+        shape.collision_type = _BUTTON
+        space.add(shape)
+
+        (l1, l2), (m1, m2) = LINK_LENGTHS, LINK_MASSES
+        q1, q2 = _inverse_kinematics(self._start[0], self._start[1], self._elbow)
+        links = []
+        for length, mass in ((l1, m1), (l2, m2)):
+            links.append(pymunk.Body(mass, mass * length**2 / 12.0))
+        upper, fore = links
+        shoulder = np.array(BASE)
+        elbow = shoulder + l1 * np.array([np.cos(q1), np.sin(q1)])
+        upper.angle, fore.angle = q1, q1 + q2
+        upper.position = tuple(shoulder + 0.5 * l1 * np.array([np.cos(q1), np.sin(q1)]))
+        fore.position = tuple(elbow + 0.5 * l2 * np.array([np.cos(q1 + q2), np.sin(q1 + q2)]))
+        tip = pymunk.Circle(fore, TIP_RADIUS, (0.5 * l2, 0.0))
+        tip.collision_type = _TIP
+        space.add(
+            upper, fore, tip,
+            pymunk.PivotJoint(space.static_body, upper, BASE),
+            pymunk.PivotJoint(upper, fore, tuple(elbow)),
+        )
+        space.on_collision(_TIP, _WALL, begin=self._on_wall)
+        space.on_collision(_TIP, _BUTTON, begin=self._on_button)
+
+        self._space, self._upper, self._fore = space, upper, fore
+        self._hit_wall = False
+        self._touched = False
+        # inertia matrix M(q2) = [[a + 2 b cos q2, c + b cos q2], [c + b cos q2, c]]
+        i1, i2 = upper.moment, fore.moment
+        self._inertia = (
+            i1 + i2 + m1 * (l1 / 2) ** 2 + m2 * (l1**2 + (l2 / 2) ** 2),
+            m2 * l1 * l2 / 2,
+            i2 + m2 * (l2 / 2) ** 2,
+        )
+
+    def _on_wall(self, arbiter, space, data) -> None:
+        self._hit_wall = True
+
+    def _on_button(self, arbiter, space, data) -> None:
+        self._touched = True
+
+    # ------------------------------------------------------------ simulation
+    def _agent_pose(self) -> np.ndarray:
+        fore = self._fore
+        half = 0.5 * LINK_LENGTHS[1]
+        x, y = fore.position
+        a = fore.angle
+        return np.array([x + half * math.cos(a), y + half * math.sin(a)])
+
+    def _scene_features(self) -> np.ndarray:
+        return self._features
+
+    def _simulate(self, target: np.ndarray) -> bool:
+        upper, fore, space, dt = self._upper, self._fore, self._space, self.physics_dt
+        goal1, goal2 = _inverse_kinematics(float(target[0]), float(target[1]), self._elbow)
+        # the shoulder target is unwrapped next to the current angle (no full turns)
+        goal1 = upper.angle + (goal1 - upper.angle + math.pi) % (2 * math.pi) - math.pi
+        a, b, c = self._inertia
+        limit = MAX_JOINT_ERROR
+        for _ in range(self.substeps):
+            t1, t2 = upper.angle, fore.angle
+            w1, w2 = upper.angular_velocity, fore.angular_velocity
+            q2, dq2 = t2 - t1, w2 - w1
+            acc1 = K_P * min(max(goal1 - t1, -limit), limit) - K_V * w1
+            acc2 = K_P * min(max(goal2 - q2, -limit), limit) - K_V * dq2
+            cos2 = math.cos(q2)
+            m11, m12 = a + 2 * b * cos2, c + b * cos2
+            tau1, tau2 = m11 * acc1 + m12 * acc2, m12 * acc1 + c * acc2
+            upper.torque = tau1 - tau2  # the elbow torque reacts on the upper link
+            fore.torque = tau2
+            space.step(dt)
+            if self._hit_wall or self._touched:
+                break
+        return self._hit_wall
+
+    def _is_success(self) -> bool:
+        return self._touched
+
+    # ------------------------------------------------------------ drawing
+    def _draw(self, canvas: Canvas) -> None:
+        for poly in self._walls:
+            canvas.polygon(poly, WALL_COLOR)
+        canvas.polygon(self._button, BUTTON_COLOR)
+        shoulder = np.array(BASE)
+        t1 = self._upper.angle
+        elbow = shoulder + LINK_LENGTHS[0] * np.array([math.cos(t1), math.sin(t1)])
+        tip = self._agent_pose()
+        canvas.line([shoulder, elbow], LINK_COLORS[0], LINK_WIDTH)
+        canvas.line([elbow, tip], LINK_COLORS[1], LINK_WIDTH)
+        canvas.circle(shoulder, 9.0, JOINT_COLOR)
+        canvas.circle(elbow, 6.0, JOINT_COLOR)
+        canvas.circle(tip, TIP_RADIUS, TIP_COLOR)
+
+    def _local_view(self) -> tuple[np.ndarray, float]:
+        """ButtonTouch observes only the global view; a local view would follow the fingertip."""
+        return self._agent_pose(), 0.0
+
+    # ------------------------------------------------------------ expert
+    def _expert_path(self) -> ExpertTrajectory:
+        """Straight to a point in front of the slot, then straight in through a rounded corner."""
+        corners = np.concatenate([self._agent_pose()[None], self._waypoints])
+        path = rounded_polyline(corners, CORNER_RADIUS, spacing=1.0)
+        return time_parametrize(path, EXPERT_MAX_VELOCITY, EXPERT_MAX_ACCELERATION)
+
+
+def _inverse_kinematics(x: float, y: float, elbow: float) -> tuple[float, float]:
+    """Shoulder and (relative) elbow angle putting the fingertip at (x, y), clamped into reach."""
+    l1, l2 = LINK_LENGTHS
+    dx, dy = x - BASE[0], y - BASE[1]
+    r = math.hypot(dx, dy)
+    if r < 1e-9:
+        dx, dy, r = 1.0, 0.0, 1.0
+    clamped = min(max(r, REACH[0]), REACH[1])
+    cos2 = (clamped**2 - l1**2 - l2**2) / (2 * l1 * l2)
+    q2 = elbow * math.acos(min(max(cos2, -1.0), 1.0))
+    q1 = math.atan2(dy, dx) - math.atan2(l2 * math.sin(q2), l1 + l2 * math.cos(q2))
+    return q1, q2
+

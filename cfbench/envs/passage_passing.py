@@ -1,0 +1,232 @@
+"""PassagePassing: a rectangular agent threads a narrow passage with sharp corners.
+
+Paper (DiSPo, section V): "A rectangular agent (pink) precisely maneuvers through a narrow 2D
+passage (gray) navigating corners without collision. The observation includes the agent's pose
+(in R^2) and two RGB images (global scene and agent-centred local view). The action is the 2D
+target position. We randomize the passage's shape, width, and orientation."
+
+The passage is a closed corridor of constant width around a centreline with right-angle
+corners, rotated as a whole. The agent does not rotate: it stays aligned with the passage, long
+side along the first segment, so it fits every segment but with less room in the segments that
+run across its long side. Everything outside the corridor is wall; touching a wall ends the
+episode as a failure, and the agent's centre crossing the exit line (into the green goal area at
+the end of the corridor) ends it as a success. The expert runs along the centreline and turns
+each corner on a small arc, so straight lines between coarse samples of it cut the inner corners.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pymunk
+
+from cfbench.envs.core import Canvas, CoarseToFineEnv, box_corners
+from cfbench.expert import ExpertTrajectory, rounded_polyline, time_parametrize
+
+WORLD_SIZE = 512.0
+#: agent half extents in the passage frame (long side along the first segment)
+AGENT_HALF = np.array([10.0, 6.0])
+#: passage shape: segments joined by right-angle turns, each to the left or right
+N_SEGMENTS = 5
+SEGMENT_LENGTH = (60.0, 120.0)
+#: clearance on each side in the tight segments (those across the agent's long side); the
+#: passage width is 2 * (AGENT_HALF[0] + clearance)
+CLEARANCE = (3.0, 6.0)
+#: the agent starts this far from the closed entrance wall (behind its back edge)
+ENTRANCE_ROOM = 10.0
+#: corridor length beyond the exit line (the goal area) and where the expert comes to rest in it
+GOAL_DEPTH = 40.0
+EXPERT_STOP = 18.0
+#: sampled passages keep non-adjacent segments this far apart (beyond the walls) and stay
+#: this far inside the world
+SEGMENT_GAP = 20.0
+WORLD_MARGIN = 16.0
+#: servo: PD on velocity (critically damped), with a speed limit so nothing tunnels through walls
+K_P = 2500.0
+K_V = 100.0
+MAX_SPEED = 500.0
+#: expert: per-axis limits in the passage frame
+EXPERT_VELOCITY = 150.0
+EXPERT_ACCELERATION = 1500.0
+
+AGENT_COLOR = (240, 90, 170)
+PASSAGE_COLOR = (190, 190, 190)
+GOAL_COLOR = (120, 210, 120)
+WALL_COLOR = (40, 40, 40)
+_AGENT, _WALL = 1, 2
+
+
+class PassagePassingEnv(CoarseToFineEnv):
+    """Move the pink rectangle through the gray passage and out into the green goal area."""
+
+    views = ("global", "local")
+    pose_low = np.zeros(2, dtype=np.float32)
+    pose_high = np.full(2, WORLD_SIZE, dtype=np.float32)
+    #: passage corners (N_SEGMENTS + 1 points, entrance first, exit last), width, cos/sin(orientation)
+    scene_dim = 2 * (N_SEGMENTS + 1) + 3
+    max_episode_seconds = 10.0
+    world_bounds = (0.0, 0.0, WORLD_SIZE, WORLD_SIZE)
+    local_view_size = 96.0
+
+    # ------------------------------------------------------------- scene
+    def _build_scene(self, rng: np.random.Generator) -> None:
+        self._clearance = rng.uniform(*CLEARANCE)
+        self._width = 2.0 * (AGENT_HALF[0] + self._clearance)
+        self._angle = rng.uniform(-np.pi, np.pi)
+        rotation = _rotation(self._angle)
+        while True:
+            local = _sample_centreline(rng, self._width)
+            outline = _corridor_outline(local, self._width) @ rotation.T
+            low, high = outline.min(0), outline.max(0)
+            slack = (WORLD_SIZE - 2 * WORLD_MARGIN) - (high - low)
+            if np.all(slack > 0):
+                break
+        offset = WORLD_MARGIN - low + rng.uniform(0.0, slack)
+        self._local_corners = local
+        self._rotation = rotation
+        self._offset = offset
+        self._corners = local @ rotation.T + offset
+        self._outline = outline + offset
+        exit_dir = rotation @ _unit(local[-1] - local[-2])
+        self._exit_frame = np.array([exit_dir, _left_normal(exit_dir)])
+        self._goal_area = self._corridor_box(local[-1], local[-1] + GOAL_DEPTH * _unit(local[-1] - local[-2]))
+        self._build_space()
+
+    def _corridor_box(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """World corners of the corridor piece between centreline points ``a`` and ``b``."""
+        normal = _left_normal(_unit(b - a)) * self._width / 2
+        return np.array([a - normal, b - normal, b + normal, a + normal]) @ self._rotation.T + self._offset
+
+    def _build_space(self) -> None:
+        self._space = pymunk.Space()
+        self._agent = pymunk.Body(1.0, float("inf"))
+        self._agent.position = tuple(self._corners[0])
+        self._agent.angle = self._angle
+        agent_shape = pymunk.Poly.create_box(self._agent, tuple(2 * AGENT_HALF))
+        agent_shape.collision_type = _AGENT
+        self._space.add(self._agent, agent_shape)
+        # Zero-thickness walls along the outline: the corridor's edge exactly, corners sharp.
+        for a, b in zip(self._outline, np.roll(self._outline, -1, axis=0)):
+            wall = pymunk.Segment(self._space.static_body, tuple(a), tuple(b), 0.0)
+            wall.collision_type = _WALL
+            self._space.add(wall)
+        self._collided = False
+        self._space.on_collision(_AGENT, _WALL, begin=self._on_wall_contact)
+
+    def _on_wall_contact(self, arbiter, space, data) -> None:
+        self._collided = True
+
+    # ---------------------------------------------------------- dynamics
+    def _simulate(self, target: np.ndarray) -> bool:
+        tx, ty = float(target[0]), float(target[1])
+        body, step, dt = self._agent, self._space.step, self.physics_dt
+        for _ in range(self.substeps):
+            (x, y), (vx, vy) = body.position, body.velocity
+            vx += (K_P * (tx - x) - K_V * vx) * dt
+            vy += (K_P * (ty - y) - K_V * vy) * dt
+            speed = (vx * vx + vy * vy) ** 0.5
+            if speed > MAX_SPEED:
+                vx, vy = vx * MAX_SPEED / speed, vy * MAX_SPEED / speed
+            body.velocity = (vx, vy)
+            step(dt)
+            if self._collided:
+                return True
+        return False
+
+    def _agent_pose(self) -> np.ndarray:
+        return np.array(self._agent.position)
+
+    def _is_success(self) -> bool:
+        along, across = self._exit_frame @ (self._agent_pose() - self._corners[-1])
+        return 0.0 <= along <= GOAL_DEPTH and abs(across) <= self._width / 2
+
+    def _scene_features(self) -> np.ndarray:
+        return np.concatenate(
+            [self._corners.ravel(), [self._width, np.cos(self._angle), np.sin(self._angle)]]
+        )
+
+    # ------------------------------------------------------------ expert
+    def _expert_path(self) -> ExpertTrajectory:
+        """Centreline with arcs at the corners, timed in the passage frame, ending in the goal area.
+
+        Every corner joins a tight and a roomy segment; an arc whose radius is the roomy side's
+        clearance is the widest turn that still keeps the tight side's full clearance from the
+        inner corner, so the expert stays as far from every wall as the centreline does. Timing
+        in the passage frame makes the expert's speed independent of the passage's orientation.
+        """
+        local = self._local_corners
+        stop = local[-1] + EXPERT_STOP * _unit(local[-1] - local[-2])
+        radius = self._width / 2 - AGENT_HALF[1]
+        path = rounded_polyline(np.vstack([local[:-1], stop]), radius, spacing=1.0)
+        limits = np.ones(2)
+        timed = time_parametrize(path, EXPERT_VELOCITY * limits, EXPERT_ACCELERATION * limits)
+        return ExpertTrajectory(times=timed.times, poses=timed.poses @ self._rotation.T + self._offset)
+
+    # ----------------------------------------------------------- drawing
+    def _draw(self, canvas: Canvas) -> None:
+        canvas.polygon(self._outline, PASSAGE_COLOR)
+        canvas.polygon(self._goal_area, GOAL_COLOR)
+        canvas.line(np.vstack([self._outline, self._outline[:1]]), WALL_COLOR, width=2.0)
+        canvas.polygon(box_corners(self._agent_pose(), AGENT_HALF, self._angle), AGENT_COLOR)
+
+    def _local_view(self) -> tuple[np.ndarray, float]:
+        return self._agent_pose(), self._angle
+
+
+# ------------------------------------------------------------- geometry
+def _rotation(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s], [s, c]])
+
+
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / np.linalg.norm(v)
+
+
+def _left_normal(u: np.ndarray) -> np.ndarray:
+    return np.array([-u[1], u[0]])
+
+
+def _sample_centreline(rng: np.random.Generator, width: float) -> np.ndarray:
+    """Corners of a random right-angled centreline in the passage frame (first segment along +x).
+
+    Resampled until segments that do not share a corner stay clear of each other, counting the
+    closed entrance behind the first and the goal area after the last segment.
+    """
+    while True:
+        direction = np.array([1.0, 0.0])
+        points = [np.zeros(2)]
+        for i in range(N_SEGMENTS):
+            if i > 0:
+                direction = _left_normal(direction) * rng.choice([-1.0, 1.0])
+            points.append(points[-1] + rng.uniform(*SEGMENT_LENGTH) * direction)
+        points = np.array(points)
+        ends = points.copy()
+        ends[0] -= (AGENT_HALF[0] + ENTRANCE_ROOM) * _unit(points[1] - points[0])
+        ends[-1] += GOAL_DEPTH * _unit(points[-1] - points[-2])
+        if all(
+            _box_distance(ends[i], ends[i + 1], ends[j], ends[j + 1]) > width + SEGMENT_GAP
+            for i in range(N_SEGMENTS)
+            for j in range(i + 2, N_SEGMENTS)
+        ):
+            return points
+
+
+def _box_distance(a0, a1, b0, b1) -> float:
+    """Distance between two axis-aligned segments (each is its own bounding box)."""
+    gap = np.maximum(0.0, np.maximum(np.minimum(a0, a1) - np.maximum(b0, b1), np.minimum(b0, b1) - np.maximum(a0, a1)))
+    return float(np.hypot(*gap))
+
+
+def _corridor_outline(points: np.ndarray, width: float) -> np.ndarray:
+    """Closed outline (counter-clockwise) of the corridor of ``width`` around the centreline.
+
+    The corridor is closed behind the agent's start and ``GOAL_DEPTH`` beyond the exit line. At a
+    right-angle corner the offset lines meet at corner + (n_in + n_out) * width / 2.
+    """
+    first, last = _unit(points[1] - points[0]), _unit(points[-1] - points[-2])
+    ends = points.copy()
+    ends[0] -= (AGENT_HALF[0] + ENTRANCE_ROOM) * first
+    ends[-1] += GOAL_DEPTH * last
+    normals = np.array([_left_normal(_unit(b - a)) for a, b in zip(ends[:-1], ends[1:])])
+    joint = np.vstack([normals[:1], normals[:-1] + normals[1:], normals[-1:]]) * width / 2
+    return np.vstack([ends - joint, (ends + joint)[::-1]])

@@ -1,0 +1,111 @@
+import json
+
+import numpy as np
+import pytest
+
+from cfbench.datasets import load_demos
+from cfbench.demos import (
+    ExpertRunner,
+    control_rate_for,
+    dataset_id,
+    main,
+    parse_rates,
+    rates_label,
+    subsample,
+    verify,
+    write_dataset,
+)
+
+ENV = "PassagePassing"
+
+
+def test_rate_parsing_and_labels():
+    assert parse_rates("2.5") == (2.5,)
+    assert parse_rates("2.5+5") == (2.5, 5.0)
+    assert rates_label((2.5, 5.0)) == "2.5+5"
+    for bad in ["", "abc", "0", "-5", "2.5+nan"]:
+        with pytest.raises(ValueError):
+            parse_rates(bad)
+    assert [control_rate_for(hz) for hz in (2.5, 5, 10, 20, 3, 40)] == [20, 20, 20, 20, 21, 40]
+    assert dataset_id(ENV, (2.5,)) == "cfbench/passage-passing/expert-2p5hz-v0"
+    assert dataset_id("ButtonTouch", (2.5, 5.0), "pixels_state") == "cfbench/button-touch/expert-2p5hz-5hz-pixels-state-v0"
+
+
+def test_demo_samples_follow_the_expert():
+    runner = ExpertRunner("cfbench/PassagePassing-v0")
+    run = runner.run(seed=3, control_hz=20.0)
+    assert run.success
+    demo = subsample(run, 2.5)
+    k = len(demo["actions"])
+    assert len(demo["observations"]) == k + 1
+    # Observation i is taken at control step 8 i; action i is the expert pose at sample i + 1.
+    assert np.array_equal(demo["observations"][1], run.observations[8])
+    assert np.allclose(demo["actions"][0], run.trajectory(0.4), atol=1e-4)
+    assert np.allclose(demo["actions"][-1], run.trajectory(k / 2.5), atol=1e-4)
+    assert np.array_equal(demo["observations"][-1], run.observations[-1])  # the terminal observation
+    with pytest.raises(ValueError, match="not a multiple"):
+        subsample(run, 3.0)
+    runner.close()
+
+
+def test_generation_is_byte_identical_and_keeps_rates(tmp_path):
+    first = write_dataset(ENV, (2.5, 5.0), 6, demos_dir=tmp_path / "a")
+    write_dataset(ENV, (2.5, 5.0), 6, demos_dir=tmp_path / "b")
+    manifest_a = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    manifest_b = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest_a == manifest_b
+    for name in manifest_a[first]["files"]:
+        assert (tmp_path / "a" / first / name).read_bytes() == (tmp_path / "b" / first / name).read_bytes()
+    dataset = load_demos(ENV, (2.5, 5.0), n=6, demos_dir=tmp_path / "a", generate=False)
+    assert [e.source_hz for e in dataset.episodes] == [2.5, 5.0] * 3
+    assert [e.seed for e in dataset.episodes] == list(range(6))
+    # The 5 Hz episodes have about twice as many samples as the 2.5 Hz ones.
+    lengths = [len(e.actions) for e in dataset.episodes]
+    assert sum(lengths[1::2]) > 1.6 * sum(lengths[0::2])
+
+
+def test_corrupted_or_truncated_files_are_detected(tmp_path):
+    ds_id = write_dataset(ENV, (5.0,), 3, demos_dir=tmp_path)
+    data = tmp_path / ds_id / "data" / "main_data.hdf5"
+    original = data.read_bytes()
+    data.write_bytes(original[: len(original) // 2])
+    with pytest.raises(ValueError, match="corrupted or truncated"):
+        load_demos(ENV, (5.0,), n=3, demos_dir=tmp_path, generate=False)
+    data.write_bytes(original[:100] + b"\x00" + original[101:])
+    with pytest.raises(ValueError, match="corrupted or truncated"):
+        verify(tmp_path, ds_id)
+    data.unlink()
+    with pytest.raises(FileNotFoundError, match="missing"):
+        verify(tmp_path, ds_id)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match="manifest .* is corrupt"):
+        verify(tmp_path, ds_id)
+
+
+def test_missing_dataset_is_generated_on_load(tmp_path):
+    dataset = load_demos(ENV, (10.0,), n=2, demos_dir=tmp_path)
+    assert len(dataset.episodes) == 2 and dataset.label == "10"
+
+
+def test_training_windows_pad_like_diffusion_policy(tmp_path):
+    dataset = load_demos(ENV, (2.5,), n=2, demos_dir=tmp_path)
+    windows = dataset.windows(n_obs_steps=2, horizon=16)
+    episode = dataset.episodes[0]
+    steps = len(episode.actions)
+    assert len(windows) == sum(len(e.actions) for e in dataset.episodes)
+    assert windows.observations.shape[1:] == (2, episode.observations.shape[1])
+    assert windows.actions.shape[1:] == (16, 2)
+    # First window: history padded with the first observation, actions start at step 0.
+    assert np.array_equal(windows.observations[0, 0], episode.observations[0])
+    assert np.array_equal(windows.actions[0, 0], episode.actions[0])
+    # Last window of episode 0: actions padded with the final action.
+    assert np.array_equal(windows.actions[steps - 1, -1], episode.actions[-1])
+    assert np.array_equal(windows.observations[1, 1], episode.observations[1])
+    with pytest.raises(ValueError):
+        dataset.windows(0, 16)
+
+
+def test_cli_rejects_unknown_env(capsys):
+    with pytest.raises(SystemExit):
+        main(["--env", "Nope"])
+    assert "unknown environment 'Nope'" in capsys.readouterr().err

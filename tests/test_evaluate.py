@@ -1,0 +1,111 @@
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+import policies
+from cfbench.evaluate import _history, evaluate, main, parse_overrides, parse_seed_range, run
+from cfbench.results import read_record
+from policies.base import EpisodeContext, Policy, PolicyConfig, register
+
+SEEDS = list(range(20000, 20006))
+
+
+def test_tracker_evaluation_is_deterministic_and_records_every_seed():
+    tracker = policies.make("tracker")
+    first = evaluate(tracker, "PassagePassing", (20.0,), seeds=SEEDS, num_envs=4, progress=False)
+    second = evaluate(policies.make("tracker"), "PassagePassing", (20.0,), seeds=SEEDS, num_envs=3, progress=False)
+    assert [row["seed"] for row in first["episodes"]] == SEEDS
+    assert first["episodes"] == second["episodes"]
+    assert first["metrics"]["success_rate"] == 1.0
+    assert first["metrics"]["path_deviation"] < 5.0
+
+
+def test_coarse_tracker_fails_where_fine_tracker_succeeds():
+    coarse = evaluate(policies.make("tracker"), "PassagePassing", (2.5,), seeds=SEEDS, progress=False)
+    assert coarse["metrics"]["success_rate"] < 0.5 and coarse["metrics"]["collision_rate"] > 0.5
+
+
+def test_history_is_spaced_at_the_source_rate():
+    observations = list(range(20))
+    assert _history(observations, 2, 8) == [11, 19]
+    assert _history(observations[:3], 3, 8) == [0, 0, 2]
+    assert _history(observations, 1, 1) == [19]
+
+
+@dataclass
+class _ReplayConfig(PolicyConfig):
+    n_obs_steps: int = 2
+
+
+@register("test-replay")
+class _ReplayMean(Policy):
+    """Trainable test double: replays the mean first action of its training data."""
+
+    config_class = _ReplayConfig
+
+    def fit(self, dataset, **kwargs):
+        self.rates = sorted({e.source_hz for e in dataset.episodes})
+        self.target = np.mean([e.actions[0] for e in dataset.episodes], axis=0)
+        return {}
+
+    def reset(self, slot, context: EpisodeContext):
+        assert context.expert is None, "non-privileged policies must not see the expert"
+
+    def act(self, obs_history, *, slots, source_hz, target_hz):
+        assert obs_history.shape[:2] == (len(slots), 2)
+        return np.repeat(self.target[None, None], len(slots), axis=0)
+
+
+def test_trainable_policy_is_fitted_on_demos_of_the_source_rate(tmp_path, monkeypatch):
+    fitted = {}
+    original_fit = _ReplayMean.fit
+
+    def spy(self, dataset, **kwargs):
+        fitted["rates"] = sorted({e.source_hz for e in dataset.episodes})
+        return original_fit(self, dataset, **kwargs)
+
+    monkeypatch.setattr(_ReplayMean, "fit", spy)
+    record, path = run("test-replay", "PassagePassing", (2.5, 5.0), episodes=2, n_demos=4,
+                       demos_dir=tmp_path / "demos", results_dir=tmp_path / "results", progress=False)
+    assert fitted["rates"] == [2.5, 5.0]
+    assert read_record(path) == record
+    assert record["source_hz"] == [2.5, 5.0] and record["privileged"] is False
+
+
+class _BrokenPolicy(_ReplayMean):
+    def act(self, obs_history, *, slots, source_hz, target_hz):
+        return np.zeros((len(slots), 3, 7))
+
+
+def test_policy_returning_wrong_shape_is_named():
+    with pytest.raises(ValueError, match="'test-replay' returned action chunks of shape"):
+        evaluate(_BrokenPolicy(), "PassagePassing", (20.0,), seeds=[1], progress=False)
+
+
+def test_cli_argument_errors(capsys):
+    for argv, message in [
+        (["--policy", "nonexistent"], "unknown policy 'nonexistent'"),
+        (["--policy", "tracker", "--env", "Moon"], "unknown environment 'Moon'"),
+        (["--policy", "tracker", "--source-hz", "fast"], "bad sample rate"),
+        (["--policy", "tracker", "--test-seeds", "5:5"], "empty seed range"),
+        (["--policy", "tracker", "--set", "oops"], "KEY=VALUE"),
+    ]:
+        with pytest.raises(SystemExit):
+            main(argv)
+        assert message in capsys.readouterr().err
+
+
+def test_parsers():
+    assert parse_seed_range("20000:20100") == (20000, 20100)
+    assert parse_overrides(["a=1", "b=x", "c=[1, 2]"]) == {"a": 1, "b": "x", "c": [1, 2]}
+
+
+def test_cli_writes_record_table_and_plot(tmp_path, capsys):
+    main(["--policy", "tracker", "--env", "PassagePassing", "--source-hz", "2.5", "20", "--episodes", "3",
+          "--results-dir", str(tmp_path), "--leaderboard", str(tmp_path / "lb.md")])
+    out = capsys.readouterr().out
+    assert "success %" in out and "leaderboard:" in out
+    assert "| tracker †" in (tmp_path / "lb.md").read_text()
+    assert len(list(tmp_path.glob("*.json"))) == 2
+    assert (tmp_path / "plots" / "PassagePassing.png").stat().st_size > 1000

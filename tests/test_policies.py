@@ -1,0 +1,57 @@
+import json
+
+import numpy as np
+import pytest
+
+import policies
+from cfbench.expert import ExpertTrajectory
+from policies.base import EpisodeContext
+
+
+def test_factory_errors_are_clear():
+    with pytest.raises(ValueError, match="unknown policy 'dp-x'; available: .*tracker"):
+        policies.make("dp-x")
+    with pytest.raises(ValueError, match="unknown config field"):
+        policies.make("tracker", horizon=3)
+
+
+def _context():
+    times = np.linspace(0.0, 2.0, 401)
+    poses = np.stack([100 * times, np.zeros_like(times)], axis=1)
+    return EpisodeContext("cfbench/PassagePassing-v0", 0, 20.0, ExpertTrajectory(times, poses))
+
+
+def test_tracker_plans_then_holds_the_goal():
+    tracker = policies.make("tracker")
+    tracker.reset(0, _context())
+    plan = tracker.act(None, slots=[0], source_hz=2.5, target_hz=20)[0]
+    assert plan.shape == (40, 2)
+    assert np.allclose(plan[:8, 0], 5.0 * np.arange(1, 9))  # linear: exact
+    assert np.allclose(plan[-1], [200.0, 0.0])
+    assert np.allclose(tracker.act(None, slots=[0], source_hz=2.5, target_hz=20)[0], [[200.0, 0.0]])
+    with pytest.raises(ValueError, match="expert trajectory"):
+        tracker.reset(1, EpisodeContext("cfbench/PassagePassing-v0", 0, 20.0, None))
+
+
+def test_save_load_round_trip_and_corrupt_checkpoints(tmp_path):
+    tracker = policies.make("tracker")
+    tracker.save(tmp_path / "ckpt")
+    loaded = policies.load(tmp_path / "ckpt")
+    assert type(loaded) is type(tracker) and loaded.config == tracker.config
+    loaded.reset(0, _context())
+    tracker.reset(0, _context())
+    assert np.array_equal(loaded.act(None, slots=[0], source_hz=5, target_hz=20),
+                          tracker.act(None, slots=[0], source_hz=5, target_hz=20))
+
+    weights = tmp_path / "ckpt" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:3])
+    with pytest.raises(ValueError, match="corrupt or truncated checkpoint weights"):
+        policies.load(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "config.json").write_text("{")
+    with pytest.raises(ValueError, match="corrupt checkpoint config"):
+        policies.load(tmp_path / "ckpt")
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps({"policy": "nope"}))
+    with pytest.raises(ValueError, match="unknown policy 'nope'"):
+        policies.load(tmp_path / "ckpt")
+    with pytest.raises(FileNotFoundError, match="checkpoint file missing"):
+        policies.load(tmp_path / "elsewhere")
