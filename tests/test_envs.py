@@ -124,3 +124,10 @@ def test_time_limit_is_in_seconds(env_name):
         _, _, terminated, truncated, info = env.step(hold)
         assert not terminated
     assert truncated and not info["is_success"]
+
+
+def test_human_render_mode_opens_a_window(env_name):
+    env = gym.make(cfbench.ENV_IDS[env_name], render_mode="human", control_hz=200)  # SDL dummy driver in tests
+    env.reset(seed=0)
+    assert env.unwrapped._window is not None and env.render() is None
+    env.close()

@@ -28,7 +28,7 @@ PIXEL_SIZE = 96
 class CoarseToFineEnv(gym.Env, ABC):
     """Base class. Subclasses set the class attributes below and implement the hooks."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 20}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
 
     #: names of the pixel views, in observation order ("global" first)
     views: ClassVar[tuple[str, ...]] = ("global", "local")
@@ -91,6 +91,8 @@ class CoarseToFineEnv(gym.Env, ABC):
         self.pose_dim = pose_dim
         self._canvas = Canvas(PIXEL_SIZE)
         self._render_canvas: Canvas | None = None
+        self._window = None  # pygame display for render_mode="human"
+        self._clock = None
         self._steps = 0
         self._expert: ExpertTrajectory | None = None
 
@@ -133,6 +135,8 @@ class CoarseToFineEnv(gym.Env, ABC):
         self._build_scene(self.np_random)
         self._steps = 0
         self._expert = None
+        if self.render_mode == "human":
+            self.render()
         return self._observation(), self._info(success=False, collision=False)
 
     def step(self, action):
@@ -143,6 +147,8 @@ class CoarseToFineEnv(gym.Env, ABC):
         terminated = success or collision
         truncated = (not terminated) and self._steps >= self.max_episode_steps
         reward = 1.0 if success else 0.0
+        if self.render_mode == "human":
+            self.render()
         return (
             self._observation(),
             reward,
@@ -152,16 +158,30 @@ class CoarseToFineEnv(gym.Env, ABC):
         )
 
     def render(self):
-        if self.render_mode != "rgb_array":
+        if self.render_mode is None:
             return None
         if self._render_canvas is None:
             self._render_canvas = Canvas(self.render_size)
         self._render_canvas.begin(*self._global_view())
         self._draw(self._render_canvas)
-        return self._render_canvas.pixels()
+        if self.render_mode == "rgb_array":
+            return self._render_canvas.pixels()
+        if self._window is None:  # human: a window at the control rate (needs a display)
+            pygame.display.init()
+            self._window = pygame.display.set_mode((self.render_size, self.render_size))
+            pygame.display.set_caption(type(self).__name__)
+            self._clock = pygame.time.Clock()
+        self._window.blit(self._render_canvas.surface, (0, 0))
+        pygame.event.pump()
+        pygame.display.flip()
+        self._clock.tick(self.control_hz)
+        return None
 
     def close(self):
         self._render_canvas = None
+        if self._window is not None:
+            pygame.display.quit()
+            self._window = None
 
     # ------------------------------------------------------- expert access
     def expert_trajectory(self) -> ExpertTrajectory:
