@@ -9,9 +9,10 @@ The passage is a closed corridor of constant width around a centreline with righ
 corners, rotated as a whole. The agent does not rotate: it stays aligned with the passage, long
 side along the first segment, so it fits every segment but with less room in the segments that
 run across its long side. Everything outside the corridor is wall; touching a wall ends the
-episode as a failure, and the agent's centre crossing the exit line (into the green goal area at
-the end of the corridor) ends it as a success. The expert runs along the centreline and turns
-each corner on a small arc, so straight lines between coarse samples of it cut the inner corners.
+episode as a failure, and the agent's centre passing the exit line into the green goal area at
+the end of the corridor ends it as a success. The expert runs along the centreline and turns
+each corner on a small arc without stopping, so straight lines between coarse samples of it cut
+the inner corners: at 2.5 Hz they hit a wall, at 20 Hz they stay clear (see ``_expert_path``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ SEGMENT_LENGTH = (60.0, 120.0)
 #: clearance on each side in the tight segments (those across the agent's long side); the
 #: passage width is 2 * (AGENT_HALF[0] + clearance)
 CLEARANCE = (3.0, 6.0)
-#: the agent starts this far from the closed entrance wall (behind its back edge)
+#: room between the agent's back edge and the closed entrance at the start
 ENTRANCE_ROOM = 10.0
 #: corridor length beyond the exit line (the goal area) and where the expert comes to rest in it
 GOAL_DEPTH = 40.0
@@ -40,7 +41,9 @@ EXPERT_STOP = 18.0
 #: this far inside the world
 SEGMENT_GAP = 20.0
 WORLD_MARGIN = 16.0
-#: servo: PD on velocity (critically damped), with a speed limit so nothing tunnels through walls
+#: servo: PD on velocity, critically damped at 50 rad/s (stiff enough to follow the expert
+#: within half a unit at 20 Hz); the speed limit keeps every sub-step (2.5 units) far below
+#: the agent's thickness, so no command can jump it over a wall between collision checks
 K_P = 2500.0
 K_V = 100.0
 MAX_SPEED = 500.0
@@ -69,8 +72,8 @@ class PassagePassingEnv(CoarseToFineEnv):
 
     # ------------------------------------------------------------- scene
     def _build_scene(self, rng: np.random.Generator) -> None:
-        self._clearance = rng.uniform(*CLEARANCE)
-        self._width = 2.0 * (AGENT_HALF[0] + self._clearance)
+        """Width, orientation and shape, then a placement that keeps the whole passage in the world."""
+        self._width = 2.0 * (AGENT_HALF[0] + rng.uniform(*CLEARANCE))
         self._angle = rng.uniform(-np.pi, np.pi)
         rotation = _rotation(self._angle)
         while True:
@@ -86,15 +89,13 @@ class PassagePassingEnv(CoarseToFineEnv):
         self._offset = offset
         self._corners = local @ rotation.T + offset
         self._outline = outline + offset
-        exit_dir = rotation @ _unit(local[-1] - local[-2])
-        self._exit_frame = np.array([exit_dir, _left_normal(exit_dir)])
-        self._goal_area = self._corridor_box(local[-1], local[-1] + GOAL_DEPTH * _unit(local[-1] - local[-2]))
+        exit_dir = _unit(local[-1] - local[-2])
+        across = _left_normal(exit_dir) * self._width / 2
+        near, far = local[-1], local[-1] + GOAL_DEPTH * exit_dir
+        goal_area = np.array([near - across, far - across, far + across, near + across])
+        self._goal_area = goal_area @ rotation.T + offset
+        self._exit_frame = np.array([exit_dir, _left_normal(exit_dir)]) @ rotation.T
         self._build_space()
-
-    def _corridor_box(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """World corners of the corridor piece between centreline points ``a`` and ``b``."""
-        normal = _left_normal(_unit(b - a)) * self._width / 2
-        return np.array([a - normal, b - normal, b + normal, a + normal]) @ self._rotation.T + self._offset
 
     def _build_space(self) -> None:
         self._space = pymunk.Space()
@@ -117,6 +118,7 @@ class PassagePassingEnv(CoarseToFineEnv):
 
     # ---------------------------------------------------------- dynamics
     def _simulate(self, target: np.ndarray) -> bool:
+        """PD servo toward ``target``, one velocity update per physics sub-step (as in PushT)."""
         tx, ty = float(target[0]), float(target[1])
         body, step, dt = self._agent, self._space.step, self.physics_dt
         for _ in range(self.substeps):
@@ -136,6 +138,7 @@ class PassagePassingEnv(CoarseToFineEnv):
         return np.array(self._agent.position)
 
     def _is_success(self) -> bool:
+        """The agent's centre lies in the goal area: past the exit line, inside the corridor."""
         along, across = self._exit_frame @ (self._agent_pose() - self._corners[-1])
         return 0.0 <= along <= GOAL_DEPTH and abs(across) <= self._width / 2
 
@@ -200,9 +203,7 @@ def _sample_centreline(rng: np.random.Generator, width: float) -> np.ndarray:
                 direction = _left_normal(direction) * rng.choice([-1.0, 1.0])
             points.append(points[-1] + rng.uniform(*SEGMENT_LENGTH) * direction)
         points = np.array(points)
-        ends = points.copy()
-        ends[0] -= (AGENT_HALF[0] + ENTRANCE_ROOM) * _unit(points[1] - points[0])
-        ends[-1] += GOAL_DEPTH * _unit(points[-1] - points[-2])
+        ends = _corridor_ends(points)
         if all(
             _box_distance(ends[i], ends[i + 1], ends[j], ends[j + 1]) > width + SEGMENT_GAP
             for i in range(N_SEGMENTS)
@@ -213,7 +214,9 @@ def _sample_centreline(rng: np.random.Generator, width: float) -> np.ndarray:
 
 def _box_distance(a0, a1, b0, b1) -> float:
     """Distance between two axis-aligned segments (each is its own bounding box)."""
-    gap = np.maximum(0.0, np.maximum(np.minimum(a0, a1) - np.maximum(b0, b1), np.minimum(b0, b1) - np.maximum(a0, a1)))
+    low_a, high_a = np.minimum(a0, a1), np.maximum(a0, a1)
+    low_b, high_b = np.minimum(b0, b1), np.maximum(b0, b1)
+    gap = np.maximum(0.0, np.maximum(low_a - high_b, low_b - high_a))
     return float(np.hypot(*gap))
 
 
@@ -223,10 +226,15 @@ def _corridor_outline(points: np.ndarray, width: float) -> np.ndarray:
     The corridor is closed behind the agent's start and ``GOAL_DEPTH`` beyond the exit line. At a
     right-angle corner the offset lines meet at corner + (n_in + n_out) * width / 2.
     """
-    first, last = _unit(points[1] - points[0]), _unit(points[-1] - points[-2])
-    ends = points.copy()
-    ends[0] -= (AGENT_HALF[0] + ENTRANCE_ROOM) * first
-    ends[-1] += GOAL_DEPTH * last
+    ends = _corridor_ends(points)
     normals = np.array([_left_normal(_unit(b - a)) for a, b in zip(ends[:-1], ends[1:])])
     joint = np.vstack([normals[:1], normals[:-1] + normals[1:], normals[-1:]]) * width / 2
     return np.vstack([ends - joint, (ends + joint)[::-1]])
+
+
+def _corridor_ends(points: np.ndarray) -> np.ndarray:
+    """The centreline extended back to the closed entrance and on through the goal area."""
+    ends = points.copy()
+    ends[0] -= (AGENT_HALF[0] + ENTRANCE_ROOM) * _unit(points[1] - points[0])
+    ends[-1] += GOAL_DEPTH * _unit(points[-1] - points[-2])
+    return ends
