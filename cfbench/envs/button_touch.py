@@ -1,25 +1,31 @@
-"""ButtonTouch: a two-link planar arm touches a button at the bottom of a narrow recess.
+"""ButtonTouch: a two-link planar arm touches a button at the end of a narrow, bent slot.
 
 Paper (DiSPo, section V): "A two-link planar arm precisely touches a button (blue) without
 causing a collision between the button and wall. The observation consists of the end-effector
 position and an RGB image. The action is the desired end-effector position. We randomize the
 initial arm configuration and button placement."
 
-The scene is seen from above. A grey wall block has a narrow slot cut into one face; the blue
-button lies at the slot's bottom. Only the fingertip (red disk at the end of the second link)
-reaches down to the wall's height; the links pass above it, so the one way to fail is the
-fingertip touching the wall. Success is the fingertip touching the button.
+The scene is seen from above. A grey wall block has a narrow L-shaped slot cut into one face:
+an entry leg straight into the wall, then a branch turning sideways, with the blue button at
+the branch's end. Only the fingertip (red disk at the end of the second link) reaches down to
+the wall's height; the links pass above it, so the one way to fail is the fingertip touching
+the wall. Success is the fingertip touching the button. Wall position, orientation and size,
+slot width, depth, branch length and side, the start position of the fingertip and the elbow
+branch are drawn from the seed.
 
 The arm is simulated in pymunk: two dynamic links joined by pivot joints to a fixed base at
-the world centre, driven by a joint-space PD servo (with the arm's inertia matrix, so both
-joints respond alike in every configuration) toward the inverse kinematics of the commanded
-end-effector position. The elbow keeps the branch of the episode's initial configuration.
+the world centre, driven by a joint-space PD servo toward the inverse kinematics of the
+commanded fingertip position. The servo multiplies its PD acceleration by the arm's inertia
+matrix (Coriolis terms are left out), so both joints respond alike in every configuration.
+The elbow keeps the branch of the episode's initial configuration.
 
-The expert goes from the start, in a straight line, to a point just in front of the slot on
-its axis and then straight in, through a rounded corner without stopping. The start is always
-off to the side of the slot, so the corner is sharp: straight lines between coarse (2.5 Hz)
-samples cut it and clip the wall beside the slot mouth, while 20 Hz tracking stays inside.
-"""
+The expert moves in fingertip space: straight from the start to a point just in front of the
+slot on its axis, straight in, and sideways along the branch onto the button, through two
+rounded 90-degree corners without stopping. The start is always off to the side of the slot,
+so the first corner is sharp too. Straight lines between coarse (2.5 Hz) samples cut these
+corners into the wall, while 20 Hz tracking stays inside the slot. The bent slot is there for
+calibration: with a single corner, a coarse sample that happens to land on the corner gets
+through, about one episode in ten; with two corners a coarse plan has to be that lucky twice."""
 
 from __future__ import annotations
 
@@ -49,15 +55,15 @@ K_V = 90.0
 MAX_JOINT_ERROR = 0.18
 
 # ---------------------------------------------------------------- scene sampling
-SLOT_CLEARANCE = (3.0, 3.5)  # free space on each side of the fingertip inside the slot
-BEND_DEPTH = (30.0, 45.0)  # from the wall face to the centre line of the slot's branch
+SLOT_CLEARANCE = (2.5, 4.0)  # free space on each side of the fingertip inside the slot
+BEND_DEPTH = (45.0, 60.0)  # from the wall face to the centre line of the slot's branch
 BRANCH_LENGTH = (30.0, 45.0)  # from the entry leg's centre line to the button's face
-BUTTON_THICKNESS = 6.0
-WALL_BESIDE_BUTTON = (15.0, 40.0)
-WALL_BEHIND_SLOT = (14.0, 30.0)
-BASE_CLEARANCE = 25.0
+BUTTON_THICKNESS = 10.0
+WALL_BESIDE_BUTTON = (15.0, 40.0)  # wall beyond the button, along the face
+WALL_BEHIND_SLOT = (14.0, 30.0)  # wall behind the branch
+BASE_CLEARANCE = 25.0  # the arm's base stays this far from the wall block
 MOUTH_RADIUS = (110.0, 200.0)  # distance of the slot mouth from the base
-START_LATERAL = (110.0, 200.0)  # start offset along the face, to either side of the axis
+START_LATERAL = (150.0, 260.0)  # start offset along the face, to either side of the axis
 START_STANDOFF = (20.0, 80.0)  # start distance in front of the face
 EDGE_MARGIN = 16.0  # the wall stays this far inside the world box
 PATH_REACH_MARGIN = (30.0, 10.0)  # expert path stays this far inside the reach annulus
@@ -66,10 +72,11 @@ PATH_REACH_MARGIN = (30.0, 10.0)  # expert path stays this far inside the reach 
 APPROACH_STANDOFF = 13.0  # the pre-insertion point's distance in front of the face
 CORNER_RADIUS = 10.0
 PRESS_DEPTH = 2.0  # the final target lies this far behind the button's face
-EXPERT_MAX_VELOCITY = np.array([150.0, 150.0])
+EXPERT_MAX_VELOCITY = np.array([95.0, 95.0])
 EXPERT_MAX_ACCELERATION = np.array([2000.0, 2000.0])
 
 # ---------------------------------------------------------------- drawing
+BACKGROUND = (255, 255, 255)
 WALL_COLOR = (110, 110, 110)
 BUTTON_COLOR = (30, 80, 230)
 LINK_COLORS = ((235, 150, 40), (245, 190, 60))
@@ -88,26 +95,27 @@ class ButtonTouchEnv(CoarseToFineEnv):
     (positions out of the arm's reach are clamped radially into it).
     State observation: fingertip position, then the scene features
 
-        [button face centre (2), slot direction into the wall (cos, sin), slot width,
-         slot depth, wall half-length along the face, elbow branch (+1 / -1)].
+        [button face centre (2), entry direction into the wall (cos, sin), side the
+         branch turns to (+1 left / -1 right of the entry direction), slot width, depth of
+         the branch's centre line, branch length to the button face, wall half-length
+         along the face, elbow branch of the arm (+1 / -1)].
 
     Pixel observation: one 96x96 RGB view of the whole world (the paper's single image).
     """
 
     views = ("global",)
-    pose_low = np.array([0.0, 0.0])
-    pose_high = np.array([WORLD_SIZE, WORLD_SIZE])
+    pose_low = np.array([0.0, 0.0], dtype=np.float32)
+    pose_high = np.array([WORLD_SIZE, WORLD_SIZE], dtype=np.float32)
     scene_dim = 10
     max_episode_seconds = 8.0
     physics_hz = 200.0
     world_bounds = (0.0, 0.0, WORLD_SIZE, WORLD_SIZE)
-    local_view_size = 128.0
+    local_view_size = 128.0  # unused: ButtonTouch has no local view
 
     # ------------------------------------------------------------ scene
     def _build_scene(self, rng: np.random.Generator) -> None:
-        while True:
-            if self._sample_scene(rng):
-                break
+        while not self._sample_scene(rng):  # rejection sampling: redraw until every rule holds
+            pass
         self._build_space()
 
     def _sample_scene(self, rng: np.random.Generator) -> bool:
@@ -117,20 +125,22 @@ class ButtonTouchEnv(CoarseToFineEnv):
         mouth = base + rng.uniform(*MOUTH_RADIUS) * np.array([np.cos(bearing), np.sin(bearing)])
         facing = rng.uniform(-np.pi, np.pi)  # direction of the face's outward normal
         normal = np.array([np.cos(facing), np.sin(facing)])
-        tangent = np.array([-normal[1], normal[0]])
+        tangent = np.array([normal[1], -normal[0]])  # along the face, left of the way in
         half_width = TIP_RADIUS + rng.uniform(*SLOT_CLEARANCE)
         bend = rng.uniform(*BEND_DEPTH)
         reach_in = rng.uniform(*BRANCH_LENGTH)
-        side = rng.choice([-1.0, 1.0])  # the branch turns toward +tangent or -tangent
+        side = rng.choice([-1.0, 1.0])  # the branch turns left (+1) or right (-1)
         half_length = reach_in + BUTTON_THICKNESS + rng.uniform(*WALL_BESIDE_BUTTON)
         back = bend + half_width + rng.uniform(*WALL_BEHIND_SLOT)
         lateral = rng.choice([-1.0, 1.0]) * rng.uniform(*START_LATERAL)
         start = mouth + lateral * tangent + rng.uniform(*START_STANDOFF) * normal
         elbow = rng.choice([-1.0, 1.0])
 
-        def box(x0, x1, z0, z1):  # x along the face (mirrored to the branch side), z depth into the wall
-            xs, zs = side * np.array([x0, x1, x1, x0]), np.array([z0, z0, z1, z1])
-            return mouth + xs[:, None] * tangent - zs[:, None] * normal
+        def point(x, z):  # x along the face toward the branch side, z depth into the wall
+            return mouth + side * x * tangent - z * normal
+
+        def box(x0, x1, z0, z1):
+            return np.array([point(x0, z0), point(x1, z0), point(x1, z1), point(x0, z1)])
 
         button_end = reach_in + BUTTON_THICKNESS
         walls = [
@@ -140,22 +150,24 @@ class ButtonTouchEnv(CoarseToFineEnv):
             box(button_end, half_length, bend - half_width, bend + half_width),  # behind the button
         ]
         button = box(reach_in, button_end, bend - half_width, bend + half_width)
-
-        def point(x, z):
-            return mouth + side * x * tangent - z * normal
-
+        # for drawing: the whole block, then the slot carved out of it (no seams between pieces)
+        block = box(-half_length, half_length, 0.0, back)
+        slot = [
+            box(-half_width, half_width, 0.0, bend + half_width),
+            box(0.0, reach_in, bend - half_width, bend + half_width),
+        ]
         approach = mouth + APPROACH_STANDOFF * normal
         corner = point(0.0, bend)
         goal = point(reach_in - TIP_RADIUS + PRESS_DEPTH, bend)
 
-        corners = np.concatenate(walls)
-        if corners.min() < EDGE_MARGIN or corners.max() > WORLD_SIZE - EDGE_MARGIN:
+        if block.min() < EDGE_MARGIN or block.max() > WORLD_SIZE - EDGE_MARGIN:
             return False
         if np.any(start < EDGE_MARGIN) or np.any(start > WORLD_SIZE - EDGE_MARGIN):
             return False
         # the base must stay clear of the wall (it is drawn, and the arm folds around it)
         rel = base - mouth
-        if abs(rel @ tangent) < half_length + BASE_CLEARANCE and -(rel @ normal) > -BASE_CLEARANCE:
+        beside, behind = abs(rel @ tangent), -(rel @ normal)
+        if beside < half_length + BASE_CLEARANCE and -BASE_CLEARANCE < behind < back + BASE_CLEARANCE:
             return False
         # the whole expert path stays well inside the reachable annulus
         path = np.concatenate([np.linspace(start, approach, 40), [corner, goal]])
@@ -163,12 +175,11 @@ class ButtonTouchEnv(CoarseToFineEnv):
         if radius.min() < REACH[0] + PATH_REACH_MARGIN[0] or radius.max() > REACH[1] - PATH_REACH_MARGIN[1]:
             return False
 
-        self._walls, self._button = walls, button
+        self._walls, self._button, self._block, self._slot = walls, button, block, slot
         self._start, self._waypoints = start, np.array([approach, corner, goal])
         self._elbow = elbow
-        into = -normal
         self._features = np.array(
-            [*point(reach_in, bend), *into, side, 2 * half_width, bend, reach_in, half_length, elbow]
+            [*point(reach_in, bend), *-normal, side, 2 * half_width, bend, reach_in, half_length, elbow]
         )
         return True
 
@@ -186,10 +197,8 @@ class ButtonTouchEnv(CoarseToFineEnv):
 
         (l1, l2), (m1, m2) = LINK_LENGTHS, LINK_MASSES
         q1, q2 = _inverse_kinematics(self._start[0], self._start[1], self._elbow)
-        links = []
-        for length, mass in ((l1, m1), (l2, m2)):
-            links.append(pymunk.Body(mass, mass * length**2 / 12.0))
-        upper, fore = links
+        upper = pymunk.Body(m1, m1 * l1**2 / 12.0)  # uniform rods, origin at the centre
+        fore = pymunk.Body(m2, m2 * l2**2 / 12.0)
         shoulder = np.array(BASE)
         elbow = shoulder + l1 * np.array([np.cos(q1), np.sin(q1)])
         upper.angle, fore.angle = q1, q1 + q2
@@ -217,9 +226,11 @@ class ButtonTouchEnv(CoarseToFineEnv):
         )
 
     def _on_wall(self, arbiter, space, data) -> None:
+        """pymunk callback: the fingertip began touching the wall."""
         self._hit_wall = True
 
     def _on_button(self, arbiter, space, data) -> None:
+        """pymunk callback: the fingertip began touching the button."""
         self._touched = True
 
     # ------------------------------------------------------------ simulation
@@ -261,8 +272,9 @@ class ButtonTouchEnv(CoarseToFineEnv):
 
     # ------------------------------------------------------------ drawing
     def _draw(self, canvas: Canvas) -> None:
-        for poly in self._walls:
-            canvas.polygon(poly, WALL_COLOR)
+        canvas.polygon(self._block, WALL_COLOR)
+        for poly in self._slot:
+            canvas.polygon(poly, BACKGROUND)
         canvas.polygon(self._button, BUTTON_COLOR)
         shoulder = np.array(BASE)
         t1 = self._upper.angle
@@ -280,8 +292,8 @@ class ButtonTouchEnv(CoarseToFineEnv):
 
     # ------------------------------------------------------------ expert
     def _expert_path(self) -> ExpertTrajectory:
-        """Straight to a point in front of the slot, then straight in through a rounded corner."""
-        corners = np.concatenate([self._agent_pose()[None], self._waypoints])
+        """Start, a point in front of the slot, the bend, the button: a polyline with rounded corners."""
+        corners = np.concatenate([self._start[None], self._waypoints])
         path = rounded_polyline(corners, CORNER_RADIUS, spacing=1.0)
         return time_parametrize(path, EXPERT_MAX_VELOCITY, EXPERT_MAX_ACCELERATION)
 
@@ -291,8 +303,6 @@ def _inverse_kinematics(x: float, y: float, elbow: float) -> tuple[float, float]
     l1, l2 = LINK_LENGTHS
     dx, dy = x - BASE[0], y - BASE[1]
     r = math.hypot(dx, dy)
-    if r < 1e-9:
-        dx, dy, r = 1.0, 0.0, 1.0
     clamped = min(max(r, REACH[0]), REACH[1])
     cos2 = (clamped**2 - l1**2 - l2**2) / (2 * l1 * l2)
     q2 = elbow * math.acos(min(max(cos2, -1.0), 1.0))
