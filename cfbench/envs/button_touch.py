@@ -110,7 +110,6 @@ class ButtonTouchEnv(CoarseToFineEnv):
     max_episode_seconds = 8.0
     physics_hz = 200.0
     world_bounds = (0.0, 0.0, WORLD_SIZE, WORLD_SIZE)
-    local_view_size = 128.0  # unused: ButtonTouch has no local view
 
     # ------------------------------------------------------------ scene
     def _build_scene(self, rng: np.random.Generator) -> None:
@@ -285,10 +284,6 @@ class ButtonTouchEnv(CoarseToFineEnv):
         canvas.circle(shoulder, 9.0, JOINT_COLOR)
         canvas.circle(elbow, 6.0, JOINT_COLOR)
         canvas.circle(tip, TIP_RADIUS, TIP_COLOR)
-
-    def _local_view(self) -> tuple[np.ndarray, float]:
-        """ButtonTouch observes only the global view; a local view would follow the fingertip."""
-        return self._agent_pose(), 0.0
 
     # ------------------------------------------------------------ expert
     def _expert_path(self) -> ExpertTrajectory:

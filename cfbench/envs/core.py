@@ -43,7 +43,7 @@ class CoarseToFineEnv(gym.Env, ABC):
     physics_hz: ClassVar[float] = 200.0
     #: world extent shown by the global view (x0, y0, x1, y1) and the local view's side length
     world_bounds: ClassVar[tuple[float, float, float, float]]
-    local_view_size: ClassVar[float]
+    local_view_size: ClassVar[float] = 0.0
     render_size: ClassVar[int] = 384
 
     def __init__(
@@ -121,9 +121,9 @@ class CoarseToFineEnv(gym.Env, ABC):
     def _draw(self, canvas: Canvas) -> None:
         """Draw the scene onto ``canvas`` (world coordinates; the canvas holds the view)."""
 
-    @abstractmethod
     def _local_view(self) -> tuple[np.ndarray, float]:
-        """Centre (world) and rotation (radians) of the agent-centred view."""
+        """Centre (world) and rotation (radians) of the agent-centred view (envs with a "local" view)."""
+        raise NotImplementedError(f"{type(self).__name__} has no local view")
 
     @abstractmethod
     def _expert_path(self) -> ExpertTrajectory:
