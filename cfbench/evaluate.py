@@ -29,10 +29,10 @@ import policies
 from cfbench.demos import DEFAULT_DEMOS_DIR, parse_rates, rates_label
 from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.results import DEFAULT_RESULTS_DIR, provenance, write_record
+from cfbench.train import DEFAULT_CHECKPOINTS_DIR, VALIDATION_SEEDS, set_threads, train_or_load
 from policies.base import EpisodeContext, Policy
 
 TEST_SEEDS = (20000, 20100)
-VALIDATION_SEEDS = (10000, 10050)
 
 
 def make_vector_env(env_id: str, num_envs: int, obs_mode: str, control_hz: float, vector: str = "sync"):
@@ -214,27 +214,32 @@ def run(
     variant: str = "",
     num_envs: int = 10,
     vector: str = "sync",
+    profile: str = "cpu",
     n_demos: int = 90,
+    validation_episodes: int = VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0],
     demos_dir: Path = DEFAULT_DEMOS_DIR,
+    checkpoints_dir: Path = DEFAULT_CHECKPOINTS_DIR,
     results_dir: Path = DEFAULT_RESULTS_DIR,
     command: list[str] | None = None,
     progress: bool = True,
 ) -> tuple[dict, Path]:
-    """Train (if the policy learns), evaluate, and write the result record."""
+    """Train (if the policy learns and no cached checkpoint matches), evaluate, write the record."""
     env_id = resolve_env(env)
-    policy = policies.make(policy_name, **(overrides or {}))
-    train_wall = 0.0
-    if policy.trainable:
-        from cfbench.datasets import load_demos
-
-        dataset = load_demos(env_id, source_hz, obs_mode=policy.config.obs_mode, n=n_demos, demos_dir=demos_dir)
-        t0 = time.perf_counter()
-        policy.fit(dataset)
-        train_wall = time.perf_counter() - t0
+    training = None
+    if policies.policy_class(policy_name).trainable:
+        policy, summary = train_or_load(
+            policy_name, env_id, source_hz, overrides=overrides, profile=profile, n_demos=n_demos,
+            validation_episodes=validation_episodes, demos_dir=demos_dir, checkpoints_dir=checkpoints_dir,
+            progress=progress,
+        )
+        training = {key: summary[key] for key in ("run_dir", "best_step", "best_score", "validation", "losses",
+                                                  "train_seconds", "validation_seeds")}
+    else:
+        policy = policies.make(policy_name, profile=profile, **(overrides or {}))
     seeds = list(range(*test_seeds))[:episodes]
     outcome = evaluate(policy, env_id, source_hz, target_hz=target_hz, seeds=seeds,
                        num_envs=num_envs, vector=vector, progress=progress)
-    outcome["metrics"]["train_wall_s"] = train_wall
+    outcome["metrics"]["train_wall_s"] = training["train_seconds"] if training else 0.0
     used_seeds = (seeds[0], seeds[-1] + 1)
     record = {
         "schema_version": 1,
@@ -245,6 +250,7 @@ def run(
         "source_hz": list(source_hz),
         "target_hz": target_hz,
         **outcome,
+        **({"training": training} if training else {}),
         "provenance": provenance(command or sys.argv, used_seeds, policy.config.to_dict()),
     }
     return record, write_record(record, results_dir)
@@ -289,6 +295,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=None, help="evaluate only the first N test seeds")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE", help="policy config overrides")
     parser.add_argument("--variant", default="", help="label for this configuration in results and the leaderboard")
+    parser.add_argument("--profile", default="cpu", help="named policy config profile: cpu (default) or gpu")
+    parser.add_argument("--device", default=None, help="torch device for learned policies, e.g. cuda")
+    parser.add_argument("--val-episodes", type=int, default=VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0],
+                        help="validation envs (seeds from 10000) for checkpoint selection")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--checkpoints-dir", type=Path, default=DEFAULT_CHECKPOINTS_DIR)
     parser.add_argument("--num-envs", type=int, default=10)
     parser.add_argument("--vector", choices=["sync", "async"], default="sync")
     parser.add_argument("--demos-dir", type=Path, default=DEFAULT_DEMOS_DIR)
@@ -303,6 +315,8 @@ def main(argv: list[str] | None = None) -> None:
         rate_sets = [parse_rates(text) for text in args.source_hz]
         test_seeds = parse_seed_range(args.test_seeds)
         overrides = parse_overrides(args.overrides)
+        if args.device:
+            overrides["device"] = args.device
         if args.episodes is not None and args.episodes < 1:
             raise ValueError(f"--episodes must be positive, got {args.episodes}")
         if not args.target_hz > 0:
@@ -314,13 +328,15 @@ def main(argv: list[str] | None = None) -> None:
 
     from cfbench.leaderboard import PLOTS, regenerate
 
+    set_threads(args.threads)
     rows = []
     for env in envs:
         for rates in rate_sets:
             record, path = run(
                 args.policy, env, rates, target_hz=args.target_hz, test_seeds=test_seeds, episodes=args.episodes,
                 overrides=overrides, variant=args.variant, num_envs=args.num_envs, vector=args.vector,
-                demos_dir=args.demos_dir, results_dir=args.results_dir,
+                profile=args.profile, validation_episodes=args.val_episodes, demos_dir=args.demos_dir,
+                checkpoints_dir=args.checkpoints_dir, results_dir=args.results_dir,
                 command=["cfbench-eval", *(sys.argv[1:] if argv is None else argv)],
             )
             m = record["metrics"]

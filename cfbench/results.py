@@ -54,6 +54,11 @@ RECORD_SCHEMA: dict[str, Any] = {
                 "eval_wall_s": {"type": "number", "minimum": 0},
             },
         },
+        "training": {
+            "type": "object",
+            "description": "learned policies: checkpoint folder, selection and learning curves",
+            "required": ["run_dir", "best_step", "best_score", "validation", "losses", "train_seconds"],
+        },
         "episodes": {
             "type": "array",
             "minItems": 1,

@@ -83,7 +83,8 @@ class Policy(ABC):
 
     # -------------------------------------------------------------- behaviour
     def fit(self, dataset, **kwargs) -> dict[str, Any]:
-        """Train on a demo dataset; returns a summary (losses, wall time). Learned policies override."""
+        """Train on a demo dataset. Returns the training history: ``losses`` and ``validation``
+        curves ([step, value] pairs), ``best_step``, ``best_score`` and ``train_seconds``."""
         raise NotImplementedError(f"policy {self.name!r} is not trainable")
 
     @abstractmethod
@@ -138,10 +139,13 @@ def policy_class(name: str) -> type[Policy]:
     return _REGISTRY[name]
 
 
-def make(name: str, **overrides) -> Policy:
-    """Build a policy from its registered name and config overrides."""
+def make(name: str, profile: str | None = None, **overrides) -> Policy:
+    """Build a policy from its registered name, an optional named profile and config overrides."""
     cls = policy_class(name)
-    config = cls.config_class.from_dict(overrides)
+    profiles = getattr(cls.config_class, "profiles", {})
+    if profile is not None and profile not in profiles and not (profile == "cpu" and not profiles):
+        raise ValueError(f"policy {name!r} has no profile {profile!r}; profiles: {sorted(profiles) or ['cpu']}")
+    config = cls.config_class.from_dict({**profiles.get(profile, {}), **overrides})
     return cls(config)
 
 

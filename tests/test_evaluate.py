@@ -47,7 +47,7 @@ class _ReplayMean(Policy):
     def fit(self, dataset, **kwargs):
         self.rates = sorted({e.source_hz for e in dataset.episodes})
         self.target = np.mean([e.actions[0] for e in dataset.episodes], axis=0)
-        return {}
+        return {"best_step": None, "best_score": None, "validation": [], "losses": [], "train_seconds": 0.0}
 
     def reset(self, slot, context: EpisodeContext):
         assert context.expert is None, "non-privileged policies must not see the expert"
@@ -67,10 +67,12 @@ def test_trainable_policy_is_fitted_on_demos_of_the_source_rate(tmp_path, monkey
 
     monkeypatch.setattr(_ReplayMean, "fit", spy)
     record, path = run("test-replay", "PassagePassing", (2.5, 5.0), episodes=2, n_demos=4,
-                       demos_dir=tmp_path / "demos", results_dir=tmp_path / "results", progress=False)
+                       demos_dir=tmp_path / "demos", checkpoints_dir=tmp_path / "ckpt",
+                       results_dir=tmp_path / "results", progress=False)
     assert fitted["rates"] == [2.5, 5.0]
     assert read_record(path) == record
     assert record["source_hz"] == [2.5, 5.0] and record["privileged"] is False
+    assert (tmp_path / "ckpt" / "PassagePassing" / "test-replay" / "2.5+5hz").is_dir()
 
 
 class _BrokenPolicy(_ReplayMean):

@@ -1,0 +1,173 @@
+"""Diffusion policies (Diffusion Policy, Chi et al. 2023) on the shared machinery.
+
+A ``DiffusionPolicy`` predicts a chunk of ``horizon`` actions from ``n_obs_steps``
+observations by denoising Gaussian noise (diffusers DDPM for training, DDIM or DDPM at
+rollout), executes ``n_action_steps`` of them (receding horizon), and runs them at the target
+rate through the shared linear-interpolation helper. Subclasses (DP-C, DP-T, ...) only supply
+the noise-prediction network ``net(noisy_actions, timesteps, obs_features)``.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import DDIMScheduler, DDPMScheduler
+from torch import nn
+
+from policies.base import EpisodeContext
+from policies.interpolation import upsample_linear
+from policies.learning import LearnedConfig, LearnedPolicy
+from policies.modules import MinMaxNormalizer, ObservationEncoder
+
+ACTION_MODES = ("absolute", "relative")
+
+
+@dataclass
+class DiffusionConfig(LearnedConfig):
+    n_obs_steps: int = 2
+    horizon: int = 16
+    n_action_steps: int = 8
+    num_train_timesteps: int = 100
+    #: denoising steps at rollout; with sampler="ddpm" all num_train_timesteps are used
+    num_inference_steps: int = 10
+    sampler: str = "ddim"
+    beta_schedule: str = "squaredcos_cap_v2"
+    clip_sample: bool = True
+    prediction_type: str = "epsilon"
+    #: "relative": actions are offsets from the agent's current pose (paper section V)
+    action_mode: str = "absolute"
+    resnet_width: int = 64
+
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {}}
+
+    def __post_init__(self):
+        if self.action_mode not in ACTION_MODES:
+            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {self.action_mode!r}")
+        if self.sampler not in ("ddim", "ddpm"):
+            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
+        if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
+            raise ValueError(
+                f"n_action_steps={self.n_action_steps} must fit in the horizon after the observed steps "
+                f"(1..{self.horizon - self.n_obs_steps + 1})"
+            )
+
+
+class DiffusionModel(nn.Module):
+    """Observation encoder + action normaliser + noise-prediction network, saved together."""
+
+    def __init__(self, obs_encoder: ObservationEncoder, net: nn.Module, action_dim: int):
+        super().__init__()
+        self.obs_encoder = obs_encoder
+        self.action_normalizer = MinMaxNormalizer(action_dim)
+        self.net = net
+
+
+class DiffusionPolicy(LearnedPolicy):
+    config_class = DiffusionConfig
+
+    def __init__(self, config: DiffusionConfig | None = None):
+        super().__init__(config)
+        c = self.config
+        scheduler_args = dict(num_train_timesteps=c.num_train_timesteps, beta_schedule=c.beta_schedule,
+                              clip_sample=c.clip_sample, prediction_type=c.prediction_type)
+        self.train_scheduler = DDPMScheduler(**scheduler_args)
+        self.sample_scheduler = (
+            DDIMScheduler(**scheduler_args, set_alpha_to_one=True, steps_offset=0)
+            if c.sampler == "ddim" else DDPMScheduler(**scheduler_args)
+        )
+        self._generators: dict[int, torch.Generator] = {}
+        self._anchors: dict[int, np.ndarray | None] = {}
+
+    @abstractmethod
+    def build_net(self, feature_dim: int) -> nn.Module:
+        """Noise-prediction network: (B, horizon, action_dim), (B,), (B, n_obs_steps, feature_dim) -> like input."""
+
+    def build_model(self) -> nn.Module:
+        c = self.config
+        encoder = ObservationEncoder(c.obs_dim, c.views, c.resnet_width)
+        return DiffusionModel(encoder, self.build_net(encoder.feature_dim), c.action_dim)
+
+    # ---------------------------------------------------------------- training
+    def prepare(self, dataset) -> dict[str, torch.Tensor]:
+        c = self.config
+        windows = dataset.windows(c.n_obs_steps, c.horizon)
+        obs = windows.observations
+        state = obs["state"] if isinstance(obs, dict) else obs
+        c.obs_dim, c.action_dim = state.shape[-1], windows.actions.shape[-1]
+        c.views = tuple(obs["pixels"]) if isinstance(obs, dict) else ()
+        data = {"state": torch.as_tensor(state, dtype=torch.float32),
+                "actions": torch.as_tensor(self._to_model_actions(windows.actions, state), dtype=torch.float32)}
+        for view in c.views:
+            data[f"pixels.{view}"] = torch.as_tensor(obs["pixels"][view])
+        return data
+
+    def initialise(self, data: dict[str, torch.Tensor]) -> None:
+        self.model.obs_encoder.state_normalizer.fit(data["state"])
+        self.model.action_normalizer.fit(data["actions"])
+
+    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        features = self.model.obs_encoder(self._observations(batch))
+        clean = self.model.action_normalizer.normalize(batch["actions"])
+        noise = torch.randn(clean.shape, generator=generator).to(clean.device)
+        steps = torch.randint(0, self.config.num_train_timesteps, (len(clean),), generator=generator).to(clean.device)
+        noisy = self.train_scheduler.add_noise(clean, noise, steps)
+        predicted = self.model.net(noisy, steps, features)
+        target = noise if self.config.prediction_type == "epsilon" else clean
+        return F.mse_loss(predicted, target)
+
+    def _observations(self, batch: dict[str, torch.Tensor]):
+        if not self.config.views:
+            return batch["state"]
+        return {"state": batch["state"], "pixels": {v: batch[f"pixels.{v}"] for v in self.config.views}}
+
+    def _to_model_actions(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
+        """Absolute poses -> what the network predicts (offsets from the latest pose if relative)."""
+        if self.config.action_mode == "absolute":
+            return actions
+        return actions - state[:, -1:, : actions.shape[-1]]
+
+    # ----------------------------------------------------------------- rollout
+    def reset(self, slot: int, context: EpisodeContext) -> None:
+        """Per-slot noise generator seeded by the episode: rollouts do not depend on batching."""
+        self._generators[slot] = torch.Generator().manual_seed(self.config.seed * 1_000_003 + context.seed)
+        self._anchors[slot] = None
+
+    @torch.no_grad()
+    def sample_actions(self, obs_history, slots: list[int]) -> np.ndarray:
+        """Denoise one action chunk per slot; absolute poses (B, horizon, action_dim)."""
+        c, device = self.config, self.device
+        state = np.asarray(obs_history["state"] if isinstance(obs_history, dict) else obs_history, dtype=np.float32)
+        batch = {"state": torch.as_tensor(state, device=device)}
+        for view in c.views:
+            batch[f"pixels.{view}"] = torch.as_tensor(np.asarray(obs_history["pixels"][view]), device=device)
+        features = self.model.obs_encoder(self._observations(batch))
+        generators = [self._generators[s] for s in slots]
+        x = torch.stack([torch.randn((c.horizon, c.action_dim), generator=g) for g in generators]).to(device)
+        scheduler = self.sample_scheduler
+        scheduler.set_timesteps(c.num_inference_steps if c.sampler == "ddim" else c.num_train_timesteps)
+        for t in scheduler.timesteps:
+            predicted = self.model.net(x, t.expand(len(x)).to(device), features)
+            x = scheduler.step(predicted, t, x, generator=generators if c.sampler == "ddpm" else None).prev_sample
+        actions = self.model.action_normalizer.unnormalize(x).cpu().numpy().astype(np.float64)
+        if c.action_mode == "relative":
+            actions = actions + state[:, -1:, : c.action_dim]
+        return actions
+
+    def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float) -> np.ndarray:
+        c = self.config
+        actions = self.sample_actions(obs_history, slots)
+        start = c.n_obs_steps - 1  # the action of the latest observed step: the one to apply now
+        chunk = actions[:, start : start + c.n_action_steps]
+        state = np.asarray(obs_history["state"] if isinstance(obs_history, dict) else obs_history)
+        anchors = np.stack([
+            self._anchors[s] if self._anchors[s] is not None else state[i, -1, : c.action_dim]
+            for i, s in enumerate(slots)
+        ])
+        for i, s in enumerate(slots):
+            self._anchors[s] = chunk[i, -1]
+        return upsample_linear(anchors, chunk, source_hz, target_hz)

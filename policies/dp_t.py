@@ -1,0 +1,79 @@
+"""DP-T: Diffusion Policy with a transformer decoder over the noisy action tokens
+(diffusion_policy's TransformerForDiffusion design, observations as condition).
+
+Action tokens self-attend causally; the memory holds a diffusion-step token and one token per
+observation step, and action token t may attend to the step token and the observations up to
+its own time. Anchor sizes (low-dim PushT) are 8 layers, 4 heads, 256 wide; the CPU default is
+4 layers, 128 wide (the "gpu" profile restores the anchor).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from policies.base import register
+from policies.diffusion import DiffusionConfig, DiffusionPolicy
+from policies.modules import SinusoidalEmbedding
+
+
+@dataclass
+class DPTConfig(DiffusionConfig):
+    n_layer: int = 4
+    n_head: int = 4
+    n_emb: int = 128
+    p_drop_emb: float = 0.0
+    p_drop_attn: float = 0.3
+    weight_decay: float = 1e-3
+
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {
+        "cpu": {},
+        "gpu": {"n_layer": 8, "n_emb": 256, "batch_size": 256, "train_steps": 50000, "eval_every": 5000,
+                "device": "cuda"},
+    }
+
+
+class TransformerDenoiser(nn.Module):
+    def __init__(self, action_dim: int, obs_dim: int, horizon: int, n_obs_steps: int, n_layer: int, n_head: int,
+                 n_emb: int, p_drop_emb: float, p_drop_attn: float):
+        super().__init__()
+        self.action_embedding = nn.Linear(action_dim, n_emb)
+        self.action_position = nn.Parameter(torch.zeros(1, horizon, n_emb))
+        self.step_embedding = SinusoidalEmbedding(n_emb)
+        self.obs_embedding = nn.Linear(obs_dim, n_emb)
+        self.memory_position = nn.Parameter(torch.zeros(1, 1 + n_obs_steps, n_emb))
+        self.memory_mlp = nn.Sequential(nn.Linear(n_emb, 4 * n_emb), nn.Mish(), nn.Linear(4 * n_emb, n_emb))
+        self.dropout = nn.Dropout(p_drop_emb)
+        layer = nn.TransformerDecoderLayer(n_emb, n_head, 4 * n_emb, p_drop_attn, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, n_layer)
+        self.norm = nn.LayerNorm(n_emb)
+        self.head = nn.Linear(n_emb, action_dim)
+        t = torch.arange(horizon)[:, None]
+        s = torch.arange(1 + n_obs_steps)[None, :]
+        # True = blocked. Self-attention: causal. Memory: step token always, observation s-1 from t >= s-1.
+        self.register_buffer("causal_mask", torch.triu(torch.ones(horizon, horizon, dtype=torch.bool), 1),
+                             persistent=False)
+        self.register_buffer("memory_mask", ~(t >= s - 1), persistent=False)
+        nn.init.normal_(self.action_position, std=0.02)
+        nn.init.normal_(self.memory_position, std=0.02)
+
+    def forward(self, sample: torch.Tensor, timesteps: torch.Tensor, obs_features: torch.Tensor) -> torch.Tensor:
+        tokens = self.dropout(self.action_embedding(sample) + self.action_position)
+        memory = torch.cat([self.step_embedding(timesteps)[:, None], self.obs_embedding(obs_features)], dim=1)
+        memory = self.memory_mlp(self.dropout(memory + self.memory_position))
+        x = self.decoder(tokens, memory, tgt_mask=self.causal_mask, memory_mask=self.memory_mask)
+        return self.head(self.norm(x))
+
+
+@register("dp-t")
+class DPT(DiffusionPolicy):
+    config_class = DPTConfig
+
+    def build_net(self, feature_dim: int) -> nn.Module:
+        c = self.config
+        return TransformerDenoiser(c.action_dim, feature_dim, c.horizon, c.n_obs_steps, c.n_layer, c.n_head,
+                                   c.n_emb, c.p_drop_emb, c.p_drop_attn)

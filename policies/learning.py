@@ -1,0 +1,224 @@
+"""Shared machinery of every learned policy: config fields, the training loop, checkpoints.
+
+``LearnedPolicy.fit`` is the one training loop (CleanRL-style, top to bottom): AdamW with a
+cosine schedule and warm-up, an EMA of the weights (diffusers ``EMAModel``, power 0.75 as in
+Diffusion Policy), a tqdm bar, periodic evaluation of the EMA weights on the validation envs
+with the best checkpoint kept, and a resumable training state written atomically at every
+evaluation. Subclasses say how to build their network and what their loss is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import numpy as np
+import torch
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from safetensors.torch import load as tensors_from_bytes
+from safetensors.torch import save as tensors_to_bytes
+from torch import nn
+from tqdm import tqdm
+
+from cfbench.io import atomic_write_bytes, atomic_write_text
+from policies.base import Policy, PolicyConfig
+
+TRAIN_STATE = "train_state.safetensors"
+TRAIN_META = "train_state.json"
+BEST = "best"
+
+
+@dataclass
+class LearnedConfig(PolicyConfig):
+    """Training settings shared by every learned policy (CPU-sized defaults)."""
+
+    train_steps: int = 3000
+    batch_size: int = 128
+    lr: float = 1e-4
+    weight_decay: float = 1e-6
+    warmup_steps: int = 200
+    ema_power: float = 0.75
+    eval_every: int = 1000
+    seed: int = 0
+    device: str = "cpu"
+    #: filled in by ``fit`` from the dataset, so ``load`` can rebuild the network
+    obs_dim: int = 0
+    action_dim: int = 0
+    views: tuple[str, ...] = ()
+
+    #: named sets of overrides: "cpu" (the defaults) and a larger "gpu" profile
+    profiles: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {}}
+
+
+#: evaluates a policy (its current weights) and returns a score to maximise
+Validator = Callable[[Policy], float]
+
+
+class LearnedPolicy(Policy):
+    config_class = LearnedConfig
+
+    def __init__(self, config: LearnedConfig | None = None):
+        super().__init__(config)
+        self.model: nn.Module | None = None
+        self._best: dict[str, torch.Tensor] | None = None
+        if self.config.obs_dim:  # a loaded checkpoint: rebuild the network from the config
+            self.model = self.build_model().to(self.device).eval()
+
+    @property
+    def device(self) -> torch.device:
+        if self.config.device.startswith("cuda") and not torch.cuda.is_available():
+            raise RuntimeError(f"device {self.config.device!r} requested but CUDA is not available")
+        return torch.device(self.config.device)
+
+    # ------------------------------------------------------------------ hooks
+    @abstractmethod
+    def build_model(self) -> nn.Module:
+        """The network for ``self.config`` (dims already filled in)."""
+
+    @abstractmethod
+    def prepare(self, dataset) -> dict[str, torch.Tensor]:
+        """Training tensors from a demo dataset (first dim = samples); fills in the config's dims."""
+
+    @abstractmethod
+    def initialise(self, data: dict[str, torch.Tensor]) -> None:
+        """Called once the network exists: fit its normalisers to the training tensors."""
+
+    @abstractmethod
+    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        """Training loss on one batch; all randomness from ``generator``."""
+
+    # ------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {} if self.model is None else self.model.state_dict()
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.model is None:
+            raise ValueError(f"policy {self.name!r}: checkpoint config has no dataset dims; was it trained?")
+        missing, unexpected = self.model.load_state_dict(tensors, strict=False)
+        if missing or unexpected:
+            raise ValueError(f"checkpoint does not match {self.name!r}: missing {missing}, unexpected {unexpected}")
+
+    # --------------------------------------------------------------- training
+    def fit(self, dataset, *, work_dir: str | Path | None = None, validate: Validator | None = None,
+            progress: bool = True) -> dict[str, Any]:
+        """Train on ``dataset``; resumes from ``work_dir`` if an interrupted run left its state there.
+
+        With ``validate``, the EMA weights are scored every ``eval_every`` steps and the best
+        ones are kept (ties go to the later checkpoint); without it, the final EMA weights.
+        """
+        config = self.config
+        torch.manual_seed(config.seed)
+        data = self.prepare(dataset)
+        self.model = self.build_model().to(self.device)
+        data = {k: v.to(self.device) for k, v in data.items()}
+        self.initialise(data)
+        n_samples = len(next(iter(data.values())))
+
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        schedule = get_scheduler("cosine", optimizer, num_warmup_steps=config.warmup_steps,
+                                 num_training_steps=config.train_steps)
+        ema = EMAModel(params, power=config.ema_power, use_ema_warmup=True)
+        generator = torch.Generator().manual_seed(config.seed)
+        history: dict[str, Any] = {"step": 0, "losses": [], "validation": [], "best_score": None, "best_step": None,
+                                   "train_seconds": 0.0}
+        work_dir = Path(work_dir) if work_dir is not None else None
+        if work_dir is not None and (work_dir / TRAIN_META).exists():
+            history = self._restore(work_dir, optimizer, schedule, ema, generator)
+
+        start_time = time.perf_counter() - history["train_seconds"]
+        running, bar = [], tqdm(range(history["step"], config.train_steps), initial=history["step"],
+                                total=config.train_steps, desc=f"train {self.name}", disable=not progress,
+                                unit="step", leave=False)
+        self.model.train()
+        for step in bar:
+            index = torch.randint(n_samples, (config.batch_size,), generator=generator).to(self.device)
+            loss = self.loss({k: v[index] for k, v in data.items()}, generator)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            ema.step(params)
+            running.append(loss.item())
+            if (step + 1) % 50 == 0:
+                history["losses"].append([step + 1, float(np.mean(running))])
+                bar.set_postfix(loss=f"{np.mean(running):.4f}")
+                running = []
+            if (step + 1) % config.eval_every == 0 or step + 1 == config.train_steps:
+                history["step"] = step + 1
+                history["train_seconds"] = time.perf_counter() - start_time
+                self._evaluate_checkpoint(ema, params, validate, history, work_dir)
+                if work_dir is not None:
+                    self._save_state(work_dir, optimizer, schedule, ema, generator, history)
+        bar.close()
+        self._finish(ema, params, history, work_dir)
+        history["train_seconds"] = time.perf_counter() - start_time
+        return history
+
+    def _evaluate_checkpoint(self, ema, params, validate, history, work_dir) -> None:
+        ema.store(params)
+        ema.copy_to(params)
+        self.model.eval()
+        score = validate(self) if validate is not None else None
+        self.model.train()
+        if score is not None:
+            history["validation"].append([history["step"], score])
+            if history["best_score"] is None or score >= history["best_score"]:
+                history["best_score"], history["best_step"] = score, history["step"]
+                self._best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                if work_dir is not None:
+                    self.save(work_dir / BEST)
+        ema.restore(params)
+
+    def _finish(self, ema, params, history, work_dir) -> None:
+        """Keep the best validated EMA weights, or the final EMA weights without validation."""
+        if history["best_step"] is not None:
+            best = self._best
+            if best is None:  # resumed after the best checkpoint was written
+                best = tensors_from_bytes((work_dir / BEST / "model.safetensors").read_bytes())
+            self.model.load_state_dict(best)
+        else:
+            ema.copy_to(params)
+        self.model.eval()
+
+    # ----------------------------------------------------------- resumption
+    def _save_state(self, work_dir: Path, optimizer, schedule, ema, generator, history) -> None:
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        tensors.update({f"ema.{i}": p for i, p in enumerate(ema.shadow_params)})
+        optim_state = optimizer.state_dict()
+        for index, slots in optim_state["state"].items():
+            for key, value in slots.items():
+                tensors[f"optim.{index}.{key}"] = value if torch.is_tensor(value) else torch.tensor(value)
+        tensors["generator"] = generator.get_state()
+        tensors["torch_rng"] = torch.get_rng_state()  # dropout draws from the global generator
+        tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        meta = {"history": history, "param_groups": optim_state["param_groups"],
+                "schedule": schedule.state_dict(), "ema_steps": ema.optimization_step,
+                "config": self.config.to_dict()}
+        atomic_write_bytes(work_dir / TRAIN_STATE, tensors_to_bytes(tensors))
+        atomic_write_text(work_dir / TRAIN_META, json.dumps(meta, default=list))
+
+    def _restore(self, work_dir: Path, optimizer, schedule, ema, generator) -> dict:
+        meta = json.loads((work_dir / TRAIN_META).read_text())
+        if meta["config"] != json.loads(json.dumps(self.config.to_dict(), default=list)):
+            raise ValueError(f"{work_dir} holds the training state of a different configuration")
+        tensors = tensors_from_bytes((work_dir / TRAIN_STATE).read_bytes())
+        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        for i, shadow in enumerate(ema.shadow_params):
+            shadow.copy_(tensors[f"ema.{i}"])
+        ema.optimization_step = meta["ema_steps"]
+        state: dict[int, dict] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, index, slot = key.split(".", 2)
+                state.setdefault(int(index), {})[slot] = value.to(self.device)
+        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        schedule.load_state_dict(meta["schedule"])
+        generator.set_state(tensors["generator"])
+        torch.set_rng_state(tensors["torch_rng"])
+        return meta["history"]
