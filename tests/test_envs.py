@@ -131,3 +131,10 @@ def test_human_render_mode_opens_a_window(env_name):
     env.reset(seed=0)
     assert env.unwrapped._window is not None and env.render() is None
     env.close()
+
+
+def test_observations_stay_inside_the_space_over_many_scenes(env_name):
+    env = gym.make(cfbench.ENV_IDS[env_name])
+    for seed in range(40):
+        obs, _ = env.reset(seed=seed)
+        assert env.observation_space.contains(obs), f"seed {seed}: {obs}"

@@ -107,6 +107,7 @@ class ButtonTouchEnv(CoarseToFineEnv):
     pose_low = np.array([0.0, 0.0], dtype=np.float32)
     pose_high = np.array([WORLD_SIZE, WORLD_SIZE], dtype=np.float32)
     scene_dim = 10
+    scene_bound = WORLD_SIZE  # every feature is a world coordinate, a length or a unit vector
     max_episode_seconds = 8.0
     physics_hz = 200.0
     world_bounds = (0.0, 0.0, WORLD_SIZE, WORLD_SIZE)

@@ -90,6 +90,7 @@ class ClampPassingEnv(CoarseToFineEnv):
     pose_high = np.array([WORLD_SIZE, WORLD_SIZE, 2.0 * np.pi], dtype=np.float32)
     #: pipe centre (x, y), passing direction (cos, sin), length, thickness
     scene_dim = 6
+    scene_bound = WORLD_SIZE  # every feature is a world coordinate, a length or a unit vector
     max_episode_seconds = 10.0  # the expert needs 1.8-3 s
     physics_hz = 200.0
     world_bounds = (0.0, 0.0, WORLD_SIZE, WORLD_SIZE)

@@ -35,8 +35,9 @@ class CoarseToFineEnv(gym.Env, ABC):
     #: lower/upper bounds of an absolute target pose (the action) in world units
     pose_low: ClassVar[np.ndarray]
     pose_high: ClassVar[np.ndarray]
-    #: length of the scene-geometry part of the state vector
+    #: length of the scene-geometry part of the state vector, and a bound on its entries' magnitude
     scene_dim: ClassVar[int]
+    scene_bound: ClassVar[float] = np.inf
     #: episode time limit in seconds (truncation), independent of the control rate
     max_episode_seconds: ClassVar[float]
     #: physics rate; each control step runs round(physics_hz / control_hz) sub-steps
@@ -72,8 +73,8 @@ class CoarseToFineEnv(gym.Env, ABC):
         self.action_space = spaces.Box(
             np.asarray(self.pose_low, dtype=np.float32), np.asarray(self.pose_high, dtype=np.float32), dtype=np.float32
         )
-        state_low = np.concatenate([self.pose_low, np.full(self.scene_dim, -np.inf)])
-        state_high = np.concatenate([self.pose_high, np.full(self.scene_dim, np.inf)])
+        state_low = np.concatenate([self.pose_low, np.full(self.scene_dim, -self.scene_bound)])
+        state_high = np.concatenate([self.pose_high, np.full(self.scene_dim, self.scene_bound)])
         state_space = spaces.Box(
             state_low.astype(np.float32), state_high.astype(np.float32), dtype=np.float32
         )

@@ -66,6 +66,7 @@ class PassagePassingEnv(CoarseToFineEnv):
     pose_high = np.full(2, WORLD_SIZE, dtype=np.float32)
     #: passage corners (N_SEGMENTS + 1 points, entrance first, exit last), width, cos/sin(orientation)
     scene_dim = 2 * (N_SEGMENTS + 1) + 3
+    scene_bound = WORLD_SIZE  # every feature is a world coordinate, a length or a unit vector
     max_episode_seconds = 10.0
     world_bounds = (0.0, 0.0, WORLD_SIZE, WORLD_SIZE)
     local_view_size = 96.0
