@@ -209,7 +209,8 @@ def write_dataset(
     ds_id = dataset_id(env_id, rates, obs_mode)
     demos_dir = Path(demos_dir)
     demos_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=demos_dir, prefix=".staging-"))
+    # Absolute: Minari mis-joins a relative MINARI_DATASETS_PATH with its own data paths.
+    staging = Path(tempfile.mkdtemp(dir=demos_dir.resolve(), prefix=".staging-"))
     previous = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(staging)
     try:

@@ -82,9 +82,12 @@ def test_corrupted_or_truncated_files_are_detected(tmp_path):
         verify(tmp_path, ds_id)
 
 
-def test_missing_dataset_is_generated_on_load(tmp_path):
-    dataset = load_demos(ENV, (10.0,), n=2, demos_dir=tmp_path)
+def test_missing_dataset_is_generated_on_load(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default, relative demos/ folder
+    dataset = load_demos(ENV, (10.0,), n=2)
     assert len(dataset.episodes) == 2 and dataset.label == "10"
+    assert (tmp_path / "demos" / "manifest.json").exists()
+    assert len(load_demos(ENV, (10.0,), n=3).episodes) == 3  # a different size is regenerated
 
 
 def test_training_windows_pad_like_diffusion_policy(tmp_path):
