@@ -50,6 +50,14 @@ class DemoDataset:
     def label(self) -> str:
         return rates_label(self.rates)
 
+    @property
+    def state_layout(self):
+        """The env's ``StateLayout`` (what each state entry is), read from its registered class."""
+        import gymnasium as gym
+        from gymnasium.envs.registration import load_env_creator
+
+        return load_env_creator(gym.spec(self.env_id).entry_point).state_layout
+
     def windows(self, n_obs_steps: int, horizon: int) -> Windows:
         """Windows of ``n_obs_steps`` observations ending at step t and ``horizon`` actions
         starting at the first of those steps (diffusion_policy's layout)."""

@@ -10,7 +10,7 @@ the noise-prediction network ``net(noisy_actions, timesteps, obs_features)``.
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -20,11 +20,10 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
 from policies.base import EpisodeContext
+from policies.frames import FRAMES, Frame
 from policies.interpolation import upsample_linear
 from policies.learning import LearnedConfig, LearnedPolicy
 from policies.modules import MinMaxNormalizer, ObservationEncoder
-
-ACTION_MODES = ("absolute", "relative")
 
 
 @dataclass
@@ -38,16 +37,20 @@ class DiffusionConfig(LearnedConfig):
     sampler: str = "ddim"
     beta_schedule: str = "squaredcos_cap_v2"
     clip_sample: bool = True
-    prediction_type: str = "epsilon"
-    #: "relative": actions are offsets from the agent's current pose (paper section V)
-    action_mode: str = "absolute"
+    #: "sample" (predict the clean chunk) learns far faster than "epsilon" on the CPU budget:
+    #: open-loop error after 1,500 steps 2.4 vs 8.2 units (PassagePassing, 20 Hz demos)
+    prediction_type: str = "sample"
+    #: coordinates the network works in: "world", "agent" (relative poses) or "task" (policies/frames.py)
+    frame: str = "task"
+    #: the env's StateLayout, filled in by ``fit``
+    state_layout: dict = field(default_factory=dict)
     resnet_width: int = 64
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {}}
 
     def __post_init__(self):
-        if self.action_mode not in ACTION_MODES:
-            raise ValueError(f"action_mode must be one of {ACTION_MODES}, got {self.action_mode!r}")
+        if self.frame not in FRAMES:
+            raise ValueError(f"frame must be one of {FRAMES}, got {self.frame!r}")
         if self.sampler not in ("ddim", "ddpm"):
             raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
         if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
@@ -100,8 +103,10 @@ class DiffusionPolicy(LearnedPolicy):
         state = obs["state"] if isinstance(obs, dict) else obs
         c.obs_dim, c.action_dim = state.shape[-1], windows.actions.shape[-1]
         c.views = tuple(obs["pixels"]) if isinstance(obs, dict) else ()
-        data = {"state": torch.as_tensor(state, dtype=torch.float32),
-                "actions": torch.as_tensor(self._to_model_actions(windows.actions, state), dtype=torch.float32)}
+        c.state_layout = dataset.state_layout.to_dict()
+        frame = Frame(c.frame, c.state_layout, state[:, -1])
+        data = {"state": torch.as_tensor(frame.states(state), dtype=torch.float32),
+                "actions": torch.as_tensor(frame.poses(windows.actions), dtype=torch.float32)}
         for view in c.views:
             data[f"pixels.{view}"] = torch.as_tensor(obs["pixels"][view])
         return data
@@ -125,12 +130,6 @@ class DiffusionPolicy(LearnedPolicy):
             return batch["state"]
         return {"state": batch["state"], "pixels": {v: batch[f"pixels.{v}"] for v in self.config.views}}
 
-    def _to_model_actions(self, actions: np.ndarray, state: np.ndarray) -> np.ndarray:
-        """Absolute poses -> what the network predicts (offsets from the latest pose if relative)."""
-        if self.config.action_mode == "absolute":
-            return actions
-        return actions - state[:, -1:, : actions.shape[-1]]
-
     # ----------------------------------------------------------------- rollout
     def reset(self, slot: int, context: EpisodeContext) -> None:
         """Per-slot noise generator seeded by the episode: rollouts do not depend on batching."""
@@ -141,8 +140,9 @@ class DiffusionPolicy(LearnedPolicy):
     def sample_actions(self, obs_history, slots: list[int]) -> np.ndarray:
         """Denoise one action chunk per slot; absolute poses (B, horizon, action_dim)."""
         c, device = self.config, self.device
-        state = np.asarray(obs_history["state"] if isinstance(obs_history, dict) else obs_history, dtype=np.float32)
-        batch = {"state": torch.as_tensor(state, device=device)}
+        state = np.asarray(obs_history["state"] if isinstance(obs_history, dict) else obs_history, dtype=np.float64)
+        frame = Frame(c.frame, c.state_layout, state[:, -1])
+        batch = {"state": torch.as_tensor(frame.states(state), dtype=torch.float32, device=device)}
         for view in c.views:
             batch[f"pixels.{view}"] = torch.as_tensor(np.asarray(obs_history["pixels"][view]), device=device)
         features = self.model.obs_encoder(self._observations(batch))
@@ -153,10 +153,7 @@ class DiffusionPolicy(LearnedPolicy):
         for t in scheduler.timesteps:
             predicted = self.model.net(x, t.expand(len(x)).to(device), features)
             x = scheduler.step(predicted, t, x, generator=generators if c.sampler == "ddpm" else None).prev_sample
-        actions = self.model.action_normalizer.unnormalize(x).cpu().numpy().astype(np.float64)
-        if c.action_mode == "relative":
-            actions = actions + state[:, -1:, : c.action_dim]
-        return actions
+        return frame.poses_to_world(self.model.action_normalizer.unnormalize(x).cpu().numpy())
 
     def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float) -> np.ndarray:
         c = self.config

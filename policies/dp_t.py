@@ -4,7 +4,7 @@
 Action tokens self-attend causally; the memory holds a diffusion-step token and one token per
 observation step, and action token t may attend to the step token and the observations up to
 its own time. Anchor sizes (low-dim PushT) are 8 layers, 4 heads, 256 wide; the CPU default is
-4 layers, 128 wide (the "gpu" profile restores the anchor).
+4 layers, 64 wide (the "gpu" profile restores the anchor).
 """
 
 from __future__ import annotations
@@ -24,15 +24,16 @@ from policies.modules import SinusoidalEmbedding
 class DPTConfig(DiffusionConfig):
     n_layer: int = 4
     n_head: int = 4
-    n_emb: int = 128
+    n_emb: int = 64
     p_drop_emb: float = 0.0
     p_drop_attn: float = 0.3
     weight_decay: float = 1e-3
+    lr: float = 5e-4
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "cpu": {},
-        "gpu": {"n_layer": 8, "n_emb": 256, "batch_size": 256, "train_steps": 50000, "eval_every": 5000,
-                "device": "cuda"},
+        "gpu": {"n_layer": 8, "n_emb": 256, "batch_size": 256, "lr": 1e-4, "train_steps": 50000,
+                "eval_every": 5000, "device": "cuda"},
     }
 
 

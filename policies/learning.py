@@ -39,7 +39,7 @@ class LearnedConfig(PolicyConfig):
 
     train_steps: int = 3000
     batch_size: int = 128
-    lr: float = 1e-4
+    lr: float = 1e-3
     weight_decay: float = 1e-6
     warmup_steps: int = 200
     ema_power: float = 0.75

@@ -108,8 +108,8 @@ def test_pixel_policy_trains_one_step_and_acts(name, tmp_path):
 
 
 def test_bad_configs_are_rejected():
-    with pytest.raises(ValueError, match="action_mode"):
-        policies.make("dp-c", action_mode="velocity")
+    with pytest.raises(ValueError, match="frame must be one of"):
+        policies.make("dp-c", frame="egocentric")
     with pytest.raises(ValueError, match="n_action_steps"):
         policies.make("dp-t", horizon=8, n_action_steps=8)
     with pytest.raises(ValueError, match="no profile 'tpu'"):

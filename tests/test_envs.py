@@ -138,3 +138,15 @@ def test_observations_stay_inside_the_space_over_many_scenes(env_name):
     for seed in range(40):
         obs, _ = env.reset(seed=seed)
         assert env.observation_space.contains(obs), f"seed {seed}: {obs}"
+
+
+def test_state_layout_describes_the_state(env_name):
+    env = gym.make(cfbench.ENV_IDS[env_name])
+    layout = env.unwrapped.state_layout
+    for seed in range(10):
+        obs, info = env.reset(seed=seed)
+        assert np.allclose(obs[:2], info["agent_pose"][:2])
+        for i in layout.directions:
+            assert np.linalg.norm(obs[i : i + 2]) == pytest.approx(1.0, abs=1e-5)
+        assert layout.frame_direction in layout.directions
+        assert max((*layout.points, *layout.directions)) + 1 < len(obs)

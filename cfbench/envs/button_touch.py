@@ -34,7 +34,7 @@ import math
 import numpy as np
 import pymunk
 
-from cfbench.envs.core import Canvas, CoarseToFineEnv
+from cfbench.envs.core import Canvas, CoarseToFineEnv, StateLayout
 from cfbench.expert import ExpertTrajectory, rounded_polyline, time_parametrize
 
 # ---------------------------------------------------------------- world and arm
@@ -108,6 +108,8 @@ class ButtonTouchEnv(CoarseToFineEnv):
     pose_high = np.array([WORLD_SIZE, WORLD_SIZE], dtype=np.float32)
     scene_dim = 10
     scene_bound = WORLD_SIZE  # every feature is a world coordinate, a length or a unit vector
+    # state: fingertip (x, y), button-face centre, direction into the slot, then scalars
+    state_layout = StateLayout(points=(0, 2), directions=(4,), angles=(), frame_direction=4)
     max_episode_seconds = 8.0
     physics_hz = 200.0
     world_bounds = (0.0, 0.0, WORLD_SIZE, WORLD_SIZE)

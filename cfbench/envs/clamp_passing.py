@@ -41,7 +41,7 @@ import math
 import numpy as np
 import pybullet
 
-from cfbench.envs.core import Canvas, CoarseToFineEnv, box_corners
+from cfbench.envs.core import Canvas, CoarseToFineEnv, StateLayout, box_corners
 from cfbench.expert import ExpertTrajectory, rounded_polyline, time_parametrize
 
 WORLD_SIZE = 512.0
@@ -91,6 +91,8 @@ class ClampPassingEnv(CoarseToFineEnv):
     #: pipe centre (x, y), passing direction (cos, sin), length, thickness
     scene_dim = 6
     scene_bound = WORLD_SIZE  # every feature is a world coordinate, a length or a unit vector
+    # state: ring (x, y, yaw), pipe centre, passing direction (cos, sin), length, thickness
+    state_layout = StateLayout(points=(0, 3), directions=(5,), angles=(2,), frame_direction=5)
     max_episode_seconds = 10.0  # the expert needs 1.8-3 s
     physics_hz = 200.0
     world_bounds = (0.0, 0.0, WORLD_SIZE, WORLD_SIZE)

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 
+from dataclasses import asdict, dataclass
+
 import gymnasium as gym
 import numpy as np
 import pygame
@@ -23,6 +25,23 @@ from cfbench.expert import ExpertTrajectory
 
 OBS_MODES = ("state", "pixels", "pixels_state")
 PIXEL_SIZE = 96
+
+
+@dataclass(frozen=True)
+class StateLayout:
+    """What the entries of the state vector are, so a policy can re-express observations in an
+    agent-centred, task-aligned frame (the scene is randomised in position and orientation;
+    90 demos cannot teach a network those symmetries). Indices count from the state's start;
+    the agent's position is always entries 0 and 1.
+    """
+
+    points: tuple[int, ...]  # index of each 2-D point's x (y follows)
+    directions: tuple[int, ...]  # index of each unit vector's cos (sin follows)
+    angles: tuple[int, ...]  # yaw-like entries, in radians
+    frame_direction: int  # the direction that becomes the task frame's x axis
+
+    def to_dict(self) -> dict:
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}
 
 
 class CoarseToFineEnv(gym.Env, ABC):
@@ -38,6 +57,7 @@ class CoarseToFineEnv(gym.Env, ABC):
     #: length of the scene-geometry part of the state vector, and a bound on its entries' magnitude
     scene_dim: ClassVar[int]
     scene_bound: ClassVar[float] = np.inf
+    state_layout: ClassVar[StateLayout]
     #: episode time limit in seconds (truncation), independent of the control rate
     max_episode_seconds: ClassVar[float]
     #: physics rate; each control step runs round(physics_hz / control_hz) sub-steps

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import pymunk
 
-from cfbench.envs.core import Canvas, CoarseToFineEnv, box_corners
+from cfbench.envs.core import Canvas, CoarseToFineEnv, StateLayout, box_corners
 from cfbench.expert import ExpertTrajectory, rounded_polyline, time_parametrize
 
 WORLD_SIZE = 512.0
@@ -67,6 +67,8 @@ class PassagePassingEnv(CoarseToFineEnv):
     #: passage corners (N_SEGMENTS + 1 points, entrance first, exit last), width, cos/sin(orientation)
     scene_dim = 2 * (N_SEGMENTS + 1) + 3
     scene_bound = WORLD_SIZE  # every feature is a world coordinate, a length or a unit vector
+    # state: agent (x, y), 6 centreline corners, width, passage direction (cos, sin)
+    state_layout = StateLayout(points=(0, 2, 4, 6, 8, 10, 12), directions=(15,), angles=(), frame_direction=15)
     max_episode_seconds = 10.0
     world_bounds = (0.0, 0.0, WORLD_SIZE, WORLD_SIZE)
     local_view_size = 96.0

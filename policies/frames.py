@@ -1,0 +1,79 @@
+"""Re-expressing observations and actions in a frame that removes the scene's random pose.
+
+The environments randomise where the task sits and how it is turned; with 90 demos a network
+does not learn those symmetries from absolute coordinates (measured on PassagePassing: open-loop
+error on unseen scenes 5.7 / 15.7 / 22 units at steps 1 / 4 / 8 in world coordinates, 1.9 / 2.8 /
+3.8 in the task frame). Every env publishes a ``StateLayout``; with it a policy can work in
+
+- ``"world"``: absolute coordinates, untouched;
+- ``"agent"``: positions relative to the agent's latest position (relative actions);
+- ``"task"``: agent-centred and rotated so the task's reference direction is the x axis.
+
+The frame is computed from the latest observation only, so it needs nothing privileged.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FRAMES = ("world", "agent", "task")
+
+
+class Frame:
+    """Forward and inverse maps for one batch, anchored at each sample's latest state."""
+
+    def __init__(self, kind: str, layout: dict, latest_state: np.ndarray):
+        if kind not in FRAMES:
+            raise ValueError(f"frame must be one of {FRAMES}, got {kind!r}")
+        self.kind, self.layout = kind, layout
+        latest_state = np.asarray(latest_state, dtype=np.float64)
+        batch = len(latest_state)
+        self.origin = latest_state[:, :2] if kind != "world" else np.zeros((batch, 2))
+        if kind == "task":
+            k = layout["frame_direction"]
+            self.angle = np.arctan2(latest_state[:, k + 1], latest_state[:, k])
+        else:
+            self.angle = np.zeros(batch)
+        # Action yaws are taken relative to the agent's own yaw (entry 2 when the pose has one):
+        # small, continuous offsets, never a 2-pi jump the servo would have to unwind.
+        self.yaw = latest_state[:, 2] if kind != "world" and 2 in layout["angles"] else np.zeros(batch)
+        c, s = np.cos(self.angle), np.sin(self.angle)
+        self.rotation = np.stack([np.stack([c, s], -1), np.stack([-s, c], -1)], -2)  # world -> frame
+
+    def _rotate(self, xy: np.ndarray, inverse: bool = False) -> np.ndarray:
+        matrix = np.swapaxes(self.rotation, -1, -2) if inverse else self.rotation
+        return np.einsum("bij,b...j->b...i", matrix, xy)
+
+    def _expand(self, values: np.ndarray, like: np.ndarray) -> np.ndarray:
+        return values.reshape(values.shape + (1,) * (like.ndim - values.ndim))
+
+    def states(self, states: np.ndarray) -> np.ndarray:
+        """(B, T, D) state histories -> the same in this frame."""
+        out = np.array(states, dtype=np.float64)
+        origin = self.origin[:, None]
+        for i in self.layout["points"]:
+            out[..., i : i + 2] = self._rotate(out[..., i : i + 2] - origin)
+        for i in self.layout["directions"]:
+            out[..., i : i + 2] = self._rotate(out[..., i : i + 2])
+        for i in self.layout["angles"]:
+            out[..., i] = _wrap(out[..., i] - self._expand(self.angle, out[..., i]))
+        return out
+
+    def poses(self, poses: np.ndarray) -> np.ndarray:
+        """(B, T, pose_dim) absolute poses (x, y[, yaw]) -> this frame."""
+        out = np.array(poses, dtype=np.float64)
+        out[..., :2] = self._rotate(out[..., :2] - self.origin[:, None])
+        if out.shape[-1] > 2:
+            out[..., 2] -= self._expand(self.yaw, out[..., 2])
+        return out
+
+    def poses_to_world(self, poses: np.ndarray) -> np.ndarray:
+        out = np.array(poses, dtype=np.float64)
+        out[..., :2] = self._rotate(out[..., :2], inverse=True) + self.origin[:, None]
+        if out.shape[-1] > 2:
+            out[..., 2] += self._expand(self.yaw, out[..., 2])
+        return out
+
+
+def _wrap(angle: np.ndarray) -> np.ndarray:
+    return (angle + np.pi) % (2 * np.pi) - np.pi
