@@ -26,13 +26,12 @@ class DPTConfig(DiffusionConfig):
     n_head: int = 4
     n_emb: int = 64
     p_drop_emb: float = 0.0
-    p_drop_attn: float = 0.3
+    p_drop_attn: float = 0.1
     weight_decay: float = 1e-3
-    lr: float = 5e-4
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "cpu": {},
-        "gpu": {"n_layer": 8, "n_emb": 256, "batch_size": 256, "lr": 1e-4, "train_steps": 50000,
+        "gpu": {"n_layer": 8, "n_emb": 256, "p_drop_attn": 0.3, "batch_size": 256, "lr": 1e-4, "train_steps": 50000,
                 "eval_every": 5000, "device": "cuda"},
     }
 

@@ -37,7 +37,7 @@ BEST = "best"
 class LearnedConfig(PolicyConfig):
     """Training settings shared by every learned policy (CPU-sized defaults)."""
 
-    train_steps: int = 3000
+    train_steps: int = 5000
     batch_size: int = 128
     lr: float = 1e-3
     weight_decay: float = 1e-6
