@@ -94,7 +94,7 @@ def evaluate(
         while any(slot is not None for slot in slots):
             need = [i for i, slot in enumerate(slots) if slot is not None and not slot.queue]
             if need:
-                history = _stack([[_history(slots[i].observations, n_obs, stride)] for i in need])
+                history = _stack([_history(slots[i].observations, n_obs, stride) for i in need])
                 t0 = time.perf_counter()
                 chunks = policy.act(history, slots=need, source_hz=execution_hz, target_hz=target_hz)
                 act_seconds += time.perf_counter() - t0
@@ -181,12 +181,11 @@ def _index(obs, i: int):
     return obs[i]
 
 
-def _stack(batch: list):
-    """[[history of slot a], [history of slot b]] -> (B, n_obs, ...) arrays (dicts per key)."""
-    histories = [item[0] for item in batch]
+def _stack(histories: list[list]):
+    """Per-slot observation histories -> (B, n_obs, ...) arrays (a dict of them for dict observations)."""
     first = histories[0][0]
     if isinstance(first, dict):
-        return {key: _stack([[[o[key] for o in h]] for h in histories]) for key in first}
+        return {key: _stack([[o[key] for o in h] for h in histories]) for key in first}
     return np.stack([np.stack(h) for h in histories])
 
 
