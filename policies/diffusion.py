@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -45,8 +44,6 @@ class DiffusionConfig(LearnedConfig):
     #: the env's StateLayout, filled in by ``fit``
     state_layout: dict = field(default_factory=dict)
     resnet_width: int = 64
-
-    profiles: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {}}
 
     def __post_init__(self):
         if self.frame not in FRAMES:
