@@ -28,6 +28,8 @@ class DPTConfig(DiffusionConfig):
     p_drop_emb: float = 0.0
     p_drop_attn: float = 0.1
     weight_decay: float = 1e-3
+    #: PassagePassing 20 Hz, 5000 steps: 22 % validation success at lr 1e-3, 46 % at 2e-3
+    lr: float = 2e-3
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "cpu": {},
