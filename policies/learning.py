@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from cfbench.io import atomic_write_bytes, atomic_write_text
-from policies.base import Policy, PolicyConfig
+from policies.base import WEIGHTS_FILE, Policy, PolicyConfig
 
 TRAIN_STATE = "train_state.safetensors"
 TRAIN_META = "train_state.json"
@@ -113,6 +113,7 @@ class LearnedPolicy(Policy):
         """
         config = self.config
         torch.manual_seed(config.seed)
+        self._best = None  # best weights of this run only, never of an earlier fit
         data = self.prepare(dataset)
         self.model = self.build_model().to(self.device)
         data = {k: v.to(self.device) for k, v in data.items()}
@@ -180,7 +181,7 @@ class LearnedPolicy(Policy):
         if history["best_step"] is not None:
             best = self._best
             if best is None:  # resumed after the best checkpoint was written
-                best = tensors_from_bytes((work_dir / BEST / "model.safetensors").read_bytes())
+                best = tensors_from_bytes((work_dir / BEST / WEIGHTS_FILE).read_bytes())
             self.model.load_state_dict(best)
         else:
             ema.copy_to(params)
