@@ -29,7 +29,14 @@ import policies
 from cfbench.demos import DEFAULT_DEMOS_DIR, parse_rates, rates_label
 from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.results import DEFAULT_RESULTS_DIR, provenance, write_record
-from cfbench.train import DEFAULT_CHECKPOINTS_DIR, VALIDATION_SEEDS, set_threads, train_or_load
+from cfbench.train import (
+    DEFAULT_CHECKPOINTS_DIR,
+    VALIDATION_SEEDS,
+    add_training_arguments,
+    set_threads,
+    train_or_load,
+    training_overrides,
+)
 from policies.base import EpisodeContext, Policy
 
 TEST_SEEDS = (20000, 20100)
@@ -265,57 +272,30 @@ def parse_seed_range(text: str) -> tuple[int, int]:
     return start, end
 
 
-def parse_overrides(items: list[str]) -> dict:
-    """['horizon=16', 'lr=1e-4'] -> {'horizon': 16, 'lr': 0.0001} (JSON values, else strings)."""
-    import json
-
-    overrides = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"bad config override {item!r}: use KEY=VALUE")
-        try:
-            overrides[key] = json.loads(value)
-        except json.JSONDecodeError:
-            overrides[key] = value
-    return overrides
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="cfbench-eval",
         description="Train (if needed) and evaluate a policy on cfbench test envs at a fine control rate.",
     )
-    parser.add_argument("--policy", required=True, help="registered policy name: " + ", ".join(policies.available()))
+    add_training_arguments(parser)
     parser.add_argument("--env", nargs="+", default=["PassagePassing"], help=f"'all' or any of {', '.join(ENV_IDS)}")
     parser.add_argument("--source-hz", nargs="+", default=["2.5"], help="demo rates; '2.5+5' = mixed dataset")
     parser.add_argument("--target-hz", type=float, default=20.0)
     parser.add_argument("--test-seeds", default=f"{TEST_SEEDS[0]}:{TEST_SEEDS[1]}", help="START:END (END exclusive)")
     parser.add_argument("--episodes", type=int, default=None, help="evaluate only the first N test seeds")
-    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE", help="policy config overrides")
     parser.add_argument("--variant", default="", help="label for this configuration in results and the leaderboard")
-    parser.add_argument("--profile", default="cpu", help="named policy config profile: cpu (default) or gpu")
-    parser.add_argument("--device", default=None, help="torch device for learned policies, e.g. cuda")
-    parser.add_argument("--val-episodes", type=int, default=VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0],
-                        help="validation envs (seeds from 10000) for checkpoint selection")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--checkpoints-dir", type=Path, default=DEFAULT_CHECKPOINTS_DIR)
     parser.add_argument("--num-envs", type=int, default=10)
     parser.add_argument("--vector", choices=["sync", "async"], default="sync")
-    parser.add_argument("--demos-dir", type=Path, default=DEFAULT_DEMOS_DIR)
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
     parser.add_argument("--leaderboard", type=Path, default=Path("leaderboard.md"),
                         help="regenerated from --results-dir after the runs, with the per-env plots")
     parser.add_argument("--no-leaderboard", action="store_true", help="write only the result records")
     args = parser.parse_args(argv)
     try:
-        policies.policy_class(args.policy)
+        overrides = training_overrides(args)
         envs = list(ENV_IDS) if args.env == ["all"] else [short_name(resolve_env(e)) for e in args.env]
         rate_sets = [parse_rates(text) for text in args.source_hz]
         test_seeds = parse_seed_range(args.test_seeds)
-        overrides = parse_overrides(args.overrides)
-        if args.device:
-            overrides["device"] = args.device
         if args.episodes is not None and args.episodes < 1:
             raise ValueError(f"--episodes must be positive, got {args.episodes}")
         if not args.target_hz > 0:
@@ -334,7 +314,8 @@ def main(argv: list[str] | None = None) -> None:
             record, path = run(
                 args.policy, env, rates, target_hz=args.target_hz, test_seeds=test_seeds, episodes=args.episodes,
                 overrides=overrides, variant=args.variant, num_envs=args.num_envs, vector=args.vector,
-                profile=args.profile, validation_episodes=args.val_episodes, demos_dir=args.demos_dir,
+                profile=args.profile, n_demos=args.n_demos, validation_episodes=args.val_episodes,
+                demos_dir=args.demos_dir,
                 checkpoints_dir=args.checkpoints_dir, results_dir=args.results_dir,
                 command=["cfbench-eval", *(sys.argv[1:] if argv is None else argv)],
             )

@@ -75,6 +75,44 @@ def train_or_load(
     return policy, summary
 
 
+def parse_overrides(items: list[str]) -> dict:
+    """['horizon=16', 'lr=1e-4'] -> {'horizon': 16, 'lr': 0.0001} (JSON values, else strings)."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"bad config override {item!r}: use KEY=VALUE")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options shared by cfbench-train and cfbench-eval: what to train, where, on what."""
+    parser.add_argument("--policy", required=True, help="registered policy: " + ", ".join(policies.available()))
+    parser.add_argument("--profile", default="cpu", help="named policy config profile: cpu (default) or gpu")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="policy config overrides")
+    parser.add_argument("--device", default=None, help="torch device for learned policies, e.g. cuda")
+    parser.add_argument("--n-demos", type=int, default=90, help="training demos per dataset")
+    parser.add_argument("--val-episodes", type=int, default=VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0],
+                        help="validation envs (seeds from 10000) for checkpoint selection")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--demos-dir", type=Path, default=DEFAULT_DEMOS_DIR)
+    parser.add_argument("--checkpoints-dir", type=Path, default=DEFAULT_CHECKPOINTS_DIR)
+
+
+def training_overrides(args: argparse.Namespace) -> dict:
+    """Checks the policy name and returns its config overrides (``--set``, then ``--device``)."""
+    policies.policy_class(args.policy)
+    overrides = parse_overrides(args.overrides)
+    if args.device:
+        overrides["device"] = args.device
+    return overrides
+
+
 def set_threads(threads: int | None) -> int:
     """Torch intra-op threads: all cores by default (small ops suffer from oversubscription)."""
     threads = threads or len(os.sched_getaffinity(0))
@@ -83,28 +121,15 @@ def set_threads(threads: int | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cfbench.evaluate import parse_overrides
-
     parser = argparse.ArgumentParser(prog="cfbench-train", description="Train a policy on cfbench demos (cached).")
-    parser.add_argument("--policy", required=True, help="registered policy: " + ", ".join(policies.available()))
+    add_training_arguments(parser)
     parser.add_argument("--env", default="PassagePassing")
     parser.add_argument("--source-hz", default="2.5", help="demo rate; '2.5+5' = mixed dataset")
-    parser.add_argument("--profile", default="cpu", help="named config profile: cpu (default) or gpu")
-    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--device", default=None, help="torch device, e.g. cuda (overrides the profile)")
-    parser.add_argument("--n-demos", type=int, default=90)
-    parser.add_argument("--val-episodes", type=int, default=VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0])
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--demos-dir", type=Path, default=DEFAULT_DEMOS_DIR)
-    parser.add_argument("--checkpoints-dir", type=Path, default=DEFAULT_CHECKPOINTS_DIR)
     args = parser.parse_args(argv)
     try:
-        policies.policy_class(args.policy)
+        overrides = training_overrides(args)
         env_id = resolve_env(args.env)
         rates = parse_rates(args.source_hz)
-        overrides = parse_overrides(args.overrides)
-        if args.device:
-            overrides["device"] = args.device
     except ValueError as error:
         parser.error(str(error))
     set_threads(args.threads)

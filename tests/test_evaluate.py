@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import policies
-from cfbench.evaluate import _history, evaluate, main, parse_overrides, parse_seed_range, run
+from cfbench.evaluate import _history, evaluate, main, parse_seed_range, run
+from cfbench.train import parse_overrides
 from cfbench.results import read_record
 from policies.base import EpisodeContext, Policy, PolicyConfig, register
 
