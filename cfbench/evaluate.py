@@ -287,8 +287,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-envs", type=int, default=10)
     parser.add_argument("--vector", choices=["sync", "async"], default="sync")
     parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
-    parser.add_argument("--leaderboard", type=Path, default=Path("leaderboard.md"),
-                        help="regenerated from --results-dir after the runs, with the per-env plots")
+    parser.add_argument("--leaderboard", type=Path, default=None,
+                        help="regenerated from --results-dir after the runs, with the per-env plots "
+                             "(default: leaderboard.md beside the results folder)")
     parser.add_argument("--no-leaderboard", action="store_true", help="write only the result records")
     args = parser.parse_args(argv)
     try:
@@ -330,5 +331,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"\n{args.policy}{' (' + args.variant + ')' if args.variant else ''} at {args.target_hz:g} Hz")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.1f}"))
     if not args.no_leaderboard:
+        args.leaderboard = args.leaderboard or args.results_dir.parent / "leaderboard.md"
         regenerate(args.results_dir, args.leaderboard)
         print(f"leaderboard: {args.leaderboard}; plots: {', '.join(str(args.results_dir / PLOTS / f'{e}.png') for e in envs)}")

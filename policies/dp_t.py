@@ -4,7 +4,8 @@
 Action tokens self-attend causally; the memory holds a diffusion-step token and one token per
 observation step, and action token t may attend to the step token and the observations up to
 its own time. Anchor sizes (low-dim PushT) are 8 layers, 4 heads, 256 wide; the CPU default is
-4 layers, 64 wide (the "gpu" profile restores the anchor).
+4 layers, 64 wide, batch 64 and no attention dropout, which learns the most per CPU second (the
+"gpu" profile restores the anchor).
 """
 
 from __future__ import annotations
@@ -26,9 +27,14 @@ class DPTConfig(DiffusionConfig):
     n_head: int = 4
     n_emb: int = 64
     p_drop_emb: float = 0.0
-    p_drop_attn: float = 0.1
+    #: PassagePassing 20 Hz: batch 128 with attention dropout 0.1 ran 13.5 steps/s and reached 46 %
+    #: validation success in 5,000 steps (22 % at lr 1e-3); batch 64 without dropout runs 37 steps/s
+    #: and reaches 82 % in 10,000 steps (281 s)
+    p_drop_attn: float = 0.0
+    batch_size: int = 64
+    train_steps: int = 10000
+    eval_every: int = 2000
     weight_decay: float = 1e-3
-    #: PassagePassing 20 Hz, 5000 steps: 22 % validation success at lr 1e-3, 46 % at 2e-3
     lr: float = 2e-3
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {

@@ -112,3 +112,12 @@ def test_cli_writes_record_table_and_plot(tmp_path, capsys):
     assert "| tracker †" in (tmp_path / "lb.md").read_text()
     assert len(list(tmp_path.glob("*.json"))) == 2
     assert (tmp_path / "plots" / "PassagePassing.png").stat().st_size > 1000
+
+
+def test_cli_leaderboard_defaults_to_beside_the_results_folder(tmp_path, monkeypatch):
+    """A scratch --results-dir must never overwrite the leaderboard of the folder one runs in."""
+    monkeypatch.chdir(tmp_path)
+    main(["--policy", "tracker", "--env", "PassagePassing", "--source-hz", "20", "--episodes", "2",
+          "--results-dir", str(tmp_path / "scratch" / "results")])
+    assert (tmp_path / "scratch" / "leaderboard.md").exists()
+    assert not (tmp_path / "leaderboard.md").exists()
