@@ -22,7 +22,7 @@ from cfbench.datasets import load_demos
 from cfbench.train import set_threads
 from policies.base import EpisodeContext
 
-LEARNED = ("dp-c", "dp-t")
+LEARNED = ("dp-c", "dp-t", "d-ma", "dispo")
 
 
 def train_rate(name: str, dataset, steps: int) -> tuple[float, policies.Policy]:

@@ -58,22 +58,36 @@ class DemoDataset:
 
         return load_env_creator(gym.spec(self.env_id).entry_point).state_layout
 
-    def windows(self, n_obs_steps: int, horizon: int) -> Windows:
+    def windows(self, n_obs_steps: int, horizon: int, stride: int = 1) -> Windows:
         """Windows of ``n_obs_steps`` observations ending at step t and ``horizon`` actions
-        starting at the first of those steps (diffusion_policy's layout)."""
-        if n_obs_steps < 1 or horizon < 1:
-            raise ValueError(f"n_obs_steps and horizon must be >= 1, got {n_obs_steps}, {horizon}")
+        starting at the first of those steps (diffusion_policy's layout).
+
+        With ``stride`` k > 1 the windows take every k-th sample: the demos resampled to
+        1/k of their rate, at every phase (DiSPo's sample-rate augmentation). An action then
+        targets the pose k samples ahead, and ``source_hz`` reports the resampled rate.
+        """
+        if n_obs_steps < 1 or horizon < 1 or stride < 1:
+            raise ValueError(f"n_obs_steps, horizon and stride must be >= 1, got {n_obs_steps}, {horizon}, {stride}")
         obs_parts, act_parts, rates, owners = [], [], [], []
         for index, episode in enumerate(self.episodes):
             steps = len(episode.actions)
-            starts = np.arange(steps) - (n_obs_steps - 1)  # first step of each window
-            obs_index = np.clip(starts[:, None] + np.arange(n_obs_steps), 0, steps - 1)
-            act_index = np.clip(starts[:, None] + np.arange(horizon), 0, steps - 1)
+            poses = _next_poses(episode.actions, stride)
+            starts = np.arange(steps) - stride * (n_obs_steps - 1)  # first step of each window
+            obs_index = np.clip(starts[:, None] + stride * np.arange(n_obs_steps), 0, steps - 1)
+            act_index = np.clip(starts[:, None] + stride * np.arange(horizon), 0, steps - 1)
             obs_parts.append(_take(episode.observations, obs_index))
-            act_parts.append(episode.actions[act_index])
-            rates.append(np.full(steps, episode.source_hz))
+            act_parts.append(poses[act_index])
+            rates.append(np.full(steps, episode.source_hz / stride))
             owners.append(np.full(steps, index))
         return Windows(_concat(obs_parts), np.concatenate(act_parts), np.concatenate(rates), np.concatenate(owners))
+
+
+def _next_poses(actions: np.ndarray, stride: int) -> np.ndarray:
+    """Action of step t at 1/stride of the rate: the target pose ``stride`` samples ahead
+    (the episode's last target once that runs past its end)."""
+    if stride == 1:
+        return actions
+    return actions[np.minimum(np.arange(len(actions)) + stride - 1, len(actions) - 1)]
 
 
 def _take(observations, index: np.ndarray):

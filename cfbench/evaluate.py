@@ -239,7 +239,7 @@ def run(
             progress=progress,
         )
         training = {key: summary[key] for key in ("run_dir", "best_step", "best_score", "validation", "losses",
-                                                  "train_seconds", "validation_seeds")}
+                                                  "train_seconds", "validation_seeds", "phases") if key in summary}
     else:
         policy = policies.make(policy_name, profile=profile, **(overrides or {}))
     seeds = list(range(*test_seeds))[:episodes]

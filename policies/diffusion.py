@@ -95,7 +95,11 @@ class DiffusionPolicy(LearnedPolicy):
     # ---------------------------------------------------------------- training
     def prepare(self, dataset) -> dict[str, torch.Tensor]:
         c = self.config
-        windows = dataset.windows(c.n_obs_steps, c.horizon)
+        return self.window_tensors(dataset, dataset.windows(c.n_obs_steps, c.horizon))
+
+    def window_tensors(self, dataset, windows) -> dict[str, torch.Tensor]:
+        """Training tensors of some windows, in the policy's frame; fills in the config's dims."""
+        c = self.config
         obs = windows.observations
         state = obs["state"] if isinstance(obs, dict) else obs
         c.obs_dim, c.action_dim = state.shape[-1], windows.actions.shape[-1]
@@ -134,9 +138,11 @@ class DiffusionPolicy(LearnedPolicy):
         self._anchors[slot] = None
 
     @torch.no_grad()
-    def sample_actions(self, obs_history, slots: list[int]) -> np.ndarray:
-        """Denoise one action chunk per slot; absolute poses (B, horizon, action_dim)."""
+    def sample_actions(self, obs_history, slots: list[int], n_actions: int | None = None, **net_inputs) -> np.ndarray:
+        """Denoise one chunk of ``n_actions`` (default: horizon) per slot; absolute poses
+        (B, n_actions, action_dim). ``net_inputs`` go to the network as extra conditions."""
         c, device = self.config, self.device
+        n_actions = n_actions or c.horizon
         state = np.asarray(obs_history["state"] if isinstance(obs_history, dict) else obs_history, dtype=np.float64)
         frame = Frame(c.frame, c.state_layout, state[:, -1])
         batch = {"state": torch.as_tensor(frame.states(state), dtype=torch.float32, device=device)}
@@ -144,11 +150,11 @@ class DiffusionPolicy(LearnedPolicy):
             batch[f"pixels.{view}"] = torch.as_tensor(np.asarray(obs_history["pixels"][view]), device=device)
         features = self.model.obs_encoder(self._observations(batch))
         generators = [self._generators[s] for s in slots]
-        x = torch.stack([torch.randn((c.horizon, c.action_dim), generator=g) for g in generators]).to(device)
+        x = torch.stack([torch.randn((n_actions, c.action_dim), generator=g) for g in generators]).to(device)
         scheduler = self.sample_scheduler
         scheduler.set_timesteps(c.num_inference_steps if c.sampler == "ddim" else c.num_train_timesteps)
         for t in scheduler.timesteps:
-            predicted = self.model.net(x, t.expand(len(x)).to(device), features)
+            predicted = self.model.net(x, t.expand(len(x)).to(device), features, **net_inputs)
             x = scheduler.step(predicted, t, x, generator=generators if c.sampler == "ddpm" else None).prev_sample
         return frame.poses_to_world(self.model.action_normalizer.unnormalize(x).cpu().numpy())
 

@@ -16,7 +16,7 @@ from torch import nn
 
 from policies.base import register
 from policies.diffusion import DiffusionConfig, DiffusionPolicy
-from policies.modules import SinusoidalEmbedding
+from policies.modules import StepEncoder
 
 
 @dataclass
@@ -63,12 +63,7 @@ class ConditionalUnet1D(nn.Module):
     def __init__(self, action_dim: int, global_cond_dim: int, down_dims, kernel_size: int, n_groups: int,
                  step_embed_dim: int):
         super().__init__()
-        self.step_encoder = nn.Sequential(
-            SinusoidalEmbedding(step_embed_dim),
-            nn.Linear(step_embed_dim, 4 * step_embed_dim),
-            nn.Mish(),
-            nn.Linear(4 * step_embed_dim, step_embed_dim),
-        )
+        self.step_encoder = StepEncoder(step_embed_dim)
         cond_dim = step_embed_dim + global_cond_dim
         dims = [action_dim, *down_dims]
         block = lambda a, b: FiLMResidualBlock(a, b, cond_dim, kernel_size, n_groups)  # noqa: E731

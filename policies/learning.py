@@ -111,21 +111,26 @@ class LearnedPolicy(Policy):
         With ``validate``, the EMA weights are scored every ``eval_every`` steps and the best
         ones are kept (ties go to the later checkpoint); without it, the final EMA weights.
         """
-        config = self.config
-        torch.manual_seed(config.seed)
-        self._best = None  # best weights of this run only, never of an earlier fit
+        torch.manual_seed(self.config.seed)
         data = self.prepare(dataset)
         self.model = self.build_model().to(self.device)
         data = {k: v.to(self.device) for k, v in data.items()}
         self.initialise(data)
-        n_samples = len(next(iter(data.values())))
+        return self.optimise(data, self.config.train_steps, work_dir=work_dir, validate=validate, progress=progress)
 
+    def optimise(self, data: dict[str, torch.Tensor], steps: int, *, work_dir: str | Path | None = None,
+                 validate: Validator | None = None, progress: bool = True, phase: int = 0) -> dict[str, Any]:
+        """One training phase of ``steps`` on ``data``, from the network's current weights (``fit``
+        is phase 0; DiSPo's fine-tuning rounds are later phases, with their own batches)."""
+        config = self.config
+        self._best = None  # best weights of this phase only, never of an earlier one
+        n_samples = len(next(iter(data.values())))
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         schedule = get_scheduler("cosine", optimizer, num_warmup_steps=config.warmup_steps,
-                                 num_training_steps=config.train_steps)
+                                 num_training_steps=steps)
         ema = EMAModel(params, power=config.ema_power, use_ema_warmup=True)
-        generator = torch.Generator().manual_seed(config.seed)
+        generator = torch.Generator().manual_seed(config.seed + phase)
         history: dict[str, Any] = {"step": 0, "losses": [], "validation": [], "best_score": None, "best_step": None,
                                    "train_seconds": 0.0}
         work_dir = Path(work_dir) if work_dir is not None else None
@@ -133,9 +138,9 @@ class LearnedPolicy(Policy):
             history = self._restore(work_dir, optimizer, schedule, ema, generator)
 
         start_time = time.perf_counter() - history["train_seconds"]
-        running, bar = [], tqdm(range(history["step"], config.train_steps), initial=history["step"],
-                                total=config.train_steps, desc=f"train {self.name}", disable=not progress,
-                                unit="step", leave=False)
+        running, bar = [], tqdm(range(history["step"], steps), initial=history["step"], total=steps,
+                                desc=f"train {self.name}" + (f" phase {phase}" if phase else ""),
+                                disable=not progress, unit="step", leave=False)
         self.model.train()
         for step in bar:
             index = torch.randint(n_samples, (config.batch_size,), generator=generator).to(self.device)
@@ -150,7 +155,7 @@ class LearnedPolicy(Policy):
                 history["losses"].append([step + 1, float(np.mean(running))])
                 bar.set_postfix(loss=f"{np.mean(running):.4f}")
                 running = []
-            if (step + 1) % config.eval_every == 0 or step + 1 == config.train_steps:
+            if (step + 1) % config.eval_every == 0 or step + 1 == steps:
                 history["step"] = step + 1
                 history["train_seconds"] = time.perf_counter() - start_time
                 self._evaluate_checkpoint(ema, params, validate, history, work_dir)

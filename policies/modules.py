@@ -1,7 +1,7 @@
 """Neural building blocks shared by the learned policies.
 
 - ``MinMaxNormalizer``: per-dimension affine map of data to [-1, 1] (stats saved with the model);
-- ``SinusoidalEmbedding``: the diffusion-step encoding;
+- ``SinusoidalEmbedding``: the diffusion-step encoding, and ``StepEncoder`` (it + an MLP);
 - ``ResNet18`` (GroupNorm, no BatchNorm: EMA and BatchNorm statistics do not mix) with
   ``SpatialSoftmax`` pooling, and ``ObservationEncoder`` that turns an observation history
   (state vector, or pixel views + state) into one feature vector per time step.
@@ -63,6 +63,14 @@ class SinusoidalEmbedding(nn.Module):
         frequencies = torch.exp(torch.arange(half, device=x.device) * (-math.log(10000.0) / (half - 1)))
         angles = x.float()[:, None] * frequencies[None]
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+class StepEncoder(nn.Sequential):
+    """Diffusion-step embedding: sinusoidal encoding followed by an MLP (Diffusion Policy, MaIL, DiSPo)."""
+
+    def __init__(self, dim: int, hidden_factor: int = 4):
+        super().__init__(SinusoidalEmbedding(dim), nn.Linear(dim, hidden_factor * dim), nn.Mish(),
+                         nn.Linear(hidden_factor * dim, dim))
 
 
 def _groups(channels: int) -> int:

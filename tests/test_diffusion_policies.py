@@ -1,4 +1,4 @@
-"""DP-C and DP-T on the shared machinery: learning, persistence, resumption, pixels."""
+"""DP-C, DP-T and D-Ma on the shared machinery: learning, persistence, resumption, pixels."""
 
 import numpy as np
 import pytest
@@ -12,6 +12,7 @@ from policies.base import EpisodeContext
 TINY = {
     "dp-c": {"down_dims": [16, 32], "step_embed_dim": 16, "n_groups": 4},
     "dp-t": {"n_layer": 1, "n_emb": 32, "n_head": 2},
+    "d-ma": {"d_model": 16, "n_layer": 1, "d_state": 4},
 }
 LEARNED = list(TINY)
 

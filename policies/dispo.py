@@ -1,0 +1,329 @@
+"""DiSPo: diffusion policy on step-scaled Mamba blocks (paper sections III-IV).
+
+The sequence is [observation tokens (T_o), action tokens (T_o - 1 past, then the current and
+future ones)], each embedded linearly plus a learned type encoding; no positions: the SSM's
+step sizes carry time. Every DiSPo block is adaLN (scale, shift and gate from the diffusion
+step embedding) around a Mamba mixer *without* conv1d whose step sizes are stretched per token,
+Δ = r · softplus(f_Δ(u)). r = 1 is the step of the reference rate (the most frequent demo rate);
+tokens at ω get r = ω_ref / ω. So a model trained at 2.5 Hz emits 20 Hz actions by giving the
+current and future action tokens r / 8 and asking for 8 times as many of them: no interpolation.
+
+Training (paper section IV) has two parts:
+
+- pretraining with sample-rate augmentation: every window is also taken at 1/k of its rate
+  (r multiplied by k). The loss is epsilon MSE on the actions plus λ times the MSE of
+  reconstructing the (normalised) observation states from the observation tokens;
+- fine-tuning with pseudo demonstrations, in rounds of doubling rate up to ``target_hz``: the
+  model generates every demo window at the finer rate while the demo's own actions, noised to
+  the current level, are written over their places at every denoising step (inpainting); the
+  overlapping chunks of an episode are merged by ACT's temporal ensemble. The model is then
+  co-fine-tuned on the pseudo and the original windows, with the loss on demo actions only.
+
+Sequences of different lengths share a batch by padding at the end: the scan is causal, so
+trailing padding (masked out of the loss) changes nothing before it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cfbench.datasets import Windows
+from policies.base import register
+from policies.diffusion import DiffusionPolicy
+from policies.frames import Frame
+from policies.mamba import MambaDiffusionConfig, MambaMixer, rescale_residual_projections
+from policies.modules import StepEncoder
+
+
+@dataclass
+class DiSPoConfig(MambaDiffusionConfig):
+    #: action tokens at the training rate: T_o - 1 past, the current one and T_a future ones
+    horizon: int = 10
+    #: λ, weight of the observation reconstruction loss
+    obs_loss_weight: float = 0.1
+    #: sample-rate augmentation: windows also resampled to 1/k of their rate, for each k here
+    augment_strides: tuple[int, ...] = (1, 2)
+    #: the rate whose step is r = 1: the most frequent rate in the training demos (set by fit)
+    reference_hz: float = 0.0
+    #: fine-tuning rounds double the rate from reference_hz up to this one; 0 steps = pretraining only
+    target_hz: float = 20.0
+    finetune_steps: int = 1000
+    #: ACT's temporal-ensemble weights exp(-k i), i = 0 for the oldest prediction of an action
+    ensemble_decay: float = 0.01
+    #: windows denoised at once when generating pseudo demonstrations
+    generation_batch: int = 256
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.augment_strides or min(self.augment_strides) < 1:
+            raise ValueError(f"augment_strides must be positive integers, got {self.augment_strides}")
+
+
+class DiSPoBlock(nn.Module):
+    """adaLN-Zero around a step-scaled Mamba mixer without conv1d: x + g(k) * Mixer(LN(x)(1 + s(k)) + b(k), r)."""
+
+    def __init__(self, d_model: int, d_state: int, expand: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model, elementwise_affine=False)
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(d_model, 3 * d_model))
+        nn.init.zeros_(self.modulation[1].weight)  # every block starts as the identity
+        nn.init.zeros_(self.modulation[1].bias)
+        self.mixer = MambaMixer(d_model, d_state=d_state, d_conv=0, expand=expand)
+
+    def forward(self, tokens: torch.Tensor, step: torch.Tensor, step_scale: torch.Tensor) -> torch.Tensor:
+        shift, scale, gate = self.modulation(step)[:, None].chunk(3, dim=-1)
+        return tokens + gate * self.mixer(self.norm(tokens) * (1 + scale) + shift, step_scale)
+
+
+class DiSPoNet(nn.Module):
+    def __init__(self, action_dim: int, obs_feature_dim: int, obs_dim: int, d_model: int, n_layer: int,
+                 d_state: int, expand: int):
+        super().__init__()
+        self.step_encoder = StepEncoder(d_model, hidden_factor=2)
+        self.obs_embedding = nn.Linear(obs_feature_dim, d_model)
+        self.action_embedding = nn.Linear(action_dim, d_model)
+        self.type_encoding = nn.Parameter(torch.zeros(2, d_model))  # [observation, action]
+        self.blocks = nn.ModuleList(DiSPoBlock(d_model, d_state, expand) for _ in range(n_layer))
+        self.norm = nn.LayerNorm(d_model)
+        self.action_head = nn.Linear(d_model, action_dim)
+        self.obs_head = nn.Linear(d_model, obs_dim)
+        nn.init.normal_(self.type_encoding, std=0.02)
+        rescale_residual_projections(self, n_layer)
+
+    def forward(self, sample: torch.Tensor, timesteps: torch.Tensor, obs_features: torch.Tensor,
+                step_scale: torch.Tensor, reconstruct: bool = False):
+        """Noise (or clean-sample) prediction for the action tokens; with ``reconstruct`` also the
+        observation states decoded from the observation tokens. step_scale: (B, T_o + n_actions)."""
+        n_obs = obs_features.shape[1]
+        tokens = torch.cat([self.obs_embedding(obs_features) + self.type_encoding[0],
+                            self.action_embedding(sample) + self.type_encoding[1]], dim=1)
+        step = self.step_encoder(timesteps)
+        for block in self.blocks:
+            tokens = block(tokens, step, step_scale)
+        tokens = self.norm(tokens)
+        prediction = self.action_head(tokens[:, n_obs:])
+        return (prediction, self.obs_head(tokens[:, :n_obs])) if reconstruct else prediction
+
+
+@register("dispo")
+class DiSPo(DiffusionPolicy):
+    config_class = DiSPoConfig
+
+    def build_net(self, feature_dim: int) -> nn.Module:
+        c = self.config
+        return DiSPoNet(c.action_dim, feature_dim, c.obs_dim, c.d_model, c.n_layer, c.d_state, c.expand)
+
+    # ---------------------------------------------------------------- training
+    def prepare(self, dataset) -> dict[str, torch.Tensor]:
+        """Windows at every augmentation stride, each token with its step scale and a loss mask."""
+        c = self.config
+        rates, counts = np.unique([episode.source_hz for episode in dataset.episodes], return_counts=True)
+        c.reference_hz = float(rates[np.argmax(counts)])
+        parts = []
+        for stride in c.augment_strides:
+            windows = dataset.windows(c.n_obs_steps, c.horizon, stride=stride)
+            data = self.window_tensors(dataset, windows)
+            scale = torch.as_tensor(c.reference_hz / windows.source_hz, dtype=torch.float32)
+            data["step_scale"] = scale[:, None].expand(-1, c.n_obs_steps + c.horizon).contiguous()
+            data["loss_mask"] = torch.ones(len(windows), c.horizon)
+            parts.append(data)
+        return _concat(parts)
+
+    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        c = self.config
+        features = self.model.obs_encoder(self._observations(batch))
+        clean = self.model.action_normalizer.normalize(batch["actions"])
+        noise = torch.randn(clean.shape, generator=generator).to(clean.device)
+        steps = torch.randint(0, c.num_train_timesteps, (len(clean),), generator=generator).to(clean.device)
+        noisy = self.train_scheduler.add_noise(clean, noise, steps)
+        predicted, reconstruction = self.model.net(noisy, steps, features, batch["step_scale"], reconstruct=True)
+        target = noise if c.prediction_type == "epsilon" else clean
+        mask = batch["loss_mask"][..., None]
+        action_loss = ((predicted - target).square() * mask).sum() / (mask.sum() * clean.shape[-1])
+        states = self.model.obs_encoder.state_normalizer.normalize(batch["state"])
+        return action_loss + c.obs_loss_weight * F.mse_loss(reconstruction, states)
+
+    def fit(self, dataset, *, work_dir=None, validate=None, progress: bool = True) -> dict[str, Any]:
+        """Pretraining, then one fine-tuning round per doubling of the rate (each its own phase,
+        resumable in its own sub-folder); the final weights are the last round's best."""
+        history = super().fit(dataset, work_dir=work_dir, validate=validate, progress=progress)
+        history["phases"] = [_phase_summary("pretraining", history, 0)]
+        rounds = self.finetune_rounds()
+        if not rounds:
+            return history
+        originals = {k: v.to(self.device) for k, v in self.prepare(dataset).items()}
+        for phase, finer in enumerate(rounds, start=1):
+            pseudo = self.pseudo_demonstrations(dataset, finer)
+            data = _concat([originals, pseudo])
+            phase_dir = Path(work_dir) / f"finetune-{finer}x" if work_dir is not None else None
+            result = self.optimise(data, self.config.finetune_steps, work_dir=phase_dir, validate=validate,
+                                   progress=progress, phase=phase)
+            history = _append_phase(history, result, f"fine-tuning at {finer}x ({finer * self.config.reference_hz:g} Hz)")
+        return history
+
+    def finetune_rounds(self) -> list[int]:
+        """Rate multipliers of the fine-tuning rounds: 2, 4, ... up to target_hz / reference_hz."""
+        c = self.config
+        total = c.target_hz / c.reference_hz
+        if c.finetune_steps <= 0 or total < 2:
+            return []
+        rounds, finer = [], 2
+        while finer < total:
+            rounds.append(finer)
+            finer *= 2
+        return rounds + [round(total)]
+
+    @torch.no_grad()
+    def pseudo_demonstrations(self, dataset, finer: int) -> dict[str, torch.Tensor]:
+        """Fine-tuning windows whose future actions are ``finer`` times denser than the demos'.
+
+        Only episodes at the reference rate are densified (a mixed-rate dataset keeps its other
+        episodes as they are, in the original windows). The loss mask keeps the demo's own
+        actions: the past ones and every ``finer``-th future one.
+        """
+        c = self.config
+        episodes = [e for e in dataset.episodes if e.source_hz == c.reference_hz]
+        subset = type(dataset)(dataset.env_id, dataset.rates, dataset.obs_mode, episodes)
+        windows = subset.windows(c.n_obs_steps, c.horizon)
+        n_past, n_future = c.n_obs_steps - 1, c.horizon - c.n_obs_steps + 1
+        demo_slots = np.concatenate([np.arange(n_past), n_past + finer * np.arange(1, n_future + 1) - 1])
+        self.model.eval()
+        chunks = [self._inpaint(subset, windows, index, finer, demo_slots)
+                  for index in np.array_split(np.arange(len(windows)), max(1, len(windows) // c.generation_batch))]
+        fine = np.concatenate(chunks)  # (N, n_past + n_future * finer, pose) in world coordinates
+        dense = self._temporal_ensemble(windows, fine[:, n_past:], finer)
+        actions = np.concatenate([windows.actions[:, :n_past], dense], axis=1)
+        pseudo = Windows(windows.observations, actions, windows.source_hz, windows.episode)
+        data = self.window_tensors(subset, pseudo)
+        scales = np.concatenate([np.ones(2 * c.n_obs_steps - 1), np.full(n_future * finer, 1.0 / finer)])
+        data["step_scale"] = torch.as_tensor(scales[None] * (c.reference_hz / windows.source_hz)[:, None],
+                                             dtype=torch.float32)
+        mask = torch.zeros(len(windows), actions.shape[1])
+        mask[:, demo_slots] = 1.0
+        data["loss_mask"] = mask
+        return {k: v.to(self.device) for k, v in data.items()}
+
+    def _inpaint(self, dataset, windows, index: np.ndarray, finer: int, demo_slots: np.ndarray) -> np.ndarray:
+        """Denoise the fine sequences of some windows with the demo actions written over their slots."""
+        c, device = self.config, self.device
+        batch = self.window_tensors(dataset, _select(windows, index))
+        batch = {k: v.to(device) for k, v in batch.items()}
+        features = self.model.obs_encoder(self._observations(batch))
+        known = self.model.action_normalizer.normalize(batch["actions"])  # (B, horizon, pose) demo actions
+        n_actions = c.n_obs_steps - 1 + (c.horizon - c.n_obs_steps + 1) * finer
+        scales = [1.0] * (2 * c.n_obs_steps - 1) + [1.0 / finer] * (n_actions - c.n_obs_steps + 1)
+        step_scale = torch.tensor(scales, device=device)[None] * torch.as_tensor(
+            c.reference_hz / windows.source_hz[index], dtype=torch.float32, device=device)[:, None]
+        generator = torch.Generator().manual_seed(c.seed * 1_000_003 + finer)
+        x = torch.randn((len(index), n_actions, c.action_dim), generator=generator).to(device)
+        scheduler = self.sample_scheduler
+        scheduler.set_timesteps(c.num_inference_steps if c.sampler == "ddim" else c.num_train_timesteps)
+        timesteps = list(scheduler.timesteps)
+        for i, t in enumerate(timesteps):
+            predicted = self.model.net(x, t.expand(len(x)).to(device), features, step_scale)
+            x = scheduler.step(predicted, t, x, generator=generator if c.sampler == "ddpm" else None).prev_sample
+            if i + 1 < len(timesteps):  # the demo actions, noised to the level x is now at
+                noise = torch.randn(known.shape, generator=generator).to(device)
+                x[:, demo_slots] = self.train_scheduler.add_noise(known, noise, timesteps[i + 1].expand(len(x)))
+            else:
+                x[:, demo_slots] = known
+        state = windows.observations["state"] if isinstance(windows.observations, dict) else windows.observations
+        frame = Frame(c.frame, c.state_layout, state[index, -1])
+        return frame.poses_to_world(self.model.action_normalizer.unnormalize(x).cpu().numpy())
+
+    def _temporal_ensemble(self, windows, fine: np.ndarray, finer: int) -> np.ndarray:
+        """Merge the overlapping fine chunks of each episode (ACT's weights) and cut every window's
+        future back out of the merged sequence, padded with the episode's last pose."""
+        c = self.config
+        length = fine.shape[1]
+        dense = np.empty_like(fine)
+        for episode in np.unique(windows.episode):
+            rows = np.flatnonzero(windows.episode == episode)  # one window per coarse step, in order
+            total = len(rows) * finer
+            sums = np.zeros((total, fine.shape[2]))
+            weights = np.zeros(total)
+            counts = np.zeros(total, dtype=int)
+            for step, row in enumerate(rows):
+                span = np.arange(step * finer, min(step * finer + length, total))
+                weight = np.exp(-c.ensemble_decay * counts[span])  # earlier predictions weigh more
+                sums[span] += weight[:, None] * fine[row, : len(span)]
+                weights[span] += weight
+                counts[span] += 1
+            merged = sums / weights[:, None]
+            for step, row in enumerate(rows):
+                dense[row] = merged[np.minimum(step * finer + np.arange(length), total - 1)]
+        return dense
+
+    # ----------------------------------------------------------------- rollout
+    def token_scales(self, batch: int, source_hz: float, target_hz: float) -> tuple[torch.Tensor, int]:
+        """Step-scale factors of the rollout sequence and its number of action tokens.
+
+        Observations and past actions are ``source_hz`` apart (r_o = ω_ref / ω_source); the
+        current and future actions ``target_hz`` apart (r_a = r_o · ω_source / ω_target), as
+        many as cover the training-rate chunk.
+        """
+        c = self.config
+        finer = target_hz / source_hz
+        if finer < 1 or abs(finer - round(finer)) > 1e-6:
+            raise ValueError(f"DiSPo emits target_hz / source_hz actions per source step; "
+                             f"{target_hz} / {source_hz} is not a whole number >= 1")
+        finer = round(finer)
+        r_obs = c.reference_hz / source_hz
+        n_future = (c.horizon - c.n_obs_steps + 1) * finer
+        scales = [r_obs] * (2 * c.n_obs_steps - 1) + [r_obs / finer] * n_future
+        return torch.tensor(scales, device=self.device).expand(batch, -1), c.n_obs_steps - 1 + n_future
+
+    def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float) -> np.ndarray:
+        c = self.config
+        step_scale, n_actions = self.token_scales(len(slots), source_hz, target_hz)
+        actions = self.sample_actions(obs_history, slots, n_actions=n_actions, step_scale=step_scale)
+        start = c.n_obs_steps - 1  # the current action: the first to apply
+        return actions[:, start : start + c.n_action_steps * round(target_hz / source_hz)]
+
+
+def _concat(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Concatenate window tensors; shorter action sequences are padded at the end (masked out)."""
+    n_actions = max(part["actions"].shape[1] for part in parts)
+
+    def pad(x: torch.Tensor, extra: int, value: float | None = None) -> torch.Tensor:
+        if extra == 0:
+            return x
+        tail = x[:, -1:].expand(-1, extra, *x.shape[2:]) if value is None else x.new_full((len(x), extra), value)
+        return torch.cat([x, tail], dim=1)
+
+    padded = []
+    for part in parts:
+        extra = n_actions - part["actions"].shape[1]
+        padded.append({**part, "actions": pad(part["actions"], extra), "step_scale": pad(part["step_scale"], extra),
+                       "loss_mask": pad(part["loss_mask"], extra, 0.0)})
+    return {key: torch.cat([part[key] for part in padded]) for key in padded[0]}
+
+
+def _select(windows: Windows, index: np.ndarray) -> Windows:
+    obs = windows.observations
+    observations = ({"state": obs["state"][index], "pixels": {v: p[index] for v, p in obs["pixels"].items()}}
+                    if isinstance(obs, dict) else obs[index])
+    return Windows(observations, windows.actions[index], windows.source_hz[index], windows.episode[index])
+
+
+def _phase_summary(name: str, history: dict, offset: int) -> dict:
+    return {"name": name, "first_step": offset + 1, "steps": history["step"], "best_step": history["best_step"],
+            "best_score": history["best_score"], "train_seconds": history["train_seconds"]}
+
+
+def _append_phase(history: dict, phase: dict, name: str) -> dict:
+    """One history over all phases, steps counted on: the selected weights are the last phase's."""
+    offset = history["step"]
+    shifted = lambda pairs: [[offset + step, value] for step, value in pairs]  # noqa: E731
+    best_step = None if phase["best_step"] is None else offset + phase["best_step"]
+    return {**history, "step": offset + phase["step"], "losses": history["losses"] + shifted(phase["losses"]),
+            "validation": history["validation"] + shifted(phase["validation"]), "best_step": best_step,
+            "best_score": phase["best_score"], "train_seconds": history["train_seconds"] + phase["train_seconds"],
+            "phases": history["phases"] + [_phase_summary(name, phase, offset)]}

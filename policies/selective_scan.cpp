@@ -1,0 +1,244 @@
+// Fused CPU selective scan (forward and hand-written backward) for policies/scan.py.
+//
+// Plain C ABI, no torch headers: it compiles in about a second and is called through ctypes.
+// Work is shared out with OpenMP; the library links libgomp.so.1, which resolves to the copy
+// torch has already loaded, so the scan runs on torch's own thread team (torch.set_num_threads)
+// instead of a second pool fighting it for the cores.
+// Semantics are mamba-ssm's selective_scan_ref:
+//   dt = softplus?(delta + bias); h_t = exp(dt A) h_{t-1} + dt B_t u_t; y_t = C_t . h_t + D u_t;
+//   out = y * silu(z).
+// Layouts (all contiguous, channels last so that the innermost loops run over kLanes adjacent
+// channels of one group and vectorise, exp included, through glibc's vector math library):
+//   u, delta, z, out: (batch, L, dim); A: (N, dim); B, C: (batch, groups, L, N) (channel d reads
+//   group d / (dim / groups)); D, delta_bias: (dim); last_state: (batch, N, dim).
+// Null pointers mean "absent" (D, z, delta_bias, last_state).
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kLanes = 32;
+
+// Branch-free, so that the loops calling it vectorise: log(1 + e^x) = max(x, 0) + log1p(e^-|x|).
+template <typename T>
+inline T softplus(T x) { return std::max(x, T(0)) + std::log1p(std::exp(-std::abs(x))); }
+
+template <typename T>
+inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
+
+template <typename T>
+struct Scan {
+    int64_t dim, L, N, groups;
+    const T *u, *delta, *A, *B, *C, *D, *z, *bias;
+    bool softplus_delta;
+
+    // Per-thread work space for one block of channels.
+    struct Block {
+        std::vector<T> dt, du, y, h, H, E;
+        Block(int64_t L, int64_t N, bool keep_states)
+            : dt(L * kLanes), du(kLanes), y(L * kLanes), h(N * kLanes),
+              H(keep_states ? (L + 1) * N * kLanes : 0), E(keep_states ? L * N * kLanes : 0) {}
+    };
+
+    // Calls fn(b, d0, w, group) for every block of at most kLanes channels of one group.
+    template <typename Fn>
+    void for_blocks(int64_t b0, int64_t b1, Fn fn) const {
+        const int64_t per_group = dim / groups;
+        for (int64_t b = b0; b < b1; ++b)
+            for (int64_t g = 0; g < groups; ++g)
+                for (int64_t d0 = g * per_group; d0 < (g + 1) * per_group; d0 += kLanes)
+                    fn(b, d0, std::min(kLanes, (g + 1) * per_group - d0), g);
+    }
+
+    // Runs the recurrence over one block: step sizes into s.dt, pre-gate outputs y + D u into
+    // s.y, the final state in s.h, and (when s.H is sized) every state h_t into H[t + 1] (H[0]
+    // stays zero: h_{-1}) and every decay exp(dt A) into E, for the backward pass.
+    void forward_block(int64_t b, int64_t d0, int64_t w, int64_t g, Block& s) const {
+        const T* Bg = B + (b * groups + g) * L * N;
+        const T* Cg = C + (b * groups + g) * L * N;
+        const bool keep = !s.H.empty();
+        T* __restrict__ h = s.h.data();
+        std::fill(s.h.begin(), s.h.end(), T(0));
+        if (keep) std::fill(s.H.begin(), s.H.begin() + N * kLanes, T(0));
+        for (int64_t t = 0; t < L; ++t) {
+            const int64_t at = (b * L + t) * dim + d0;
+            T* __restrict__ dt = s.dt.data() + t * kLanes;
+            T* __restrict__ du = s.du.data();
+            T* __restrict__ y = s.y.data() + t * kLanes;
+            for (int64_t l = 0; l < w; ++l) dt[l] = delta[at + l];
+            if (bias)
+                for (int64_t l = 0; l < w; ++l) dt[l] += bias[d0 + l];
+            if (softplus_delta)
+                for (int64_t l = 0; l < w; ++l) dt[l] = softplus(dt[l]);
+            for (int64_t l = 0; l < w; ++l) {
+                du[l] = dt[l] * u[at + l];
+                y[l] = D ? D[d0 + l] * u[at + l] : T(0);
+            }
+            for (int64_t n = 0; n < N; ++n) {
+                const T* __restrict__ a = A + n * dim + d0;
+                const T bn = Bg[t * N + n], cn = Cg[t * N + n];
+                T* __restrict__ hn = h + n * kLanes;
+                if (keep) {
+                    T* __restrict__ Hn = s.H.data() + ((t + 1) * N + n) * kLanes;
+                    T* __restrict__ En = s.E.data() + (t * N + n) * kLanes;
+#pragma GCC ivdep
+                    for (int64_t l = 0; l < w; ++l) {
+                        const T decay = std::exp(dt[l] * a[l]);
+                        hn[l] = decay * hn[l] + du[l] * bn;
+                        y[l] += cn * hn[l];
+                        Hn[l] = hn[l];
+                        En[l] = decay;
+                    }
+                } else {
+#pragma GCC ivdep
+                    for (int64_t l = 0; l < w; ++l) {
+                        hn[l] = std::exp(dt[l] * a[l]) * hn[l] + du[l] * bn;
+                        y[l] += cn * hn[l];
+                    }
+                }
+            }
+        }
+    }
+
+    // Blocks are independent in the forward pass: all of them are shared among the threads.
+    void forward(int64_t batch, T* out, T* last_state) const {
+        const int64_t per_group = dim / groups, blocks = (per_group + kLanes - 1) / kLanes;
+        const int64_t total = batch * groups * blocks;
+#pragma omp parallel
+        {
+            Block s(L, N, false);
+#pragma omp for schedule(static)
+            for (int64_t item = 0; item < total; ++item) {
+                const int64_t b = item / (groups * blocks), g = item / blocks % groups;
+                const int64_t d0 = g * per_group + item % blocks * kLanes;
+                const int64_t w = std::min(kLanes, (g + 1) * per_group - d0);
+                forward_block(b, d0, w, g, s);
+                for (int64_t t = 0; t < L; ++t) {
+                    const int64_t at = (b * L + t) * dim + d0;
+                    const T* y = s.y.data() + t * kLanes;
+                    for (int64_t l = 0; l < w; ++l)
+                        out[at + l] = z ? y[l] * z[at + l] * sigmoid(z[at + l]) : y[l];
+                }
+                if (last_state)
+                    for (int64_t n = 0; n < N; ++n)
+                        for (int64_t l = 0; l < w; ++l)
+                            last_state[(b * N + n) * dim + d0 + l] = s.h[n * kLanes + l];
+            }
+        }
+    }
+
+    // Gradients for batches [b0, b1). gu, gdelta, gz, gB, gC are written for those batches
+    // only (gB, gC accumulate over channels and must start at zero); gA (N, dim), gD and gbias
+    // are this slice's partial sums over the batch (zeroed here), summed by the caller.
+    void backward(int64_t b0, int64_t b1, const T* gout, T* gu, T* gdelta, T* gA, T* gB, T* gC, T* gD,
+                  T* gz, T* gbias) const {
+        std::fill(gA, gA + N * dim, T(0));
+        if (gD) std::fill(gD, gD + dim, T(0));
+        if (gbias) std::fill(gbias, gbias + dim, T(0));
+        Block s(L, N, true);
+        std::vector<T> gy_all(L * kLanes), gnext(N * kLanes), gstep_v(kLanes), gu_v(kLanes);
+        for_blocks(b0, b1, [&](int64_t b, int64_t d0, int64_t w, int64_t g) {
+            forward_block(b, d0, w, g, s);
+            const T* Bg = B + (b * groups + g) * L * N;
+            const T* Cg = C + (b * groups + g) * L * N;
+            T* gBg = gB + (b * groups + g) * L * N;
+            T* gCg = gC + (b * groups + g) * L * N;
+            for (int64_t t = 0; t < L; ++t) {  // through the gate: dLoss/dy
+                const int64_t at = (b * L + t) * dim + d0;
+                const T* y = s.y.data() + t * kLanes;
+                T* gy = gy_all.data() + t * kLanes;
+                for (int64_t l = 0; l < w; ++l) {
+                    T grad = gout[at + l];
+                    if (z) {
+                        const T zt = z[at + l], sg = sigmoid(zt);
+                        gz[at + l] = grad * y[l] * sg * (T(1) + zt * (T(1) - sg));
+                        grad *= zt * sg;
+                    }
+                    gy[l] = grad;
+                    if (gD) gD[d0 + l] += grad * u[at + l];
+                }
+            }
+            std::fill(gnext.begin(), gnext.end(), T(0));  // dLoss/dh_t from later steps
+            for (int64_t t = L - 1; t >= 0; --t) {
+                const int64_t at = (b * L + t) * dim + d0;
+                const T* __restrict__ dt = s.dt.data() + t * kLanes;
+                const T* __restrict__ gy = gy_all.data() + t * kLanes;
+                const T* __restrict__ ut = u + at;
+                T* __restrict__ gstep = gstep_v.data();
+                T* __restrict__ gut = gu_v.data();
+                for (int64_t l = 0; l < w; ++l) gstep[l] = gut[l] = T(0);
+                for (int64_t n = 0; n < N; ++n) {
+                    const T* __restrict__ a = A + n * dim + d0;
+                    const T* __restrict__ ht = s.H.data() + ((t + 1) * N + n) * kLanes;
+                    const T* __restrict__ hprev = s.H.data() + (t * N + n) * kLanes;
+                    const T* __restrict__ decay = s.E.data() + (t * N + n) * kLanes;
+                    T* __restrict__ gn_carry = gnext.data() + n * kLanes;
+                    T* __restrict__ gAn = gA + n * dim + d0;
+                    const T bn = Bg[t * N + n], cn = Cg[t * N + n];
+                    T sum_gc = T(0), sum_gb = T(0);
+#pragma GCC ivdep
+                    for (int64_t l = 0; l < w; ++l) {
+                        const T gh = gn_carry[l] + gy[l] * cn;  // dLoss/dh_t
+                        sum_gc += gy[l] * ht[l];
+                        gstep[l] += gh * (a[l] * decay[l] * hprev[l] + bn * ut[l]);
+                        gAn[l] += gh * dt[l] * decay[l] * hprev[l];
+                        sum_gb += gh * dt[l] * ut[l];
+                        gut[l] += gh * dt[l] * bn;
+                        gn_carry[l] = gh * decay[l];  // flows on to h_{t-1}
+                    }
+                    gCg[t * N + n] += sum_gc;
+                    gBg[t * N + n] += sum_gb;
+                }
+                for (int64_t l = 0; l < w; ++l) {
+                    gu[at + l] = gut[l] + gy[l] * (D ? D[d0 + l] : T(0));
+                    T grad_delta = gstep[l];
+                    if (softplus_delta) grad_delta *= sigmoid(delta[at + l] + (bias ? bias[d0 + l] : T(0)));
+                    gdelta[at + l] = grad_delta;
+                    if (gbias) gbias[d0 + l] += grad_delta;
+                }
+            }
+        });
+    }
+};
+
+template <typename T>
+Scan<T> make_scan(int64_t dim, int64_t L, int64_t N, int64_t groups, const void* u, const void* delta,
+                  const void* A, const void* B, const void* C, const void* D, const void* z, const void* bias,
+                  int softplus_delta) {
+    return Scan<T>{dim, L, N, groups,
+                   static_cast<const T*>(u), static_cast<const T*>(delta), static_cast<const T*>(A),
+                   static_cast<const T*>(B), static_cast<const T*>(C), static_cast<const T*>(D),
+                   static_cast<const T*>(z), static_cast<const T*>(bias), softplus_delta != 0};
+}
+
+}  // namespace
+
+#define SCAN_ARGS int64_t dim, int64_t L, int64_t N, int64_t groups, const void *u, const void *delta, \
+    const void *A, const void *B, const void *C, const void *D, const void *z, const void *bias, int softplus_delta
+#define SCAN_PASS dim, L, N, groups, u, delta, A, B, C, D, z, bias, softplus_delta
+
+// The backward pass splits the batch into `parts` contiguous slices, one per thread; gA, gD
+// and gbias then hold one partial sum per part ((parts, N, dim), (parts, dim)).
+#define DEFINE_SCAN(T, suffix)                                                                         \
+    extern "C" void scan_forward_##suffix(int64_t batch, SCAN_ARGS, void* out, void* last) {           \
+        make_scan<T>(SCAN_PASS).forward(batch, static_cast<T*>(out), static_cast<T*>(last));         \
+    }                                                                                                  \
+    extern "C" void scan_backward_##suffix(int64_t batch, int64_t parts, SCAN_ARGS, const void* gout,  \
+                                           void* gu, void* gdelta, void* gA, void* gB, void* gC,        \
+                                           void* gD, void* gz, void* gbias) {                           \
+        const auto scan = make_scan<T>(SCAN_PASS);                                                     \
+        T *gA_parts = static_cast<T*>(gA), *gD_parts = static_cast<T*>(gD);                           \
+        T* gbias_parts = static_cast<T*>(gbias);                                                       \
+        _Pragma("omp parallel for num_threads(parts) schedule(static, 1)")                            \
+        for (int64_t part = 0; part < parts; ++part) {                                                 \
+            scan.backward(batch * part / parts, batch * (part + 1) / parts, static_cast<const T*>(gout), \
+                          static_cast<T*>(gu), static_cast<T*>(gdelta), gA_parts + part * N * dim,     \
+                          static_cast<T*>(gB), static_cast<T*>(gC), gD_parts ? gD_parts + part * dim : nullptr, \
+                          static_cast<T*>(gz), gbias_parts ? gbias_parts + part * dim : nullptr);       \
+        }                                                                                              \
+    }
+
+DEFINE_SCAN(float, f32)
+DEFINE_SCAN(double, f64)

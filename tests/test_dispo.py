@@ -1,0 +1,126 @@
+"""DiSPo: step-scaled rollouts at the target rate, sample-rate augmentation, persistence."""
+
+import numpy as np
+import pytest
+import torch
+
+import policies
+from cfbench.datasets import load_demos
+from policies.base import EpisodeContext
+
+TINY = {"d_model": 16, "n_layer": 1, "d_state": 4, "batch_size": 32, "warmup_steps": 5, "finetune_steps": 0}
+
+
+@pytest.fixture(scope="module")
+def coarse_demos(tmp_path_factory):
+    return load_demos("PassagePassing", (2.5,), n=3, demos_dir=tmp_path_factory.mktemp("demos"))
+
+
+@pytest.fixture(scope="module")
+def trained(coarse_demos):
+    policy = policies.make("dispo", **TINY, train_steps=20, eval_every=20)
+    policy.fit(coarse_demos, progress=False)
+    return policy
+
+
+def _history(dataset, n_obs_steps):
+    return np.stack([dataset.episodes[0].observations[:n_obs_steps]])
+
+
+def _act(policy, obs, source_hz, target_hz, seed=3):
+    policy.reset(0, EpisodeContext("cfbench/PassagePassing-v0", seed, target_hz))
+    return policy.act(obs, slots=[0], source_hz=source_hz, target_hz=target_hz)
+
+
+def test_finer_step_scale_emits_the_target_rate_chunk(trained, coarse_demos):
+    c = trained.config
+    assert c.reference_hz == 2.5
+    obs = _history(coarse_demos, c.n_obs_steps)
+    for target_hz, finer in [(2.5, 1), (5.0, 2), (20.0, 8)]:
+        actions = _act(trained, obs, 2.5, target_hz)
+        assert actions.shape == (1, c.n_action_steps * finer, 2) and np.isfinite(actions).all()
+    scales, n_actions = trained.token_scales(1, 2.5, 20.0)
+    n_future = (c.horizon - c.n_obs_steps + 1) * 8
+    assert n_actions == c.n_obs_steps - 1 + n_future
+    assert scales.shape == (1, c.n_obs_steps + n_actions)
+    assert torch.all(scales[0, : 2 * c.n_obs_steps - 1] == 1.0) and torch.allclose(scales[0, -n_future:],
+                                                                                  torch.tensor(1 / 8))
+
+
+def test_unit_step_scale_is_the_training_layout(trained, coarse_demos):
+    c = trained.config
+    scales, n_actions = trained.token_scales(1, 2.5, 2.5)
+    assert n_actions == c.horizon and torch.all(scales == 1.0)
+    obs = _history(coarse_demos, c.n_obs_steps)
+    trained.reset(0, EpisodeContext("cfbench/PassagePassing-v0", 3, 2.5))
+    chunk = trained.sample_actions(obs, [0], n_actions=c.horizon, step_scale=torch.ones(1, c.n_obs_steps + c.horizon))
+    start = c.n_obs_steps - 1
+    np.testing.assert_array_equal(_act(trained, obs, 2.5, 2.5), chunk[:, start : start + c.n_action_steps])
+
+
+def test_rates_that_do_not_divide_are_rejected(trained):
+    with pytest.raises(ValueError, match="whole number"):
+        trained.token_scales(1, 2.5, 6.0)
+
+
+def test_sample_rate_augmentation_resamples_windows_with_their_scale(coarse_demos):
+    policy = policies.make("dispo", **TINY, augment_strides=(1, 2))
+    data = policy.prepare(coarse_demos)
+    per_stride = len(coarse_demos.windows(policy.config.n_obs_steps, policy.config.horizon))
+    assert len(data["actions"]) == 2 * per_stride
+    assert torch.all(data["step_scale"][:per_stride] == 1.0) and torch.all(data["step_scale"][per_stride:] == 2.0)
+
+
+def test_strided_windows_take_every_kth_sample(coarse_demos):
+    episode = coarse_demos.episodes[0]
+    windows = coarse_demos.windows(2, 3, stride=2)
+    steps = len(episode.actions)
+    t = 4  # a window inside the episode: observations t-2 and t; its actions target samples t, t+2, t+4
+    np.testing.assert_array_equal(windows.observations[t], episode.observations[[t - 2, t]])
+    expected = episode.actions[np.minimum([t - 2 + 1, t + 1, t + 2 + 1], steps - 1)]
+    np.testing.assert_array_equal(windows.actions[t], expected)
+    assert windows.source_hz[t] == 1.25
+
+
+def test_save_load_round_trip_gives_identical_fine_actions(trained, coarse_demos, tmp_path):
+    trained.save(tmp_path / "dispo")
+    loaded = policies.load(tmp_path / "dispo")
+    assert loaded.config.reference_hz == 2.5
+    obs = _history(coarse_demos, trained.config.n_obs_steps)
+    np.testing.assert_array_equal(_act(trained, obs, 2.5, 20.0), _act(loaded, obs, 2.5, 20.0))
+
+
+def test_overfitting_two_demos_drives_the_loss_down(coarse_demos):
+    policy = policies.make("dispo", **TINY, train_steps=300, eval_every=300)
+    history = policy.fit(coarse_demos, progress=False)
+    first, last = history["losses"][0][1], history["losses"][-1][1]
+    assert last < 0.5 * first, f"loss {first:.3f} -> {last:.3f}"
+
+
+def test_pseudo_demonstrations_keep_the_demo_actions(trained, coarse_demos):
+    c = trained.config
+    pseudo = trained.pseudo_demonstrations(coarse_demos, finer=4)
+    windows = coarse_demos.windows(c.n_obs_steps, c.horizon)
+    demo = trained.window_tensors(coarse_demos, windows)["actions"]
+    n_past, n_future = c.n_obs_steps - 1, c.horizon - c.n_obs_steps + 1
+    assert pseudo["actions"].shape == (len(windows), n_past + 4 * n_future, 2)
+    slots = pseudo["loss_mask"][0].nonzero().flatten()
+    assert slots.tolist() == list(range(n_past)) + [n_past + 4 * (i + 1) - 1 for i in range(n_future)]
+    torch.testing.assert_close(pseudo["actions"][:, slots], demo, rtol=0, atol=1e-3)
+    between = pseudo["actions"][:, n_past : n_past + 3]  # generated, not copied: differ from the demo's
+    assert not torch.allclose(between, demo[:, n_past : n_past + 1].expand_as(between))
+    assert torch.allclose(pseudo["step_scale"][:, -1], torch.tensor(0.25))
+
+
+def test_finetuning_rounds_double_the_rate_up_to_the_target(coarse_demos, tmp_path):
+    policy = policies.make("dispo", **{**TINY, "finetune_steps": 3}, train_steps=4, eval_every=4)
+    assert policy.config.target_hz == 20.0
+    history = policy.fit(coarse_demos, work_dir=tmp_path, validate=lambda p: 0.5, progress=False)
+    assert policy.finetune_rounds() == [2, 4, 8]
+    assert [phase["name"].split(" (")[0] for phase in history["phases"]] == [
+        "pretraining", "fine-tuning at 2x", "fine-tuning at 4x", "fine-tuning at 8x"]
+    assert history["step"] == 4 + 3 * 3 and history["best_step"] == 13
+    assert (tmp_path / "finetune-8x" / "best").is_dir()
+    assert policies.make("dispo", finetune_steps=0, reference_hz=2.5).finetune_rounds() == []
+    assert policies.make("dispo", reference_hz=20.0).finetune_rounds() == []
+    assert policies.make("dispo", reference_hz=5.0).finetune_rounds() == [2, 4]
