@@ -117,14 +117,18 @@ class DiffusionPolicy(LearnedPolicy):
         self.model.action_normalizer.fit(data["actions"])
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        features, noisy, steps, target = self.noised(batch, generator)
+        return F.mse_loss(self.model.net(noisy, steps, features), target)
+
+    def noised(self, batch: dict[str, torch.Tensor], generator: torch.Generator):
+        """A training example: observation features, the actions noised to a random diffusion
+        step, that step, and what the network must predict (the noise, or the clean actions)."""
         features = self.model.obs_encoder(self._observations(batch))
         clean = self.model.action_normalizer.normalize(batch["actions"])
         noise = torch.randn(clean.shape, generator=generator).to(clean.device)
         steps = torch.randint(0, self.config.num_train_timesteps, (len(clean),), generator=generator).to(clean.device)
         noisy = self.train_scheduler.add_noise(clean, noise, steps)
-        predicted = self.model.net(noisy, steps, features)
-        target = noise if self.config.prediction_type == "epsilon" else clean
-        return F.mse_loss(predicted, target)
+        return features, noisy, steps, noise if self.config.prediction_type == "epsilon" else clean
 
     def _observations(self, batch: dict[str, torch.Tensor]):
         if not self.config.views:

@@ -138,15 +138,10 @@ class DiSPo(DiffusionPolicy):
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         c = self.config
-        features = self.model.obs_encoder(self._observations(batch))
-        clean = self.model.action_normalizer.normalize(batch["actions"])
-        noise = torch.randn(clean.shape, generator=generator).to(clean.device)
-        steps = torch.randint(0, c.num_train_timesteps, (len(clean),), generator=generator).to(clean.device)
-        noisy = self.train_scheduler.add_noise(clean, noise, steps)
+        features, noisy, steps, target = self.noised(batch, generator)
         predicted, reconstruction = self.model.net(noisy, steps, features, batch["step_scale"], reconstruct=True)
-        target = noise if c.prediction_type == "epsilon" else clean
         mask = batch["loss_mask"][..., None]
-        action_loss = ((predicted - target).square() * mask).sum() / (mask.sum() * clean.shape[-1])
+        action_loss = ((predicted - target).square() * mask).sum() / (mask.sum() * target.shape[-1])
         states = self.model.obs_encoder.state_normalizer.normalize(batch["state"])
         return action_loss + c.obs_loss_weight * F.mse_loss(reconstruction, states)
 
@@ -165,7 +160,8 @@ class DiSPo(DiffusionPolicy):
             phase_dir = Path(work_dir) / f"finetune-{finer}x" if work_dir is not None else None
             result = self.optimise(data, self.config.finetune_steps, work_dir=phase_dir, validate=validate,
                                    progress=progress, phase=phase)
-            history = _append_phase(history, result, f"fine-tuning at {finer}x ({finer * self.config.reference_hz:g} Hz)")
+            name = f"fine-tuning at {finer}x ({finer * self.config.reference_hz:g} Hz)"
+            history = _append_phase(history, result, name)
         return history
 
     def finetune_rounds(self) -> list[int]:
@@ -202,9 +198,8 @@ class DiSPo(DiffusionPolicy):
         actions = np.concatenate([windows.actions[:, :n_past], dense], axis=1)
         pseudo = Windows(windows.observations, actions, windows.source_hz, windows.episode)
         data = self.window_tensors(subset, pseudo)
-        scales = np.concatenate([np.ones(2 * c.n_obs_steps - 1), np.full(n_future * finer, 1.0 / finer)])
-        data["step_scale"] = torch.as_tensor(scales[None] * (c.reference_hz / windows.source_hz)[:, None],
-                                             dtype=torch.float32)
+        ratio = (c.reference_hz / windows.source_hz)[:, None]
+        data["step_scale"] = torch.as_tensor(self.unit_scales(finer)[None] * ratio, dtype=torch.float32)
         mask = torch.zeros(len(windows), actions.shape[1])
         mask[:, demo_slots] = 1.0
         data["loss_mask"] = mask
@@ -217,10 +212,10 @@ class DiSPo(DiffusionPolicy):
         batch = {k: v.to(device) for k, v in batch.items()}
         features = self.model.obs_encoder(self._observations(batch))
         known = self.model.action_normalizer.normalize(batch["actions"])  # (B, horizon, pose) demo actions
-        n_actions = c.n_obs_steps - 1 + (c.horizon - c.n_obs_steps + 1) * finer
-        scales = [1.0] * (2 * c.n_obs_steps - 1) + [1.0 / finer] * (n_actions - c.n_obs_steps + 1)
-        step_scale = torch.tensor(scales, device=device)[None] * torch.as_tensor(
-            c.reference_hz / windows.source_hz[index], dtype=torch.float32, device=device)[:, None]
+        scales = self.unit_scales(finer)
+        n_actions = len(scales) - c.n_obs_steps
+        step_scale = torch.as_tensor(scales[None] * (c.reference_hz / windows.source_hz[index])[:, None],
+                                     dtype=torch.float32, device=device)
         generator = torch.Generator().manual_seed(c.seed * 1_000_003 + finer)
         x = torch.randn((len(index), n_actions, c.action_dim), generator=generator).to(device)
         scheduler = self.sample_scheduler
@@ -262,6 +257,14 @@ class DiSPo(DiffusionPolicy):
         return dense
 
     # ----------------------------------------------------------------- rollout
+    def unit_scales(self, finer: int) -> np.ndarray:
+        """Step scales of a sequence whose observations and past actions are one reference step
+        apart (r = 1) and whose current and future actions are ``finer`` times denser (r = 1/finer),
+        as many as cover the training-rate chunk: (T_o + T_o - 1 + n_future * finer,)."""
+        c = self.config
+        n_future = (c.horizon - c.n_obs_steps + 1) * finer
+        return np.concatenate([np.ones(2 * c.n_obs_steps - 1), np.full(n_future, 1.0 / finer)])
+
     def token_scales(self, batch: int, source_hz: float, target_hz: float) -> tuple[torch.Tensor, int]:
         """Step-scale factors of the rollout sequence and its number of action tokens.
 
@@ -274,11 +277,9 @@ class DiSPo(DiffusionPolicy):
         if finer < 1 or abs(finer - round(finer)) > 1e-6:
             raise ValueError(f"DiSPo emits target_hz / source_hz actions per source step; "
                              f"{target_hz} / {source_hz} is not a whole number >= 1")
-        finer = round(finer)
-        r_obs = c.reference_hz / source_hz
-        n_future = (c.horizon - c.n_obs_steps + 1) * finer
-        scales = [r_obs] * (2 * c.n_obs_steps - 1) + [r_obs / finer] * n_future
-        return torch.tensor(scales, device=self.device).expand(batch, -1), c.n_obs_steps - 1 + n_future
+        scales = self.unit_scales(round(finer)) * (c.reference_hz / source_hz)
+        step_scale = torch.as_tensor(scales, dtype=torch.float32, device=self.device).expand(batch, -1)
+        return step_scale, len(scales) - c.n_obs_steps
 
     def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float) -> np.ndarray:
         c = self.config

@@ -65,7 +65,6 @@ class MambaMixer(nn.Module):
 
     def forward(self, hidden: torch.Tensor, step_scale: torch.Tensor | None = None) -> torch.Tensor:
         """hidden: (batch, L, d_model); step_scale r: None, a number, (L,) or (batch, L)."""
-        length = hidden.shape[1]
         x, z = self.in_proj(hidden).transpose(1, 2).chunk(2, dim=1)  # (batch, d_inner, L) each
         if self.conv1d is not None:
             x = causal_depthwise_conv(x, self.conv1d.weight, self.conv1d.bias)
