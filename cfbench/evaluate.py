@@ -197,13 +197,18 @@ def _stack(histories: list[list]):
 
 
 def _check_chunks(policy: Policy, chunks, batch: int, pose_dim: int) -> None:
-    chunks = np.asarray(chunks)
-    if chunks.ndim != 3 or chunks.shape[0] != batch or chunks.shape[1] < 1 or chunks.shape[2] != pose_dim:
+    """An array (batch, n_actions, pose_dim), or a list of ``batch`` chunks (n_i, pose_dim)."""
+    shapes = [np.shape(chunk) for chunk in chunks] if isinstance(chunks, list) else [np.shape(chunks)]
+    expected = [(batch, 1, pose_dim)] if not isinstance(chunks, list) else [(1, pose_dim)] * batch
+    if len(shapes) != len(expected) or any(
+        len(shape) != len(want) or shape[-1] != pose_dim or shape[-2] < 1 or shape[:-2] != want[:-2]
+        for shape, want in zip(shapes, expected)
+    ):
         raise ValueError(
-            f"policy {policy.name!r} returned action chunks of shape {chunks.shape}; "
-            f"expected ({batch}, n_actions >= 1, {pose_dim})"
+            f"policy {policy.name!r} returned action chunks of shape {shapes if len(shapes) > 1 else shapes[0]}; "
+            f"expected ({batch}, n_actions >= 1, {pose_dim}) or a list of {batch} (n_actions >= 1, {pose_dim})"
         )
-    if not np.all(np.isfinite(chunks)):
+    if not all(np.all(np.isfinite(chunk)) for chunk in chunks):
         raise ValueError(f"policy {policy.name!r} returned NaN or inf actions")
 
 

@@ -1,9 +1,12 @@
-"""Atomic file writes: a crash or a full disk never leaves a half-written file behind."""
+"""Atomic file writes (a crash or a full disk never leaves a half-written file behind) and a
+folder lock for processes that share a folder."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -25,3 +28,14 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+@contextmanager
+def exclusive(directory: str | Path):
+    """Hold ``directory``'s lock file (created if needed) until the block ends: processes that
+    would write the same folder take turns instead of interleaving their files."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield directory

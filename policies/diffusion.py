@@ -141,18 +141,24 @@ class DiffusionPolicy(LearnedPolicy):
         self._generators[slot] = torch.Generator().manual_seed(self.config.seed * 1_000_003 + context.seed)
         self._anchors[slot] = None
 
+    def encode(self, obs_history) -> tuple[torch.Tensor, Frame]:
+        """Observation features (B, n_obs_steps, feature_dim) of a rollout history, and the frame
+        the network's actions are expressed in."""
+        c, device = self.config, self.device
+        state = np.asarray(obs_history["state"] if isinstance(obs_history, dict) else obs_history, dtype=np.float64)
+        frame = Frame(c.frame, c.state_layout, state[:, -1])
+        batch = {"state": torch.as_tensor(frame.states(state), dtype=torch.float32, device=device)}
+        for view in c.views:
+            batch[f"pixels.{view}"] = torch.as_tensor(np.asarray(obs_history["pixels"][view]), device=device)
+        return self.model.obs_encoder(self._observations(batch)), frame
+
     @torch.no_grad()
     def sample_actions(self, obs_history, slots: list[int], n_actions: int | None = None, **net_inputs) -> np.ndarray:
         """Denoise one chunk of ``n_actions`` (default: horizon) per slot; absolute poses
         (B, n_actions, action_dim). ``net_inputs`` go to the network as extra conditions."""
         c, device = self.config, self.device
         n_actions = n_actions or c.horizon
-        state = np.asarray(obs_history["state"] if isinstance(obs_history, dict) else obs_history, dtype=np.float64)
-        frame = Frame(c.frame, c.state_layout, state[:, -1])
-        batch = {"state": torch.as_tensor(frame.states(state), dtype=torch.float32, device=device)}
-        for view in c.views:
-            batch[f"pixels.{view}"] = torch.as_tensor(np.asarray(obs_history["pixels"][view]), device=device)
-        features = self.model.obs_encoder(self._observations(batch))
+        features, frame = self.encode(obs_history)
         generators = [self._generators[s] for s in slots]
         x = torch.stack([torch.randn((n_actions, c.action_dim), generator=g) for g in generators]).to(device)
         scheduler = self.sample_scheduler

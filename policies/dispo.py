@@ -20,14 +20,26 @@ Training (paper section IV) has two parts:
   co-fine-tuned on the pseudo and the original windows, with the loss on demo actions only.
 
 Sequences of different lengths share a batch by padding at the end: the scan is causal, so
-trailing padding (masked out of the loss) changes nothing before it.
+trailing padding (masked out of the loss) changes nothing before it. Runs that differ only in
+their fine-tuning settings share one pretraining (a folder beside their own, under a lock).
+
+φ_r (adaptive granularity): an MLP from the observation history to the action tokens' step
+scale r_a, between the target rate's own (ω_ref / ω_target) and ``max_speedup`` times that.
+The paper gives φ_r no training target; ours is read off the demos: how straight the path of
+the chunk about to be executed is (straight: coarse steps, a faster traverse at the same
+control rate; turning or stopping: the target rate's own). With ``step_scale_mode="adaptive"``
+each chunk is emitted at the step φ_r picks, rounded so each source step gets a whole number
+of actions; coarser chunks reach the goal in fewer control steps.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cfbench.datasets import Windows
+from cfbench.io import exclusive
 from policies.base import register
 from policies.diffusion import DiffusionPolicy
 from policies.frames import Frame
@@ -59,11 +72,27 @@ class DiSPoConfig(MambaDiffusionConfig):
     ensemble_decay: float = 0.01
     #: windows denoised at once when generating pseudo demonstrations
     generation_batch: int = 256
+    #: rollout step scale of the action tokens: "fixed" (ω_ref / ω_target) or "adaptive" (φ_r's)
+    step_scale_mode: str = "fixed"
+    #: φ_r's range: r_a from ω_ref / ω_target up to this many times coarser
+    max_speedup: float = 2.0
+    #: φ_r's target is 1 for a straight chunk path, falling to 0 where the path's largest distance
+    #: from its chord reaches this fraction of its length
+    straightness_tolerance: float = 0.1
+
+    #: settings only the fine-tuning rounds read: runs differing in them share their pretraining
+    FINETUNE_FIELDS: ClassVar[tuple[str, ...]] = ("target_hz", "finetune_steps", "ensemble_decay", "generation_batch")
 
     def __post_init__(self):
         super().__post_init__()
         if not self.augment_strides or min(self.augment_strides) < 1:
             raise ValueError(f"augment_strides must be positive integers, got {self.augment_strides}")
+        if self.step_scale_mode not in ("fixed", "adaptive"):
+            raise ValueError(f"step_scale_mode must be 'fixed' or 'adaptive', got {self.step_scale_mode!r}")
+        if not self.max_speedup >= 1:
+            raise ValueError(f"max_speedup must be >= 1, got {self.max_speedup}")
+        if not self.straightness_tolerance > 0:
+            raise ValueError(f"straightness_tolerance must be positive, got {self.straightness_tolerance}")
 
 
 class DiSPoBlock(nn.Module):
@@ -83,8 +112,8 @@ class DiSPoBlock(nn.Module):
 
 
 class DiSPoNet(nn.Module):
-    def __init__(self, action_dim: int, obs_feature_dim: int, obs_dim: int, d_model: int, n_layer: int,
-                 d_state: int, expand: int):
+    def __init__(self, action_dim: int, obs_feature_dim: int, obs_dim: int, n_obs_steps: int, d_model: int,
+                 n_layer: int, d_state: int, expand: int):
         super().__init__()
         self.step_encoder = StepEncoder(d_model, hidden_factor=2)
         self.obs_embedding = nn.Linear(obs_feature_dim, d_model)
@@ -94,6 +123,10 @@ class DiSPoNet(nn.Module):
         self.norm = nn.LayerNorm(d_model)
         self.action_head = nn.Linear(d_model, action_dim)
         self.obs_head = nn.Linear(d_model, obs_dim)
+        #: φ_r: observation history -> logit of the action step's speed-up (see DiSPo.step_scales)
+        self.step_scale_predictor = nn.Sequential(
+            nn.Flatten(), nn.Linear(n_obs_steps * obs_feature_dim, 2 * d_model), nn.SiLU(),
+            nn.Linear(2 * d_model, 2 * d_model), nn.SiLU(), nn.Linear(2 * d_model, 1), nn.Flatten(0))
         nn.init.normal_(self.type_encoding, std=0.02)
         rescale_residual_projections(self, n_layer)
 
@@ -118,11 +151,13 @@ class DiSPo(DiffusionPolicy):
 
     def build_net(self, feature_dim: int) -> nn.Module:
         c = self.config
-        return DiSPoNet(c.action_dim, feature_dim, c.obs_dim, c.d_model, c.n_layer, c.d_state, c.expand)
+        return DiSPoNet(c.action_dim, feature_dim, c.obs_dim, c.n_obs_steps, c.d_model, c.n_layer, c.d_state,
+                        c.expand)
 
     # ---------------------------------------------------------------- training
     def prepare(self, dataset) -> dict[str, torch.Tensor]:
-        """Windows at every augmentation stride, each token with its step scale and a loss mask."""
+        """Windows at every augmentation stride, each token with its step scale and a loss mask, and
+        φ_r's target on the reference-rate windows (the rollout's observation spacing)."""
         c = self.config
         rates, counts = np.unique([episode.source_hz for episode in dataset.episodes], return_counts=True)
         c.reference_hz = float(rates[np.argmax(counts)])
@@ -133,6 +168,9 @@ class DiSPo(DiffusionPolicy):
             scale = torch.as_tensor(c.reference_hz / windows.source_hz, dtype=torch.float32)
             data["step_scale"] = scale[:, None].expand(-1, c.n_obs_steps + c.horizon).contiguous()
             data["loss_mask"] = torch.ones(len(windows), c.horizon)
+            data["speedup_target"] = torch.as_tensor(self.speedup_targets(windows), dtype=torch.float32)
+            data["speedup_mask"] = torch.as_tensor((stride == 1) & (windows.source_hz == c.reference_hz),
+                                                   dtype=torch.float32)
             parts.append(data)
         return _concat(parts)
 
@@ -143,13 +181,41 @@ class DiSPo(DiffusionPolicy):
         mask = batch["loss_mask"][..., None]
         action_loss = ((predicted - target).square() * mask).sum() / (mask.sum() * target.shape[-1])
         states = self.model.obs_encoder.state_normalizer.normalize(batch["state"])
-        return action_loss + c.obs_loss_weight * F.mse_loss(reconstruction, states)
+        speedup = torch.sigmoid(self.model.net.step_scale_predictor(features.detach()))
+        weight = batch["speedup_mask"]
+        speedup_loss = ((speedup - batch["speedup_target"]).square() * weight).sum() / weight.sum().clamp(min=1)
+        return action_loss + c.obs_loss_weight * F.mse_loss(reconstruction, states) + speedup_loss
+
+    def speedup_targets(self, windows: Windows) -> np.ndarray:
+        """φ_r's target per window, in [0, 1]: 1 where the path of the chunk a rollout executes
+        (from the agent's position through the next n_action_steps actions) is straight, falling
+        linearly to 0 where its largest distance from its chord is straightness_tolerance of its
+        length. A path that barely moves (pressing, holding) gets 0: no speed-up."""
+        c = self.config
+        state = windows.observations["state"] if isinstance(windows.observations, dict) else windows.observations
+        start = c.n_obs_steps - 1
+        path = np.concatenate([state[:, -1:, :2], windows.actions[:, start : start + c.n_action_steps, :2]], axis=1)
+        chord = path[:, -1] - path[:, 0]
+        chord_length = np.linalg.norm(chord, axis=-1)
+        length = np.linalg.norm(np.diff(path, axis=1), axis=-1).sum(axis=1)
+        offsets = path - path[:, :1]
+        across = np.abs(offsets[..., 0] * chord[:, None, 1] - offsets[..., 1] * chord[:, None, 0])
+        distance = np.where(chord_length[:, None] > 1e-9, across / np.maximum(chord_length[:, None], 1e-9),
+                            np.linalg.norm(offsets, axis=-1))
+        moving = length > 1e-6 * max(1.0, float(np.abs(path).max()))
+        bend = distance.max(axis=1) / np.maximum(length, 1e-12)
+        return np.where(moving, np.clip(1 - bend / c.straightness_tolerance, 0, 1), 0.0)
 
     def fit(self, dataset, *, work_dir=None, validate=None, progress: bool = True) -> dict[str, Any]:
         """Pretraining, then one fine-tuning round per doubling of the rate (each its own phase,
         resumable in its own sub-folder); the final weights are the last round's best."""
-        history = super().fit(dataset, work_dir=work_dir, validate=validate, progress=progress)
-        history["phases"] = [_phase_summary("pretraining", history, 0)]
+        pretraining_dir = self._pretraining_dir(work_dir, dataset)
+        if pretraining_dir is None:
+            history = super().fit(dataset, validate=validate, progress=progress)
+        else:
+            with exclusive(pretraining_dir):  # a twin run training it now: wait, then reuse it
+                history = super().fit(dataset, work_dir=pretraining_dir, validate=validate, progress=progress)
+        history["phases"] = [{**_phase_summary("pretraining", history, 0), "dir": str(pretraining_dir)}]
         rounds = self.finetune_rounds()
         if not rounds:
             return history
@@ -163,6 +229,22 @@ class DiSPo(DiffusionPolicy):
             name = f"fine-tuning at {finer}x ({finer * self.config.reference_hz:g} Hz)"
             history = _append_phase(history, result, name)
         return history
+
+    def phase_identity(self, phase: int) -> dict[str, Any]:
+        identity = self.config.to_dict()
+        return identity if phase else {k: v for k, v in identity.items() if k not in self.config.FINETUNE_FIELDS}
+
+    def _pretraining_dir(self, work_dir, dataset) -> Path | None:
+        """Where the pretraining of this configuration on these demos lives: beside ``work_dir``,
+        named by everything pretraining reads (not the fine-tuning settings)."""
+        if work_dir is None:
+            return None
+        digest = hashlib.sha256(json.dumps(self.phase_identity(0), sort_keys=True, default=list).encode())
+        for episode in dataset.episodes:
+            state = episode.observations["state"] if isinstance(episode.observations, dict) else episode.observations
+            for array in (state, episode.actions, np.array([episode.source_hz, episode.seed])):
+                digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
+        return Path(work_dir).parent / f"pretraining-{digest.hexdigest()[:12]}"
 
     def finetune_rounds(self) -> list[int]:
         """Rate multipliers of the fine-tuning rounds: 2, 4, ... up to target_hz / reference_hz."""
@@ -203,6 +285,7 @@ class DiSPo(DiffusionPolicy):
         mask = torch.zeros(len(windows), actions.shape[1])
         mask[:, demo_slots] = 1.0
         data["loss_mask"] = mask
+        data["speedup_target"] = data["speedup_mask"] = torch.zeros(len(windows))  # φ_r learns from the originals
         return {k: v.to(self.device) for k, v in data.items()}
 
     def _inpaint(self, dataset, windows, index: np.ndarray, finer: int, demo_slots: np.ndarray) -> np.ndarray:
@@ -273,20 +356,51 @@ class DiSPo(DiffusionPolicy):
         many as cover the training-rate chunk.
         """
         c = self.config
-        finer = target_hz / source_hz
-        if finer < 1 or abs(finer - round(finer)) > 1e-6:
-            raise ValueError(f"DiSPo emits target_hz / source_hz actions per source step; "
-                             f"{target_hz} / {source_hz} is not a whole number >= 1")
-        scales = self.unit_scales(round(finer)) * (c.reference_hz / source_hz)
+        scales = self.unit_scales(_finer(source_hz, target_hz)) * (c.reference_hz / source_hz)
         step_scale = torch.as_tensor(scales, dtype=torch.float32, device=self.device).expand(batch, -1)
         return step_scale, len(scales) - c.n_obs_steps
 
-    def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float) -> np.ndarray:
+    @torch.no_grad()
+    def step_scales(self, obs_history, source_hz: float, target_hz: float) -> torch.Tensor:
+        """φ_r's step scale r_a of the action tokens (B,): from the target rate's own,
+        ω_ref / ω_target, up to max_speedup times coarser. Always positive."""
+        features, _ = self.encode(obs_history)
+        speedup = self.config.max_speedup ** torch.sigmoid(self.model.net.step_scale_predictor(features))
+        return self.config.reference_hz / target_hz * speedup
+
+    def actions_per_step(self, obs_history, source_hz: float, target_hz: float) -> np.ndarray:
+        """Actions each slot's next chunk gives one source step: target_hz / source_hz with fixed
+        step scales; with adaptive ones, φ_r's step rounded to a whole number of actions."""
+        finer = _finer(source_hz, target_hz)
+        if self.config.step_scale_mode == "fixed":
+            return np.full(len(obs_history["state"] if isinstance(obs_history, dict) else obs_history), finer)
+        r_source = self.config.reference_hz / source_hz  # the step of one source step
+        wanted = np.round(r_source / self.step_scales(obs_history, source_hz, target_hz).cpu().numpy())
+        return np.clip(wanted, math.ceil(finer / self.config.max_speedup - 1e-9), finer).astype(int)
+
+    def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float):
+        """One chunk per slot covering n_action_steps source steps; slots whose chunks have the
+        same step size are denoised together. Chunks of different lengths come as a list."""
         c = self.config
-        step_scale, n_actions = self.token_scales(len(slots), source_hz, target_hz)
-        actions = self.sample_actions(obs_history, slots, n_actions=n_actions, step_scale=step_scale)
-        start = c.n_obs_steps - 1  # the current action: the first to apply
-        return actions[:, start : start + c.n_action_steps * round(target_hz / source_hz)]
+        per_step = self.actions_per_step(obs_history, source_hz, target_hz)
+        chunks: list[np.ndarray] = [np.empty(0)] * len(slots)
+        for count in np.unique(per_step):
+            rows = np.flatnonzero(per_step == count)
+            step_scale, n_actions = self.token_scales(len(rows), source_hz, count * source_hz)
+            actions = self.sample_actions(_rows(obs_history, rows), [slots[i] for i in rows], n_actions=n_actions,
+                                          step_scale=step_scale)
+            start = c.n_obs_steps - 1  # the current action: the first to apply
+            for i, chunk in zip(rows, actions):
+                chunks[i] = chunk[start : start + c.n_action_steps * count]
+        return np.stack(chunks) if len(np.unique(per_step)) == 1 else chunks
+
+
+def _finer(source_hz: float, target_hz: float) -> int:
+    finer = target_hz / source_hz
+    if finer < 1 or abs(finer - round(finer)) > 1e-6:
+        raise ValueError(f"DiSPo emits target_hz / source_hz actions per source step; "
+                         f"{target_hz} / {source_hz} is not a whole number >= 1")
+    return round(finer)
 
 
 def _concat(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -308,10 +422,15 @@ def _concat(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 def _select(windows: Windows, index: np.ndarray) -> Windows:
-    obs = windows.observations
-    observations = ({"state": obs["state"][index], "pixels": {v: p[index] for v, p in obs["pixels"].items()}}
-                    if isinstance(obs, dict) else obs[index])
-    return Windows(observations, windows.actions[index], windows.source_hz[index], windows.episode[index])
+    return Windows(_rows(windows.observations, index), windows.actions[index], windows.source_hz[index],
+                   windows.episode[index])
+
+
+def _rows(observations, index: np.ndarray):
+    """Rows ``index`` of observations: an array, or a (nested) dict of arrays."""
+    if isinstance(observations, dict):
+        return {key: _rows(value, index) for key, value in observations.items()}
+    return np.asarray(observations)[index]
 
 
 def _phase_summary(name: str, history: dict, offset: int) -> dict:

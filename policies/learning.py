@@ -135,7 +135,7 @@ class LearnedPolicy(Policy):
                                    "train_seconds": 0.0}
         work_dir = Path(work_dir) if work_dir is not None else None
         if work_dir is not None and (work_dir / TRAIN_META).exists():
-            history = self._restore(work_dir, optimizer, schedule, ema, generator)
+            history = self._restore(work_dir, optimizer, schedule, ema, generator, phase)
 
         start_time = time.perf_counter() - history["train_seconds"]
         running, bar = [], tqdm(range(history["step"], steps), initial=history["step"], total=steps,
@@ -160,7 +160,7 @@ class LearnedPolicy(Policy):
                 history["train_seconds"] = time.perf_counter() - start_time
                 self._evaluate_checkpoint(ema, params, validate, history, work_dir)
                 if work_dir is not None:
-                    self._save_state(work_dir, optimizer, schedule, ema, generator, history)
+                    self._save_state(work_dir, optimizer, schedule, ema, generator, history, phase)
         bar.close()
         self._finish(ema, params, history, work_dir)
         history["train_seconds"] = time.perf_counter() - start_time
@@ -193,7 +193,12 @@ class LearnedPolicy(Policy):
         self.model.eval()
 
     # ----------------------------------------------------------- resumption
-    def _save_state(self, work_dir: Path, optimizer, schedule, ema, generator, history) -> None:
+    def phase_identity(self, phase: int) -> dict[str, Any]:
+        """The settings a training phase's saved state belongs to: resuming under other ones is
+        refused. Subclasses may leave out fields that only later phases read."""
+        return self.config.to_dict()
+
+    def _save_state(self, work_dir: Path, optimizer, schedule, ema, generator, history, phase: int) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update({f"ema.{i}": p for i, p in enumerate(ema.shadow_params)})
         optim_state = optimizer.state_dict()
@@ -205,13 +210,13 @@ class LearnedPolicy(Policy):
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         meta = {"history": history, "param_groups": optim_state["param_groups"],
                 "schedule": schedule.state_dict(), "ema_steps": ema.optimization_step,
-                "config": self.config.to_dict()}
+                "config": self.phase_identity(phase)}
         atomic_write_bytes(work_dir / TRAIN_STATE, tensors_to_bytes(tensors))
         atomic_write_text(work_dir / TRAIN_META, json.dumps(meta, default=list))
 
-    def _restore(self, work_dir: Path, optimizer, schedule, ema, generator) -> dict:
+    def _restore(self, work_dir: Path, optimizer, schedule, ema, generator, phase: int) -> dict:
         meta = json.loads((work_dir / TRAIN_META).read_text())
-        if meta["config"] != json.loads(json.dumps(self.config.to_dict(), default=list)):
+        if meta["config"] != json.loads(json.dumps(self.phase_identity(phase), default=list)):
             raise ValueError(f"{work_dir} holds the training state of a different configuration")
         tensors = tensors_from_bytes((work_dir / TRAIN_STATE).read_bytes())
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})

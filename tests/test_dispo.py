@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import policies
-from cfbench.datasets import load_demos
+from cfbench.datasets import Windows, load_demos
 from policies.base import EpisodeContext
 
 TINY = {"d_model": 16, "n_layer": 1, "d_state": 4, "batch_size": 32, "warmup_steps": 5, "finetune_steps": 0}
@@ -124,3 +124,65 @@ def test_finetuning_rounds_double_the_rate_up_to_the_target(coarse_demos, tmp_pa
     assert policies.make("dispo", finetune_steps=0, reference_hz=2.5).finetune_rounds() == []
     assert policies.make("dispo", reference_hz=20.0).finetune_rounds() == []
     assert policies.make("dispo", reference_hz=5.0).finetune_rounds() == [2, 4]
+
+
+def test_finetuning_variants_share_one_pretraining(coarse_demos, tmp_path):
+    settings = {**TINY, "train_steps": 4, "eval_every": 4}
+    plain = policies.make("dispo", **settings)
+    plain_history = plain.fit(coarse_demos, work_dir=tmp_path / "no-ft", progress=False)
+    tuned = policies.make("dispo", **{**settings, "finetune_steps": 2, "target_hz": 5.0})
+    tuned_history = tuned.fit(coarse_demos, work_dir=tmp_path / "ft", progress=False)
+    shared = plain_history["phases"][0]["dir"]
+    assert tuned_history["phases"][0]["dir"] == shared and shared.startswith(str(tmp_path / "pretraining-"))
+    assert tuned_history["losses"][:1] == plain_history["losses"][:1]  # restored, not trained again
+    assert [p["name"].split(" (")[0] for p in tuned_history["phases"]] == ["pretraining", "fine-tuning at 2x"]
+    other = policies.make("dispo", **{**settings, "lr": 5e-4})
+    assert other._pretraining_dir(tmp_path / "x", coarse_demos) != plain._pretraining_dir(tmp_path / "y", coarse_demos)
+
+
+def _windows(state_xy, future_xy, n_obs_steps):
+    """Windows whose last observed position and next actions are the given points."""
+    n = len(state_xy)
+    state = np.zeros((n, n_obs_steps, 4))
+    state[:, -1, :2] = state_xy
+    actions = np.concatenate([np.zeros((n, n_obs_steps - 1, 2)), future_xy], axis=1)
+    return Windows(state, actions, np.full(n, 2.5), np.zeros(n, dtype=int))
+
+
+def test_step_scale_target_is_path_straightness(trained):
+    c = trained.config
+    steps = np.arange(1, c.n_action_steps + 1, dtype=float)
+    straight = np.stack([3 * steps, 2 * steps], axis=-1)
+    corner = np.stack([np.minimum(steps, 4), np.maximum(steps - 4, 0)], axis=-1)  # a right angle
+    still = np.zeros_like(straight)
+    targets = trained.speedup_targets(_windows(np.zeros((3, 2)), np.stack([straight, corner, still]), c.n_obs_steps))
+    np.testing.assert_allclose(targets, [1.0, 0.0, 0.0])
+    slight = straight + np.stack([np.zeros_like(steps), 0.05 * (steps == 4)], axis=-1)
+    assert 0 < trained.speedup_targets(_windows(np.zeros((1, 2)), slight[None], c.n_obs_steps))[0] < 1
+
+
+def test_predicted_step_scales_are_positive_and_within_range(trained, coarse_demos):
+    c = trained.config
+    obs = np.concatenate([np.stack([e.observations[:c.n_obs_steps]]) for e in coarse_demos.episodes])
+    noisy = obs + np.random.default_rng(0).normal(scale=50.0, size=obs.shape)  # far out of distribution too
+    for history in (obs, noisy):
+        r = trained.step_scales(history, 2.5, 20.0)
+        assert r.shape == (len(obs),) and torch.all(r > 0)
+        assert torch.all(r >= c.reference_hz / 20.0 - 1e-6) and torch.all(r <= c.max_speedup * c.reference_hz / 20.0)
+
+
+def test_adaptive_step_scales_emit_coarser_chunks_where_predicted(trained, coarse_demos, monkeypatch):
+    c = trained.config
+    obs = np.concatenate([_history(coarse_demos, c.n_obs_steps)] * 4)
+    monkeypatch.setattr(c, "step_scale_mode", "adaptive")
+    # r_a per slot: the target rate's own (1/8), twice coarser (1/4), in between (rounds to 6 per step)
+    monkeypatch.setattr(trained, "step_scales", lambda *args: torch.tensor([1 / 8, 1 / 4, 1 / 6, 1 / 4]))
+    for slot in range(4):
+        trained.reset(slot, EpisodeContext("cfbench/PassagePassing-v0", slot, 20.0))
+    chunks = trained.act(obs, slots=[0, 1, 2, 3], source_hz=2.5, target_hz=20.0)
+    assert isinstance(chunks, list)
+    assert [len(chunk) for chunk in chunks] == [c.n_action_steps * m for m in (8, 4, 6, 4)]
+    trained.reset(1, EpisodeContext("cfbench/PassagePassing-v0", 1, 20.0))
+    monkeypatch.setattr(trained, "step_scales", lambda *args: torch.tensor([1 / 4]))
+    alone = trained.act(obs[1:2], slots=[1], source_hz=2.5, target_hz=20.0)
+    np.testing.assert_allclose(alone[0], chunks[1], atol=1e-4)  # grouping by step size leaves a slot's chunk

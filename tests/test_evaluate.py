@@ -121,3 +121,30 @@ def test_cli_leaderboard_defaults_to_beside_the_results_folder(tmp_path, monkeyp
           "--results-dir", str(tmp_path / "scratch" / "results")])
     assert (tmp_path / "scratch" / "leaderboard.md").exists()
     assert not (tmp_path / "leaderboard.md").exists()
+
+
+class _RaggedPolicy(_ReplayMean):
+    """Chunks of a different length per slot, as DiSPo's adaptive step scales give."""
+
+    def act(self, obs_history, *, slots, source_hz, target_hz):
+        lengths = [1 + slot % 3 for slot in slots]  # hold the current position for 1-3 steps
+        self.calls.append(lengths)
+        return [np.repeat(obs_history[i, -1:, :2], n, axis=0) for i, n in enumerate(lengths)]
+
+
+def test_chunks_of_different_lengths_per_slot_are_executed():
+    policy = _RaggedPolicy()
+    policy.calls = []
+    outcome = evaluate(policy, "PassagePassing", (20.0,), seeds=[1, 2, 3], num_envs=3, progress=False)
+    assert outcome["metrics"]["episodes"] == 3
+    assert policy.calls[0] == [1, 2, 3]  # then each slot asks again when its own chunk runs out
+    assert policy.calls[1:3] == [[1], [1, 2]]
+
+
+def test_wrong_number_of_ragged_chunks_is_named():
+    class Short(_ReplayMean):
+        def act(self, obs_history, *, slots, source_hz, target_hz):
+            return [np.zeros((2, 2))] * (len(slots) + 1)
+
+    with pytest.raises(ValueError, match="returned action chunks of shape"):
+        evaluate(Short(), "PassagePassing", (20.0,), seeds=[1], progress=False)
