@@ -57,7 +57,8 @@ def main() -> int:
         }
         ok &= all(checks.values())
         table[env] = {**{f"{hz:g} Hz": f"{success[hz]:.0f} %" for hz in RATES},
-                      "check": "PASS" if all(checks.values()) else "FAIL: " + ", ".join(k for k, v in checks.items() if not v)}
+                      "check": "PASS" if all(checks.values())
+                      else "FAIL: " + ", ".join(k for k, v in checks.items() if not v)}
     print(f"Tracker success over {args.episodes} test envs (seeds from {TEST_SEEDS[0]}), target 20 Hz:")
     print(pd.DataFrame(table).T.to_string())
     print(f"wall time {time.perf_counter() - start:.1f} s")

@@ -301,7 +301,8 @@ def verify(demos_dir: str | Path, ds_id: str) -> Path:
     demos_dir = Path(demos_dir)
     entry = manifest_entry(demos_dir, ds_id)
     if entry is None:
-        raise FileNotFoundError(f"demo dataset {ds_id!r} is not in {demos_dir / MANIFEST}; generate it with cfbench-demos")
+        raise FileNotFoundError(
+            f"demo dataset {ds_id!r} is not in {demos_dir / MANIFEST}; generate it with cfbench-demos")
     root = demos_dir / ds_id
     actual = _checksums(root) if root.exists() else {}
     for name, digest in entry["files"].items():

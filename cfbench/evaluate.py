@@ -338,4 +338,5 @@ def main(argv: list[str] | None = None) -> None:
     if not args.no_leaderboard:
         args.leaderboard = args.leaderboard or args.results_dir.parent / "leaderboard.md"
         regenerate(args.results_dir, args.leaderboard)
-        print(f"leaderboard: {args.leaderboard}; plots: {', '.join(str(args.results_dir / PLOTS / f'{e}.png') for e in envs)}")
+        plots = ", ".join(str(args.results_dir / PLOTS / f"{e}.png") for e in envs)
+        print(f"leaderboard: {args.leaderboard}; plots: {plots}")

@@ -79,7 +79,8 @@ def render_markdown(records: list[dict]) -> str:
         lines += [
             f"## {name}",
             "",
-            f"Target {target_hz:g} Hz, test seeds {seeds[0]}–{seeds[1] - 1} ({group[0]['metrics']['episodes']} episodes).",
+            f"Target {target_hz:g} Hz, test seeds {seeds[0]}–{seeds[1] - 1} "
+            f"({group[0]['metrics']['episodes']} episodes).",
             "",
             success_table(group).to_markdown(),
             "",

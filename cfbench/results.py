@@ -27,7 +27,8 @@ RECORD_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "cfbench result record",
     "type": "object",
-    "required": ["schema_version", "policy", "variant", "env_id", "source_hz", "target_hz", "metrics", "episodes", "provenance"],
+    "required": ["schema_version", "policy", "variant", "env_id", "source_hz", "target_hz", "metrics", "episodes",
+                 "provenance"],
     "additionalProperties": False,
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},

@@ -1,16 +1,16 @@
 """Diffusion policies (Diffusion Policy, Chi et al. 2023) on the shared machinery.
 
-A ``DiffusionPolicy`` predicts a chunk of ``horizon`` actions from ``n_obs_steps``
-observations by denoising Gaussian noise (diffusers DDPM for training, DDIM or DDPM at
-rollout), executes ``n_action_steps`` of them (receding horizon), and runs them at the target
-rate through the shared linear-interpolation helper. Subclasses (DP-C, DP-T, ...) only supply
-the noise-prediction network ``net(noisy_actions, timesteps, obs_features)``.
+A ``DiffusionPolicy`` is a chunking policy (``policies/chunking.py``: receding horizon,
+linear interpolation to the target rate) whose chunk of ``horizon`` actions comes from
+denoising Gaussian noise (diffusers DDPM for training, DDIM or DDPM at rollout). Subclasses
+(DP-C, DP-T, ...) only supply the noise-prediction network ``net(noisy_actions, timesteps,
+obs_features)``.
 """
 
 from __future__ import annotations
 
 from abc import abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,18 +18,13 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-from policies.base import EpisodeContext
-from policies.frames import FRAMES, Frame
-from policies.interpolation import upsample_linear
-from policies.learning import LearnedConfig, LearnedPolicy
+from policies.chunking import ChunkConfig, ChunkPolicy
 from policies.modules import MinMaxNormalizer, ObservationEncoder
 
 
 @dataclass
-class DiffusionConfig(LearnedConfig):
-    n_obs_steps: int = 2
+class DiffusionConfig(ChunkConfig):
     horizon: int = 16
-    n_action_steps: int = 8
     num_train_timesteps: int = 100
     #: denoising steps at rollout; with sampler="ddpm" all num_train_timesteps are used
     num_inference_steps: int = 10
@@ -39,15 +34,9 @@ class DiffusionConfig(LearnedConfig):
     #: "sample" (predict the clean chunk) learns far faster than "epsilon" on the CPU budget:
     #: open-loop error after 1,500 steps 2.4 vs 8.2 units (PassagePassing, 20 Hz demos)
     prediction_type: str = "sample"
-    #: coordinates the network works in: "world", "agent" (relative poses) or "task" (policies/frames.py)
-    frame: str = "task"
-    #: the env's StateLayout, filled in by ``fit``
-    state_layout: dict = field(default_factory=dict)
-    resnet_width: int = 64
 
     def __post_init__(self):
-        if self.frame not in FRAMES:
-            raise ValueError(f"frame must be one of {FRAMES}, got {self.frame!r}")
+        super().__post_init__()
         if self.sampler not in ("ddim", "ddpm"):
             raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
         if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
@@ -67,7 +56,7 @@ class DiffusionModel(nn.Module):
         self.net = net
 
 
-class DiffusionPolicy(LearnedPolicy):
+class DiffusionPolicy(ChunkPolicy):
     config_class = DiffusionConfig
 
     def __init__(self, config: DiffusionConfig | None = None):
@@ -80,8 +69,6 @@ class DiffusionPolicy(LearnedPolicy):
             DDIMScheduler(**scheduler_args, set_alpha_to_one=True, steps_offset=0)
             if c.sampler == "ddim" else DDPMScheduler(**scheduler_args)
         )
-        self._generators: dict[int, torch.Generator] = {}
-        self._anchors: dict[int, np.ndarray | None] = {}
 
     @abstractmethod
     def build_net(self, feature_dim: int) -> nn.Module:
@@ -97,25 +84,6 @@ class DiffusionPolicy(LearnedPolicy):
         c = self.config
         return self.window_tensors(dataset, dataset.windows(c.n_obs_steps, c.horizon))
 
-    def window_tensors(self, dataset, windows) -> dict[str, torch.Tensor]:
-        """Training tensors of some windows, in the policy's frame; fills in the config's dims."""
-        c = self.config
-        obs = windows.observations
-        state = obs["state"] if isinstance(obs, dict) else obs
-        c.obs_dim, c.action_dim = state.shape[-1], windows.actions.shape[-1]
-        c.views = tuple(obs["pixels"]) if isinstance(obs, dict) else ()
-        c.state_layout = dataset.state_layout.to_dict()
-        frame = Frame(c.frame, c.state_layout, state[:, -1])
-        data = {"state": torch.as_tensor(frame.states(state), dtype=torch.float32),
-                "actions": torch.as_tensor(frame.poses(windows.actions), dtype=torch.float32)}
-        for view in c.views:
-            data[f"pixels.{view}"] = torch.as_tensor(obs["pixels"][view])
-        return data
-
-    def initialise(self, data: dict[str, torch.Tensor]) -> None:
-        self.model.obs_encoder.state_normalizer.fit(data["state"])
-        self.model.action_normalizer.fit(data["actions"])
-
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         features, noisy, steps, target = self.noised(batch, generator)
         return F.mse_loss(self.model.net(noisy, steps, features), target)
@@ -130,28 +98,7 @@ class DiffusionPolicy(LearnedPolicy):
         noisy = self.train_scheduler.add_noise(clean, noise, steps)
         return features, noisy, steps, noise if self.config.prediction_type == "epsilon" else clean
 
-    def _observations(self, batch: dict[str, torch.Tensor]):
-        if not self.config.views:
-            return batch["state"]
-        return {"state": batch["state"], "pixels": {v: batch[f"pixels.{v}"] for v in self.config.views}}
-
     # ----------------------------------------------------------------- rollout
-    def reset(self, slot: int, context: EpisodeContext) -> None:
-        """Per-slot noise generator seeded by the episode: rollouts do not depend on batching."""
-        self._generators[slot] = torch.Generator().manual_seed(self.config.seed * 1_000_003 + context.seed)
-        self._anchors[slot] = None
-
-    def encode(self, obs_history) -> tuple[torch.Tensor, Frame]:
-        """Observation features (B, n_obs_steps, feature_dim) of a rollout history, and the frame
-        the network's actions are expressed in."""
-        c, device = self.config, self.device
-        state = np.asarray(obs_history["state"] if isinstance(obs_history, dict) else obs_history, dtype=np.float64)
-        frame = Frame(c.frame, c.state_layout, state[:, -1])
-        batch = {"state": torch.as_tensor(frame.states(state), dtype=torch.float32, device=device)}
-        for view in c.views:
-            batch[f"pixels.{view}"] = torch.as_tensor(np.asarray(obs_history["pixels"][view]), device=device)
-        return self.model.obs_encoder(self._observations(batch)), frame
-
     @torch.no_grad()
     def sample_actions(self, obs_history, slots: list[int], n_actions: int | None = None, **net_inputs) -> np.ndarray:
         """Denoise one chunk of ``n_actions`` (default: horizon) per slot; absolute poses
@@ -168,16 +115,5 @@ class DiffusionPolicy(LearnedPolicy):
             x = scheduler.step(predicted, t, x, generator=generators if c.sampler == "ddpm" else None).prev_sample
         return frame.poses_to_world(self.model.action_normalizer.unnormalize(x).cpu().numpy())
 
-    def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float) -> np.ndarray:
-        c = self.config
-        actions = self.sample_actions(obs_history, slots)
-        start = c.n_obs_steps - 1  # the action of the latest observed step: the one to apply now
-        chunk = actions[:, start : start + c.n_action_steps]
-        state = np.asarray(obs_history["state"] if isinstance(obs_history, dict) else obs_history)
-        anchors = np.stack([
-            self._anchors[s] if self._anchors[s] is not None else state[i, -1, : c.action_dim]
-            for i, s in enumerate(slots)
-        ])
-        for i, s in enumerate(slots):
-            self._anchors[s] = chunk[i, -1]
-        return upsample_linear(anchors, chunk, source_hz, target_hz)
+    def predict_chunk(self, obs_history, slots: list[int]) -> np.ndarray:
+        return self.sample_actions(obs_history, slots)[:, self.config.n_obs_steps - 1 :]  # past actions dropped

@@ -51,6 +51,7 @@ from cfbench.io import exclusive
 from policies.base import register
 from policies.diffusion import DiffusionPolicy
 from policies.frames import Frame
+from policies.learning import append_phase, phase_summary
 from policies.mamba import MambaDiffusionConfig, MambaMixer, rescale_residual_projections
 from policies.modules import StepEncoder
 
@@ -215,7 +216,7 @@ class DiSPo(DiffusionPolicy):
         else:
             with exclusive(pretraining_dir):  # a twin run training it now: wait, then reuse it
                 history = super().fit(dataset, work_dir=pretraining_dir, validate=validate, progress=progress)
-        history["phases"] = [{**_phase_summary("pretraining", history, 0), "dir": str(pretraining_dir)}]
+        history["phases"] = [{**phase_summary("pretraining", history, 0), "dir": str(pretraining_dir)}]
         rounds = self.finetune_rounds()
         if not rounds:
             return history
@@ -227,7 +228,7 @@ class DiSPo(DiffusionPolicy):
             result = self.optimise(data, self.config.finetune_steps, work_dir=phase_dir, validate=validate,
                                    progress=progress, phase=phase)
             name = f"fine-tuning at {finer}x ({finer * self.config.reference_hz:g} Hz)"
-            history = _append_phase(history, result, name)
+            history = append_phase(history, result, name)
         return history
 
     def phase_identity(self, phase: int) -> dict[str, Any]:
@@ -431,19 +432,3 @@ def _rows(observations, index: np.ndarray):
     if isinstance(observations, dict):
         return {key: _rows(value, index) for key, value in observations.items()}
     return np.asarray(observations)[index]
-
-
-def _phase_summary(name: str, history: dict, offset: int) -> dict:
-    return {"name": name, "first_step": offset + 1, "steps": history["step"], "best_step": history["best_step"],
-            "best_score": history["best_score"], "train_seconds": history["train_seconds"]}
-
-
-def _append_phase(history: dict, phase: dict, name: str) -> dict:
-    """One history over all phases, steps counted on: the selected weights are the last phase's."""
-    offset = history["step"]
-    shifted = lambda pairs: [[offset + step, value] for step, value in pairs]  # noqa: E731
-    best_step = None if phase["best_step"] is None else offset + phase["best_step"]
-    return {**history, "step": offset + phase["step"], "losses": history["losses"] + shifted(phase["losses"]),
-            "validation": history["validation"] + shifted(phase["validation"]), "best_step": best_step,
-            "best_score": phase["best_score"], "train_seconds": history["train_seconds"] + phase["train_seconds"],
-            "phases": history["phases"] + [_phase_summary(name, phase, offset)]}

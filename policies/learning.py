@@ -119,14 +119,16 @@ class LearnedPolicy(Policy):
         return self.optimise(data, self.config.train_steps, work_dir=work_dir, validate=validate, progress=progress)
 
     def optimise(self, data: dict[str, torch.Tensor], steps: int, *, work_dir: str | Path | None = None,
-                 validate: Validator | None = None, progress: bool = True, phase: int = 0) -> dict[str, Any]:
-        """One training phase of ``steps`` on ``data``, from the network's current weights (``fit``
-        is phase 0; DiSPo's fine-tuning rounds are later phases, with their own batches)."""
+                 validate: Validator | None = None, progress: bool = True, phase: int = 0,
+                 lr: float | None = None) -> dict[str, Any]:
+        """One training phase of ``steps`` on ``data`` (at ``lr``, default config.lr), from the
+        network's current weights, training the parameters that require gradients (``fit`` is
+        phase 0; DiSPo's fine-tuning rounds and VQ-BeT's transformer are later phases)."""
         config = self.config
         self._best = None  # best weights of this phase only, never of an earlier one
         n_samples = len(next(iter(data.values())))
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=lr or config.lr, weight_decay=config.weight_decay)
         schedule = get_scheduler("cosine", optimizer, num_warmup_steps=config.warmup_steps,
                                  num_training_steps=steps)
         ema = EMAModel(params, power=config.ema_power, use_ema_warmup=True)
@@ -233,3 +235,20 @@ class LearnedPolicy(Policy):
         generator.set_state(tensors["generator"])
         torch.set_rng_state(tensors["torch_rng"])
         return meta["history"]
+
+
+def phase_summary(name: str, history: dict, offset: int) -> dict:
+    """One line of a record's ``training.phases``: a phase's steps, best checkpoint and time."""
+    return {"name": name, "first_step": offset + 1, "steps": history["step"], "best_step": history["best_step"],
+            "best_score": history["best_score"], "train_seconds": history["train_seconds"]}
+
+
+def append_phase(history: dict, phase: dict, name: str) -> dict:
+    """One history over all phases, steps counted on: the selected weights are the last phase's."""
+    offset = history["step"]
+    shifted = lambda pairs: [[offset + step, value] for step, value in pairs]  # noqa: E731
+    best_step = None if phase["best_step"] is None else offset + phase["best_step"]
+    return {**history, "step": offset + phase["step"], "losses": history["losses"] + shifted(phase["losses"]),
+            "validation": history["validation"] + shifted(phase["validation"]), "best_step": best_step,
+            "best_score": phase["best_score"], "train_seconds": history["train_seconds"] + phase["train_seconds"],
+            "phases": history["phases"] + [phase_summary(name, phase, offset)]}

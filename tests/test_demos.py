@@ -28,7 +28,8 @@ def test_rate_parsing_and_labels():
             parse_rates(bad)
     assert [control_rate_for(hz) for hz in (2.5, 5, 10, 20, 3, 40)] == [20, 20, 20, 20, 21, 40]
     assert dataset_id(ENV, (2.5,)) == "cfbench/passage-passing/expert-2p5hz-v0"
-    assert dataset_id("ButtonTouch", (2.5, 5.0), "pixels_state") == "cfbench/button-touch/expert-2p5hz-5hz-pixels-state-v0"
+    mixed_pixels = "cfbench/button-touch/expert-2p5hz-5hz-pixels-state-v0"
+    assert dataset_id("ButtonTouch", (2.5, 5.0), "pixels_state") == mixed_pixels
 
 
 def test_demo_samples_follow_the_expert():

@@ -1,0 +1,107 @@
+"""What every action-chunking policy shares (Diffusion Policy, D-Ma, DiSPo, VQ-BeT).
+
+Such a policy predicts, from ``n_obs_steps`` observations one source step apart, a chunk of
+absolute poses at the source rate, executes ``n_action_steps`` of them (receding horizon) and
+runs them at the target rate through the shared linear-interpolation helper. Its network sees
+states and poses in one of the frames of ``policies/frames.py``; its model has an
+``obs_encoder`` (state normaliser, optional pixel encoders) and an ``action_normalizer``.
+Subclasses say how a chunk is predicted (``predict_chunk``) and how they learn.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from policies.base import EpisodeContext
+from policies.frames import FRAMES, Frame
+from policies.interpolation import upsample_linear
+from policies.learning import LearnedConfig, LearnedPolicy
+
+
+@dataclass
+class ChunkConfig(LearnedConfig):
+    n_obs_steps: int = 2
+    #: actions of each predicted chunk executed before the next prediction
+    n_action_steps: int = 8
+    #: coordinates the network works in: "world", "agent" (relative poses) or "task" (policies/frames.py)
+    frame: str = "task"
+    #: the env's StateLayout, filled in by ``fit``
+    state_layout: dict = field(default_factory=dict)
+    resnet_width: int = 64
+
+    def __post_init__(self):
+        if self.frame not in FRAMES:
+            raise ValueError(f"frame must be one of {FRAMES}, got {self.frame!r}")
+
+
+class ChunkPolicy(LearnedPolicy):
+    config_class = ChunkConfig
+
+    def __init__(self, config: ChunkConfig | None = None):
+        super().__init__(config)
+        self._generators: dict[int, torch.Generator] = {}
+        self._anchors: dict[int, np.ndarray | None] = {}
+
+    # ---------------------------------------------------------------- training
+    def window_tensors(self, dataset, windows) -> dict[str, torch.Tensor]:
+        """Training tensors of some windows, in the policy's frame; fills in the config's dims."""
+        c = self.config
+        obs = windows.observations
+        state = obs["state"] if isinstance(obs, dict) else obs
+        c.obs_dim, c.action_dim = state.shape[-1], windows.actions.shape[-1]
+        c.views = tuple(obs["pixels"]) if isinstance(obs, dict) else ()
+        c.state_layout = dataset.state_layout.to_dict()
+        frame = Frame(c.frame, c.state_layout, state[:, -1])
+        data = {"state": torch.as_tensor(frame.states(state), dtype=torch.float32),
+                "actions": torch.as_tensor(frame.poses(windows.actions), dtype=torch.float32)}
+        for view in c.views:
+            data[f"pixels.{view}"] = torch.as_tensor(obs["pixels"][view])
+        return data
+
+    def initialise(self, data: dict[str, torch.Tensor]) -> None:
+        self.model.obs_encoder.state_normalizer.fit(data["state"])
+        self.model.action_normalizer.fit(data["actions"])
+
+    def _observations(self, batch: dict[str, torch.Tensor]):
+        if not self.config.views:
+            return batch["state"]
+        return {"state": batch["state"], "pixels": {v: batch[f"pixels.{v}"] for v in self.config.views}}
+
+    # ----------------------------------------------------------------- rollout
+    def encode(self, obs_history) -> tuple[torch.Tensor, Frame]:
+        """Observation features (B, n_obs_steps, feature_dim) of a rollout history, and the frame
+        the network's actions are expressed in."""
+        c, device = self.config, self.device
+        state = np.asarray(obs_history["state"] if isinstance(obs_history, dict) else obs_history, dtype=np.float64)
+        frame = Frame(c.frame, c.state_layout, state[:, -1])
+        batch = {"state": torch.as_tensor(frame.states(state), dtype=torch.float32, device=device)}
+        for view in c.views:
+            batch[f"pixels.{view}"] = torch.as_tensor(np.asarray(obs_history["pixels"][view]), device=device)
+        return self.model.obs_encoder(self._observations(batch)), frame
+
+    def reset(self, slot: int, context: EpisodeContext) -> None:
+        """Per-slot noise generator seeded by the episode: rollouts do not depend on batching."""
+        self._generators[slot] = torch.Generator().manual_seed(self.config.seed * 1_000_003 + context.seed)
+        self._anchors[slot] = None
+
+    @abstractmethod
+    def predict_chunk(self, obs_history, slots: list[int]) -> np.ndarray:
+        """Absolute poses (B, n >= n_action_steps, action_dim) at the source rate, from the action
+        of the latest observed step (the first to execute) on. Randomness from the slots'
+        generators only."""
+
+    def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float) -> np.ndarray:
+        c = self.config
+        chunk = self.predict_chunk(obs_history, slots)[:, : c.n_action_steps]
+        state = np.asarray(obs_history["state"] if isinstance(obs_history, dict) else obs_history)
+        anchors = np.stack([
+            self._anchors[s] if self._anchors[s] is not None else state[i, -1, : c.action_dim]
+            for i, s in enumerate(slots)
+        ])
+        for i, s in enumerate(slots):
+            self._anchors[s] = chunk[i, -1]
+        return upsample_linear(anchors, chunk, source_hz, target_hz)
