@@ -172,7 +172,7 @@ def provenance(command: list[str], test_seeds: tuple[int, int], config: dict) ->
 
     return {
         "git_commit": _git("rev-parse", "HEAD") or "unknown",
-        "git_dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "git_dirty": code_dirty(),
         "command": " ".join(command),
         "test_seeds": list(test_seeds),
         "config": config,
@@ -192,10 +192,21 @@ def _cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def _git(*args: str) -> str:
+#: what runs write into a checkout: changes there say nothing about the code that made a record
+GENERATED = ("results", "leaderboard.md")
+
+
+def code_dirty(cwd: Path | None = None) -> bool:
+    """Whether tracked files other than the generated outputs differ from the commit: one run's
+    leaderboard must not mark the next run's record as made by modified code."""
+    excluded = [f":(top,exclude){path}" for path in GENERATED]
+    return bool(_git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", *excluded, cwd=cwd))
+
+
+def _git(*args: str, cwd: Path | None = None) -> str:
     try:
         out = subprocess.run(["git", *args], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).resolve().parent)
+                             cwd=cwd or Path(__file__).resolve().parent)
     except (OSError, subprocess.CalledProcessError):
         return ""
     return out.stdout.strip()

@@ -126,3 +126,25 @@ def test_committed_leaderboard_matches_results():
 
     root = Path(__file__).resolve().parents[1]
     assert (root / "leaderboard.md").read_text() == render_markdown(read_all(root / "results"))
+
+
+def test_only_code_changes_make_a_checkout_dirty(tmp_path):
+    import subprocess
+
+    from cfbench.results import code_dirty
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "pkg").mkdir()
+    for name in ("pkg/code.py", "results/run.json", "leaderboard.md"):
+        (tmp_path / name).write_text("v1")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    (tmp_path / "results" / "run.json").write_text("v2")
+    (tmp_path / "leaderboard.md").write_text("v2")
+    assert not code_dirty(tmp_path / "pkg")  # an earlier run's outputs
+    (tmp_path / "pkg" / "code.py").write_text("v2")
+    assert code_dirty(tmp_path / "pkg")
