@@ -198,14 +198,13 @@ def _stack(histories: list[list]):
 
 def _check_chunks(policy: Policy, chunks, batch: int, pose_dim: int) -> None:
     """An array (batch, n_actions, pose_dim), or a list of ``batch`` chunks (n_i, pose_dim)."""
-    shapes = [np.shape(chunk) for chunk in chunks] if isinstance(chunks, list) else [np.shape(chunks)]
-    expected = [(batch, 1, pose_dim)] if not isinstance(chunks, list) else [(1, pose_dim)] * batch
-    if len(shapes) != len(expected) or any(
-        len(shape) != len(want) or shape[-1] != pose_dim or shape[-2] < 1 or shape[:-2] != want[:-2]
-        for shape, want in zip(shapes, expected)
+    ragged = isinstance(chunks, list)
+    shapes = [np.shape(chunk) for chunk in chunks] if ragged or np.ndim(chunks) == 3 else None
+    if shapes is None or len(shapes) != batch or any(
+        len(shape) != 2 or shape[0] < 1 or shape[1] != pose_dim for shape in shapes
     ):
         raise ValueError(
-            f"policy {policy.name!r} returned action chunks of shape {shapes if len(shapes) > 1 else shapes[0]}; "
+            f"policy {policy.name!r} returned action chunks of shape {shapes if ragged else np.shape(chunks)}; "
             f"expected ({batch}, n_actions >= 1, {pose_dim}) or a list of {batch} (n_actions >= 1, {pose_dim})"
         )
     if not all(np.all(np.isfinite(chunk)) for chunk in chunks):

@@ -22,6 +22,11 @@ from policies.interpolation import upsample_linear
 from policies.learning import LearnedConfig, LearnedPolicy
 
 
+def state_of(observations):
+    """The state part of observations: an array, or the "state" entry of a pixel-mode dict."""
+    return observations["state"] if isinstance(observations, dict) else observations
+
+
 @dataclass
 class ChunkConfig(LearnedConfig):
     n_obs_steps: int = 2
@@ -51,7 +56,7 @@ class ChunkPolicy(LearnedPolicy):
         """Training tensors of some windows, in the policy's frame; fills in the config's dims."""
         c = self.config
         obs = windows.observations
-        state = obs["state"] if isinstance(obs, dict) else obs
+        state = state_of(obs)
         c.obs_dim, c.action_dim = state.shape[-1], windows.actions.shape[-1]
         c.views = tuple(obs["pixels"]) if isinstance(obs, dict) else ()
         c.state_layout = dataset.state_layout.to_dict()
@@ -76,7 +81,7 @@ class ChunkPolicy(LearnedPolicy):
         """Observation features (B, n_obs_steps, feature_dim) of a rollout history, and the frame
         the network's actions are expressed in."""
         c, device = self.config, self.device
-        state = np.asarray(obs_history["state"] if isinstance(obs_history, dict) else obs_history, dtype=np.float64)
+        state = np.asarray(state_of(obs_history), dtype=np.float64)
         frame = Frame(c.frame, c.state_layout, state[:, -1])
         batch = {"state": torch.as_tensor(frame.states(state), dtype=torch.float32, device=device)}
         for view in c.views:
@@ -97,7 +102,7 @@ class ChunkPolicy(LearnedPolicy):
     def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float) -> np.ndarray:
         c = self.config
         chunk = self.predict_chunk(obs_history, slots)[:, : c.n_action_steps]
-        state = np.asarray(obs_history["state"] if isinstance(obs_history, dict) else obs_history)
+        state = np.asarray(state_of(obs_history))
         anchors = np.stack([
             self._anchors[s] if self._anchors[s] is not None else state[i, -1, : c.action_dim]
             for i, s in enumerate(slots)

@@ -49,6 +49,7 @@ from torch import nn
 from cfbench.datasets import Windows
 from cfbench.io import exclusive
 from policies.base import register
+from policies.chunking import state_of
 from policies.diffusion import DiffusionPolicy
 from policies.frames import Frame
 from policies.learning import append_phase, phase_summary
@@ -193,7 +194,7 @@ class DiSPo(DiffusionPolicy):
         linearly to 0 where its largest distance from its chord is straightness_tolerance of its
         length. A path that barely moves (pressing, holding) gets 0: no speed-up."""
         c = self.config
-        state = windows.observations["state"] if isinstance(windows.observations, dict) else windows.observations
+        state = state_of(windows.observations)
         start = c.n_obs_steps - 1
         path = np.concatenate([state[:, -1:, :2], windows.actions[:, start : start + c.n_action_steps, :2]], axis=1)
         chord = path[:, -1] - path[:, 0]
@@ -242,8 +243,7 @@ class DiSPo(DiffusionPolicy):
             return None
         digest = hashlib.sha256(json.dumps(self.phase_identity(0), sort_keys=True, default=list).encode())
         for episode in dataset.episodes:
-            state = episode.observations["state"] if isinstance(episode.observations, dict) else episode.observations
-            for array in (state, episode.actions, np.array([episode.source_hz, episode.seed])):
+            for array in (state_of(episode.observations), episode.actions, np.array([episode.source_hz, episode.seed])):
                 digest.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
         return Path(work_dir).parent / f"pretraining-{digest.hexdigest()[:12]}"
 
@@ -273,33 +273,34 @@ class DiSPo(DiffusionPolicy):
         windows = subset.windows(c.n_obs_steps, c.horizon)
         n_past, n_future = c.n_obs_steps - 1, c.horizon - c.n_obs_steps + 1
         demo_slots = np.concatenate([np.arange(n_past), n_past + finer * np.arange(1, n_future + 1) - 1])
+        ratio = (c.reference_hz / windows.source_hz)[:, None]
+        step_scale = torch.as_tensor(self.unit_scales(finer)[None] * ratio, dtype=torch.float32)
         self.model.eval()
-        chunks = [self._inpaint(subset, windows, index, finer, demo_slots)
+        chunks = [self._inpaint(subset, windows, index, finer, demo_slots, step_scale[index])
                   for index in np.array_split(np.arange(len(windows)), max(1, len(windows) // c.generation_batch))]
         fine = np.concatenate(chunks)  # (N, n_past + n_future * finer, pose) in world coordinates
         dense = self._temporal_ensemble(windows, fine[:, n_past:], finer)
         actions = np.concatenate([windows.actions[:, :n_past], dense], axis=1)
         pseudo = Windows(windows.observations, actions, windows.source_hz, windows.episode)
         data = self.window_tensors(subset, pseudo)
-        ratio = (c.reference_hz / windows.source_hz)[:, None]
-        data["step_scale"] = torch.as_tensor(self.unit_scales(finer)[None] * ratio, dtype=torch.float32)
+        data["step_scale"] = step_scale
         mask = torch.zeros(len(windows), actions.shape[1])
         mask[:, demo_slots] = 1.0
         data["loss_mask"] = mask
         data["speedup_target"] = data["speedup_mask"] = torch.zeros(len(windows))  # φ_r learns from the originals
         return {k: v.to(self.device) for k, v in data.items()}
 
-    def _inpaint(self, dataset, windows, index: np.ndarray, finer: int, demo_slots: np.ndarray) -> np.ndarray:
-        """Denoise the fine sequences of some windows with the demo actions written over their slots."""
+    def _inpaint(self, dataset, windows, index: np.ndarray, finer: int, demo_slots: np.ndarray,
+                 step_scale: torch.Tensor) -> np.ndarray:
+        """Denoise the fine sequences of some windows (their step scales given) with the demo
+        actions written over their slots."""
         c, device = self.config, self.device
         batch = self.window_tensors(dataset, _select(windows, index))
         batch = {k: v.to(device) for k, v in batch.items()}
         features = self.model.obs_encoder(self._observations(batch))
         known = self.model.action_normalizer.normalize(batch["actions"])  # (B, horizon, pose) demo actions
-        scales = self.unit_scales(finer)
-        n_actions = len(scales) - c.n_obs_steps
-        step_scale = torch.as_tensor(scales[None] * (c.reference_hz / windows.source_hz[index])[:, None],
-                                     dtype=torch.float32, device=device)
+        step_scale = step_scale.to(device)
+        n_actions = step_scale.shape[1] - c.n_obs_steps
         generator = torch.Generator().manual_seed(c.seed * 1_000_003 + finer)
         x = torch.randn((len(index), n_actions, c.action_dim), generator=generator).to(device)
         scheduler = self.sample_scheduler
@@ -313,8 +314,7 @@ class DiSPo(DiffusionPolicy):
                 x[:, demo_slots] = self.train_scheduler.add_noise(known, noise, timesteps[i + 1].expand(len(x)))
             else:
                 x[:, demo_slots] = known
-        state = windows.observations["state"] if isinstance(windows.observations, dict) else windows.observations
-        frame = Frame(c.frame, c.state_layout, state[index, -1])
+        frame = Frame(c.frame, c.state_layout, state_of(windows.observations)[index, -1])
         return frame.poses_to_world(self.model.action_normalizer.unnormalize(x).cpu().numpy())
 
     def _temporal_ensemble(self, windows, fine: np.ndarray, finer: int) -> np.ndarray:
@@ -374,7 +374,7 @@ class DiSPo(DiffusionPolicy):
         step scales; with adaptive ones, φ_r's step rounded to a whole number of actions."""
         finer = _finer(source_hz, target_hz)
         if self.config.step_scale_mode == "fixed":
-            return np.full(len(obs_history["state"] if isinstance(obs_history, dict) else obs_history), finer)
+            return np.full(len(state_of(obs_history)), finer)
         r_source = self.config.reference_hz / source_hz  # the step of one source step
         wanted = np.round(r_source / self.step_scales(obs_history, source_hz, target_hz).cpu().numpy())
         return np.clip(wanted, math.ceil(finer / self.config.max_speedup - 1e-9), finer).astype(int)

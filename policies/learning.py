@@ -111,12 +111,18 @@ class LearnedPolicy(Policy):
         With ``validate``, the EMA weights are scored every ``eval_every`` steps and the best
         ones are kept (ties go to the later checkpoint); without it, the final EMA weights.
         """
+        data = self.setup(dataset)
+        return self.optimise(data, self.config.train_steps, work_dir=work_dir, validate=validate, progress=progress)
+
+    def setup(self, dataset) -> dict[str, torch.Tensor]:
+        """The seeded start of training: the dataset's tensors on the device, a fresh network
+        and its normalisers fitted to them."""
         torch.manual_seed(self.config.seed)
         data = self.prepare(dataset)
         self.model = self.build_model().to(self.device)
         data = {k: v.to(self.device) for k, v in data.items()}
         self.initialise(data)
-        return self.optimise(data, self.config.train_steps, work_dir=work_dir, validate=validate, progress=progress)
+        return data
 
     def optimise(self, data: dict[str, torch.Tensor], steps: int, *, work_dir: str | Path | None = None,
                  validate: Validator | None = None, progress: bool = True, phase: int = 0,

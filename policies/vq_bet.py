@@ -235,22 +235,21 @@ class VQBeT(ChunkPolicy):
         """The tokenizer (no validation: it cannot act alone), then the transformer on its frozen
         codes, each phase resumable in its own sub-folder."""
         c = self.config
-        torch.manual_seed(c.seed)
-        data = {k: v.to(self.device) for k, v in self.prepare(dataset).items()}
-        self.model = self.build_model().to(self.device)
-        self.initialise(data)
+        data = self.setup(dataset)
         folder = (lambda name: Path(work_dir) / name) if work_dir is not None else (lambda name: None)
         tokenizer, transformer = self.model.tokenizer, [m for n, m in self.model.named_children() if n != "tokenizer"]
 
         self._phase = "tokenizer"
-        _trainable([tokenizer], True), _trainable(transformer, False)
+        _trainable([tokenizer], True)
+        _trainable(transformer, False)
         history = self.optimise(data, c.tokenizer_steps, work_dir=folder("tokenizer"), progress=progress,
                                 lr=c.tokenizer_lr)
         usage = self.codebook_usage(data)
         history["phases"] = [{**phase_summary("tokenizer", history, 0), **usage}]
 
         self._phase = "transformer"
-        _trainable([tokenizer], False), _trainable(transformer, True)
+        _trainable([tokenizer], False)
+        _trainable(transformer, True)
         result = self.optimise(data, c.train_steps, work_dir=folder("transformer"), validate=validate,
                                progress=progress, phase=1)
         return append_phase(history, result, "behaviour transformer")
