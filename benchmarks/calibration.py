@@ -1,6 +1,6 @@
 """Calibration: Tracker success per env and source rate over the 100 test envs.
 
-The benchmark's defining property (design.md section 3): following the env's own expert
+The benchmark's defining property (docs/design.md section 3): following the env's own expert
 trajectory downsampled to the source rate and linearly interpolated to 20 Hz must succeed
 almost always from 20 Hz samples and almost never from 2.5 Hz samples. This script runs the
 Tracker through the regular evaluator, writes the result records to ``results/``, regenerates
@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from cfbench.envs import ENV_IDS
-from cfbench.evaluate import TEST_SEEDS, evaluate, run
-from cfbench.leaderboard import regenerate
-from cfbench.results import DEFAULT_RESULTS_DIR
 import policies
-
-RATES = (2.5, 5.0, 10.0, 20.0)
+from cfbench.envs import ENV_IDS
+from cfbench.evaluate import evaluate
+from cfbench.leaderboard import regenerate
+from cfbench.protocol import SOURCE_RATES as RATES
+from cfbench.protocol import TARGET_HZ, TEST_SEEDS, seed_list
+from cfbench.results import DEFAULT_RESULTS_DIR
+from cfbench.runner import run
 
 
 def main() -> int:
@@ -42,7 +43,7 @@ def main() -> int:
         success = {}
         for hz in RATES:
             if args.no_write:
-                seeds = list(range(TEST_SEEDS[0], TEST_SEEDS[0] + args.episodes))
+                seeds = seed_list(TEST_SEEDS)[: args.episodes]
                 metrics = evaluate(policies.make("tracker"), env, (hz,), seeds=seeds, progress=False)["metrics"]
             else:
                 record, _ = run("tracker", env, (hz,), episodes=args.episodes, results_dir=args.results_dir,
@@ -59,7 +60,7 @@ def main() -> int:
         table[env] = {**{f"{hz:g} Hz": f"{success[hz]:.0f} %" for hz in RATES},
                       "check": "PASS" if all(checks.values())
                       else "FAIL: " + ", ".join(k for k, v in checks.items() if not v)}
-    print(f"Tracker success over {args.episodes} test envs (seeds from {TEST_SEEDS[0]}), target 20 Hz:")
+    print(f"Tracker success over {args.episodes} test envs (seeds from {TEST_SEEDS[0]}), target {TARGET_HZ:g} Hz:")
     print(pd.DataFrame(table).T.to_string())
     print(f"wall time {time.perf_counter() - start:.1f} s")
     if not args.no_write:

@@ -19,7 +19,7 @@ import torch
 
 import policies
 from cfbench.datasets import load_demos
-from cfbench.train import set_threads
+from cfbench.runner import set_threads
 from policies.base import EpisodeContext
 
 LEARNED = ("dp-c", "dp-t", "d-ma", "dispo")

@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import torch
 
-from cfbench.train import set_threads
+from cfbench.runner import set_threads
 from policies.scan import selective_scan_cpu, selective_scan_ref
 
 SHAPES = [(128, 128, 20, 16), (256, 256, 24, 16)]  # (B, D, L, N)

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cfbench.demos import DEFAULT_DEMOS_DIR, dataset_id, manifest_entry, rates_label, verify, write_dataset
+from cfbench.demos import DEFAULT_DEMOS_DIR, dataset_id, manifest_entry, verify, write_dataset
 from cfbench.envs import resolve_env
+from cfbench.protocol import N_DEMOS, rates_label
+from cfbench.tree import tree_concat, tree_index
 
 
 @dataclass
@@ -37,6 +39,10 @@ class Windows:
 
     def __len__(self) -> int:
         return len(self.actions)
+
+    def subset(self, index: np.ndarray) -> Windows:
+        return Windows(tree_index(self.observations, index), self.actions[index], self.source_hz[index],
+                       self.episode[index])
 
 
 @dataclass
@@ -75,11 +81,12 @@ class DemoDataset:
             starts = np.arange(steps) - stride * (n_obs_steps - 1)  # first step of each window
             obs_index = np.clip(starts[:, None] + stride * np.arange(n_obs_steps), 0, steps - 1)
             act_index = np.clip(starts[:, None] + stride * np.arange(horizon), 0, steps - 1)
-            obs_parts.append(_take(episode.observations, obs_index))
+            obs_parts.append(tree_index(episode.observations, obs_index))
             act_parts.append(poses[act_index])
             rates.append(np.full(steps, episode.source_hz / stride))
             owners.append(np.full(steps, index))
-        return Windows(_concat(obs_parts), np.concatenate(act_parts), np.concatenate(rates), np.concatenate(owners))
+        return Windows(tree_concat(obs_parts), np.concatenate(act_parts), np.concatenate(rates),
+                       np.concatenate(owners))
 
 
 def _next_poses(actions: np.ndarray, stride: int) -> np.ndarray:
@@ -90,24 +97,12 @@ def _next_poses(actions: np.ndarray, stride: int) -> np.ndarray:
     return actions[np.minimum(np.arange(len(actions)) + stride - 1, len(actions) - 1)]
 
 
-def _take(observations, index: np.ndarray):
-    if isinstance(observations, dict):
-        return {key: _take(value, index) for key, value in observations.items()}
-    return observations[index]
-
-
-def _concat(parts: list):
-    if isinstance(parts[0], dict):
-        return {key: _concat([p[key] for p in parts]) for key in parts[0]}
-    return np.concatenate(parts)
-
-
 def load_demos(
     env: str,
     rates: tuple[float, ...],
     *,
     obs_mode: str = "state",
-    n: int = 90,
+    n: int = N_DEMOS,
     demos_dir: str | Path = DEFAULT_DEMOS_DIR,
     generate: bool = True,
 ) -> DemoDataset:

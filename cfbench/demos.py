@@ -4,7 +4,7 @@ A demo at rate ω is recorded from the expert's own execution in the env: the en
 control rate that is a whole multiple of ω (20 Hz for 2.5/5/10/20 Hz), commanded with the
 toppra trajectory at every control step, and the episode is sampled every 1/ω seconds:
 observation at each sample time, action = the expert's target pose at the *next* sample time
-(design.md section 4). One execution serves every rate that divides its control rate.
+(docs/design.md section 4). One execution serves every rate that divides its control rate.
 
 ``cfbench-demos --env all --hz 2.5 5 10 20 --n 90`` writes one dataset per env and rate (a
 mixed-rate dataset with ``--hz 2.5+5``, each episode keeping its own rate) and a manifest of
@@ -32,30 +32,16 @@ from tqdm import tqdm
 import cfbench  # noqa: F401  (registers the envs)
 from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.io import atomic_write_text
+from cfbench.protocol import N_DEMOS, TRAIN_SEED_START, parse_rates, rates_label
+from cfbench.tree import tree_stack
 
 DEFAULT_DEMOS_DIR = Path("demos")
 MANIFEST = "manifest.json"
-TRAIN_SEED_START = 0
+#: demos are executed at a whole multiple of their rate that is at least this fast
 MIN_CONTROL_HZ = 20.0
 
 
 # --------------------------------------------------------------------------- rates
-def parse_rates(text: str) -> tuple[float, ...]:
-    """'2.5' -> (2.5,); '2.5+5' -> (2.5, 5.0): a mixed-rate dataset."""
-    try:
-        rates = tuple(float(part) for part in str(text).split("+"))
-    except ValueError:
-        raise ValueError(f"bad sample rate {text!r}: use a number like 2.5 or a mix like 2.5+5") from None
-    if not rates or any(not (math.isfinite(r) and r > 0) for r in rates):
-        raise ValueError(f"sample rates must be positive numbers, got {text!r}")
-    return rates
-
-
-def rates_label(rates: tuple[float, ...]) -> str:
-    """(2.5, 5.0) -> '2.5+5': the canonical human label of a (mixed) source rate."""
-    return "+".join(f"{r:g}" for r in rates)
-
-
 def control_rate_for(hz: float) -> float:
     """Smallest whole multiple of ``hz`` that is at least 20 Hz: samples fall on control steps."""
     return hz * math.ceil(MIN_CONTROL_HZ / hz - 1e-9)
@@ -161,7 +147,7 @@ class ExpertRunner:
 def write_dataset(
     env: str,
     rates: tuple[float, ...],
-    n: int = 90,
+    n: int = N_DEMOS,
     *,
     obs_mode: str = "state",
     demos_dir: str | Path = DEFAULT_DEMOS_DIR,
@@ -198,7 +184,7 @@ def write_dataset(
             EpisodeBuffer(
                 id=index,
                 seed=demo["seed"],
-                observations=_stack(demo["observations"]),
+                observations=tree_stack(demo["observations"]),
                 actions=demo["actions"],
                 rewards=list(rewards),
                 terminations=[False] * (steps - 1) + [True],
@@ -256,12 +242,6 @@ def write_dataset(
         },
     )
     return ds_id
-
-
-def _stack(observations: list):
-    if isinstance(observations[0], dict):
-        return {key: _stack([o[key] for o in observations]) for key in observations[0]}
-    return np.stack(observations)
 
 
 def _checksums(root: Path) -> dict[str, str]:
@@ -323,7 +303,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--env", nargs="+", default=["all"], help=f"'all' or any of {', '.join(ENV_IDS)}")
     parser.add_argument("--hz", nargs="+", default=["2.5", "5", "10", "20"], help="rates; '2.5+5' = mixed")
-    parser.add_argument("--n", type=int, default=90, help="demos per dataset")
+    parser.add_argument("--n", type=int, default=N_DEMOS, help="demos per dataset")
     parser.add_argument("--obs-mode", default="state", choices=["state", "pixels", "pixels_state"])
     parser.add_argument("--first-seed", type=int, default=TRAIN_SEED_START)
     parser.add_argument("--demos-dir", type=Path, default=DEFAULT_DEMOS_DIR)

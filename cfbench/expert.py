@@ -3,7 +3,7 @@
 Every environment's planner returns waypoints; this module turns them into a continuous,
 time-optimal trajectory under per-axis velocity and acceleration limits. The expert moves
 *through* corners (corners are rounded, never stopped at), which is what makes coarse
-sampling cut them: see design.md section 3.
+sampling cut them: see docs/design.md section 3.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import pandas as pd
 
 from cfbench.envs import ENV_IDS, short_name
 from cfbench.io import atomic_write_bytes, atomic_write_text
+from cfbench.protocol import rates_label
 from cfbench.results import DEFAULT_RESULTS_DIR, RecordError, read_all, read_record, record_filename, run_key
 
 DEFAULT_OUTPUT = Path("leaderboard.md")
@@ -30,10 +31,6 @@ PRIVILEGED_MARK = "†"
 def _label(record: dict) -> str:
     name = record["policy"] + (f" ({record['variant']})" if record["variant"] else "")
     return name + (f" {PRIVILEGED_MARK}" if record.get("privileged") else "")
-
-
-def _rate(record: dict) -> str:
-    return "+".join(f"{r:g}" for r in record["source_hz"])
 
 
 def _setting(record: dict) -> tuple:
@@ -51,8 +48,8 @@ def _sorted_policies(records: list[dict]) -> list[str]:
 
 def success_table(records: list[dict]) -> pd.DataFrame:
     """Rows: policies; columns: source rates; cells: 'success % (collision %)'."""
-    cells = {(_label(r), _rate(r)): r["metrics"] for r in records}
-    rates = _sorted_rates({_rate(r) for r in records})
+    cells = {(_label(r), rates_label(r["source_hz"])): r["metrics"] for r in records}
+    rates = _sorted_rates({rates_label(r["source_hz"]) for r in records})
     table = pd.DataFrame(index=_sorted_policies(records), columns=[f"{rate} Hz" for rate in rates], dtype=object)
     for (policy, rate), m in cells.items():
         table.loc[policy, f"{rate} Hz"] = f"{100 * m['success_rate']:.0f} ({100 * m['collision_rate']:.0f})"
@@ -103,6 +100,7 @@ def plot_env(records: list[dict], env_id: str) -> bytes:
     import matplotlib.pyplot as plt
 
     series = defaultdict(list)
+    target_rates = sorted({r["target_hz"] for r in records if r["env_id"] == env_id})
     for r in records:
         if r["env_id"] == env_id and len(r["source_hz"]) == 1:
             series[_label(r)].append((r["source_hz"][0], 100 * r["metrics"]["success_rate"]))
@@ -118,7 +116,8 @@ def plot_env(records: list[dict], env_id: str) -> bytes:
     ax.set_ylim(-3, 103)
     ax.set_xlabel("source (demonstration) rate [Hz]")
     ax.set_ylabel("success [%]")
-    ax.set_title(f"{short_name(env_id)} (target 20 Hz)" if records else short_name(env_id))
+    target = f" (target {', '.join(f'{hz:g}' for hz in target_rates)} Hz)" if target_rates else ""
+    ax.set_title(short_name(env_id) + target)
     ax.grid(alpha=0.3)
     if series:
         ax.legend(fontsize=8, loc="lower right")

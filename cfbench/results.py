@@ -18,6 +18,7 @@ from typing import Any
 import jsonschema
 
 from cfbench.io import atomic_write_text
+from cfbench.protocol import rates_label
 
 SCHEMA_VERSION = 1
 DEFAULT_RESULTS_DIR = Path("results")
@@ -117,6 +118,27 @@ def validate(record: Any, source: str = "record") -> dict:
     return record
 
 
+def make_record(policy, variant: str, env_id: str, rates: tuple[float, ...], target_hz: float, outcome: dict,
+                training: dict | None, *, command: list[str], test_seeds: tuple[int, int]) -> dict:
+    """The record of one evaluation: the evaluator's ``outcome`` (metrics and episode rows), the
+    training summary of a learned policy (None for the Tracker) and how it all was made."""
+    metrics = {**outcome["metrics"], "train_wall_s": training["train_seconds"] if training else 0.0}
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "policy": policy.name,
+        "variant": variant,
+        "privileged": policy.privileged,
+        "env_id": env_id,
+        "source_hz": list(rates),
+        "target_hz": target_hz,
+        "metrics": metrics,
+        "episodes": outcome["episodes"],
+        **({"training": training} if training else {}),
+        "provenance": provenance(command, test_seeds, policy.config.to_dict()),
+    }
+    return validate(record)
+
+
 def run_key(record: dict) -> tuple:
     """Two records with the same key describe the same experiment: only one may be kept."""
     return (
@@ -132,7 +154,7 @@ def run_key(record: dict) -> tuple:
 def record_filename(record: dict) -> str:
     env = record["env_id"].split("/")[1].split("-v")[0]
     label = record["policy"] + (f"-{record['variant']}" if record["variant"] else "")
-    rates = "+".join(f"{r:g}" for r in record["source_hz"])
+    rates = rates_label(record["source_hz"])
     seeds = "-".join(str(s) for s in record["provenance"]["test_seeds"])
     return f"{env}__{label}__{rates}hz__to{record['target_hz']:g}hz__seeds{seeds}.json"
 

@@ -13,8 +13,11 @@ evaluator drives policies only through this interface and never by name:
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import json
+import textwrap
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +43,7 @@ class PolicyConfig:
     name: ClassVar[str] = ""
     #: observations given to ``act``, spaced one source-rate step apart (oldest first)
     n_obs_steps: int = 1
+    #: what the policy observes: "state" (vector), "pixels" or "pixels_state" (the env's obs_mode)
     obs_mode: str = "state"
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,6 +57,28 @@ class PolicyConfig:
         if unknown:
             raise ValueError(f"{cls.name}: unknown config field(s) {unknown}; known: {sorted(known)}")
         return cls(**values)
+
+
+def config_docs(config_class: type[PolicyConfig]) -> dict[str, str]:
+    """Each config field's documentation: the ``#:`` comment lines right above its declaration,
+    from the most derived class that declares it with one (so ``--show-config`` and the
+    documentation test read the same text a reader of the source sees)."""
+    docs: dict[str, str] = {}
+    for cls in reversed(config_class.__mro__):
+        if not dataclasses.is_dataclass(cls):
+            continue
+        source = textwrap.dedent(inspect.getsource(cls))
+        lines = source.splitlines()
+        for node in ast.parse(source).body[0].body:
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            comment, row = [], node.lineno - 2
+            while row >= 0 and lines[row].strip().startswith("#:"):
+                comment.insert(0, lines[row].strip()[2:].strip())
+                row -= 1
+            if comment:
+                docs[node.target.id] = " ".join(comment)
+    return docs
 
 
 @dataclass(frozen=True)
@@ -87,6 +113,12 @@ class Policy(ABC):
         """Train on a demo dataset. Returns the training history: ``losses`` and ``validation``
         curves ([step, value] pairs), ``best_step``, ``best_score`` and ``train_seconds``."""
         raise NotImplementedError(f"policy {self.name!r} is not trainable")
+
+    def pretraining_identity(self) -> dict[str, Any] | None:
+        """The settings of a first training phase that runs differing only in later settings can
+        share; the runner then names a folder for it by these and passes it to ``fit`` as
+        ``pretraining_dir``. None (the default): nothing is shared."""
+        return None
 
     @abstractmethod
     def reset(self, slot: int, context: EpisodeContext) -> None:

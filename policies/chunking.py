@@ -16,19 +16,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from cfbench.protocol import mix_seed
+from cfbench.tree import state_of
 from policies.base import EpisodeContext
 from policies.frames import FRAMES, Frame
 from policies.interpolation import upsample_linear
 from policies.learning import LearnedConfig, LearnedPolicy
 
 
-def state_of(observations):
-    """The state part of observations: an array, or the "state" entry of a pixel-mode dict."""
-    return observations["state"] if isinstance(observations, dict) else observations
-
-
 @dataclass
 class ChunkConfig(LearnedConfig):
+    #: observations per prediction, one source step apart (Diffusion Policy's T_o = 2)
     n_obs_steps: int = 2
     #: actions of each predicted chunk executed before the next prediction
     n_action_steps: int = 8
@@ -36,6 +34,7 @@ class ChunkConfig(LearnedConfig):
     frame: str = "task"
     #: the env's StateLayout, filled in by ``fit``
     state_layout: dict = field(default_factory=dict)
+    #: channels of the first ResNet-18 stage of each pixel view's encoder (64 = the standard ResNet-18)
     resnet_width: int = 64
 
     def __post_init__(self):
@@ -90,7 +89,7 @@ class ChunkPolicy(LearnedPolicy):
 
     def reset(self, slot: int, context: EpisodeContext) -> None:
         """Per-slot noise generator seeded by the episode: rollouts do not depend on batching."""
-        self._generators[slot] = torch.Generator().manual_seed(self.config.seed * 1_000_003 + context.seed)
+        self._generators[slot] = torch.Generator().manual_seed(mix_seed(self.config.seed, context.seed))
         self._anchors[slot] = None
 
     @abstractmethod

@@ -23,6 +23,7 @@ from policies.modules import StepEncoder
 
 @dataclass
 class DMaConfig(MambaDiffusionConfig):
+    #: width of Mamba's causal depthwise convolution (MaIL's)
     d_conv: int = 4
 
 

@@ -24,12 +24,17 @@ from policies.modules import MinMaxNormalizer, ObservationEncoder
 
 @dataclass
 class DiffusionConfig(ChunkConfig):
+    #: actions per predicted chunk at the source rate, from the oldest observed step (Diffusion Policy's T_p = 16)
     horizon: int = 16
+    #: diffusion steps of the DDPM training schedule (Diffusion Policy: 100)
     num_train_timesteps: int = 100
     #: denoising steps at rollout; with sampler="ddpm" all num_train_timesteps are used
     num_inference_steps: int = 10
+    #: rollout sampler: "ddim" (num_inference_steps, deterministic) or "ddpm" (every step, stochastic)
     sampler: str = "ddim"
+    #: diffusers noise schedule (Diffusion Policy's cosine schedule)
     beta_schedule: str = "squaredcos_cap_v2"
+    #: clip predicted clean samples to the normalised action range [-1, 1]
     clip_sample: bool = True
     #: "sample" (predict the clean chunk) learns far faster than "epsilon" on the CPU budget:
     #: open-loop error after 1,500 steps 2.4 vs 8.2 units (PassagePassing, 20 Hz demos)
@@ -104,16 +109,28 @@ class DiffusionPolicy(ChunkPolicy):
         """Denoise one chunk of ``n_actions`` (default: horizon) per slot; absolute poses
         (B, n_actions, action_dim). ``net_inputs`` go to the network as extra conditions."""
         c, device = self.config, self.device
-        n_actions = n_actions or c.horizon
         features, frame = self.encode(obs_history)
         generators = [self._generators[s] for s in slots]
-        x = torch.stack([torch.randn((n_actions, c.action_dim), generator=g) for g in generators]).to(device)
+        noise = torch.stack([torch.randn((n_actions or c.horizon, c.action_dim), generator=g) for g in generators])
+        x = self.denoise(noise.to(device), features, generators, **net_inputs)
+        return frame.poses_to_world(self.model.action_normalizer.unnormalize(x).cpu().numpy())
+
+    def denoise(self, x: torch.Tensor, features: torch.Tensor, generator, after_step=None,
+                **net_inputs) -> torch.Tensor:
+        """The sampler's reverse diffusion from noise ``x`` to normalised actions. ``generator``
+        (one, or one per row) feeds DDPM's noise; ``after_step(x, next_timestep)`` may rewrite
+        the sample after every step (``next_timestep`` is None after the last): DiSPo's
+        inpainting writes the demo actions there."""
+        c = self.config
         scheduler = self.sample_scheduler
         scheduler.set_timesteps(c.num_inference_steps if c.sampler == "ddim" else c.num_train_timesteps)
-        for t in scheduler.timesteps:
-            predicted = self.model.net(x, t.expand(len(x)).to(device), features, **net_inputs)
-            x = scheduler.step(predicted, t, x, generator=generators if c.sampler == "ddpm" else None).prev_sample
-        return frame.poses_to_world(self.model.action_normalizer.unnormalize(x).cpu().numpy())
+        timesteps = list(scheduler.timesteps)
+        for i, t in enumerate(timesteps):
+            predicted = self.model.net(x, t.expand(len(x)).to(x.device), features, **net_inputs)
+            x = scheduler.step(predicted, t, x, generator=generator if c.sampler == "ddpm" else None).prev_sample
+            if after_step is not None:
+                x = after_step(x, timesteps[i + 1] if i + 1 < len(timesteps) else None)
+        return x
 
     def predict_chunk(self, obs_history, slots: list[int]) -> np.ndarray:
         return self.sample_actions(obs_history, slots)[:, self.config.n_obs_steps - 1 :]  # past actions dropped

@@ -21,9 +21,13 @@ from policies.modules import StepEncoder
 
 @dataclass
 class DPCConfig(DiffusionConfig):
+    #: channels of the U-Net levels; an eighth of the anchor's (256, 512, 1024) fits the CPU budget
     down_dims: tuple[int, ...] = (32, 64, 128)
+    #: temporal convolution width (the anchor's)
     kernel_size: int = 5
+    #: GroupNorm groups of every conv block (the anchor's)
     n_groups: int = 8
+    #: size of the diffusion-step embedding fed to FiLM (anchor: 256)
     step_embed_dim: int = 64
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {

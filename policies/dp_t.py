@@ -23,18 +23,27 @@ from policies.modules import SinusoidalEmbedding
 
 @dataclass
 class DPTConfig(DiffusionConfig):
+    #: transformer decoder layers (anchor: 8)
     n_layer: int = 4
+    #: attention heads (the anchor's)
     n_head: int = 4
+    #: token width (anchor: 256)
     n_emb: int = 64
+    #: dropout on the token and memory embeddings (anchor: 0)
     p_drop_emb: float = 0.0
     #: PassagePassing 20 Hz: batch 128 with attention dropout 0.1 ran 13.5 steps/s and reached 46 %
     #: validation success in 5,000 steps (22 % at lr 1e-3); batch 64 without dropout runs 37 steps/s
     #: and reaches 82 % in 10,000 steps (281 s)
     p_drop_attn: float = 0.0
+    #: windows per optimiser step; see p_drop_attn
     batch_size: int = 64
+    #: optimiser steps; see p_drop_attn
     train_steps: int = 10000
+    #: optimiser steps between validations (five per run)
     eval_every: int = 2000
+    #: Diffusion Policy's transformer value
     weight_decay: float = 1e-3
+    #: validation success 22 % at 1e-3 and 46 % at 2e-3 after 5,000 steps (PassagePassing 20 Hz)
     lr: float = 2e-3
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {

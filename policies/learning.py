@@ -29,6 +29,8 @@ from cfbench.io import atomic_write_bytes, atomic_write_text
 from policies.base import WEIGHTS_FILE, Policy, PolicyConfig
 
 TRAIN_STATE = "train_state.safetensors"
+#: the learning curve holds the mean loss of every this many steps (and of the last few)
+LOSS_EVERY = 50
 TRAIN_META = "train_state.json"
 BEST = "best"
 
@@ -37,18 +39,29 @@ BEST = "best"
 class LearnedConfig(PolicyConfig):
     """Training settings shared by every learned policy (CPU-sized defaults)."""
 
+    #: optimiser steps of the main training phase (CPU budget: a run in minutes on 2 cores)
     train_steps: int = 5000
+    #: windows per optimiser step
     batch_size: int = 128
+    #: peak AdamW learning rate (cosine decay after the warm-up)
     lr: float = 1e-3
+    #: AdamW weight decay (Diffusion Policy's value)
     weight_decay: float = 1e-6
+    #: optimiser steps of linear learning-rate warm-up
     warmup_steps: int = 200
+    #: power of the EMA warm-up, decay = 1 - (1 + step)^-power (Diffusion Policy: 0.75)
     ema_power: float = 0.75
+    #: steps between validations of the EMA weights (checkpoint selection on the validation seeds)
     eval_every: int = 1000
+    #: seeds the weights, the batches and the rollout noise
     seed: int = 0
+    #: torch device, e.g. "cpu" or "cuda"
     device: str = "cpu"
-    #: filled in by ``fit`` from the dataset, so ``load`` can rebuild the network
+    #: observation state size; filled in by ``fit`` from the dataset, so ``load`` can rebuild the network
     obs_dim: int = 0
+    #: action (pose) size; filled in by ``fit``
     action_dim: int = 0
+    #: pixel views the encoder reads, e.g. ("global", "local"); filled in by ``fit`` (empty in state mode)
     views: tuple[str, ...] = ()
 
     #: named sets of overrides: "cpu" (the defaults) and a larger "gpu" profile
@@ -57,6 +70,8 @@ class LearnedConfig(PolicyConfig):
 
 #: evaluates a policy (its current weights) and returns a score to maximise
 Validator = Callable[[Policy], float]
+#: a training loss on one batch, all randomness from the generator
+Loss = Callable[[dict[str, torch.Tensor], torch.Generator], torch.Tensor]
 
 
 class LearnedPolicy(Policy):
@@ -110,6 +125,7 @@ class LearnedPolicy(Policy):
 
         With ``validate``, the EMA weights are scored every ``eval_every`` steps and the best
         ones are kept (ties go to the later checkpoint); without it, the final EMA weights.
+        Policies whose ``pretraining_identity`` is not None also take ``pretraining_dir``.
         """
         data = self.setup(dataset)
         return self.optimise(data, self.config.train_steps, work_dir=work_dir, validate=validate, progress=progress)
@@ -126,11 +142,13 @@ class LearnedPolicy(Policy):
 
     def optimise(self, data: dict[str, torch.Tensor], steps: int, *, work_dir: str | Path | None = None,
                  validate: Validator | None = None, progress: bool = True, phase: int = 0,
-                 lr: float | None = None) -> dict[str, Any]:
-        """One training phase of ``steps`` on ``data`` (at ``lr``, default config.lr), from the
-        network's current weights, training the parameters that require gradients (``fit`` is
-        phase 0; DiSPo's fine-tuning rounds and VQ-BeT's transformer are later phases)."""
+                 lr: float | None = None, loss: Loss | None = None) -> dict[str, Any]:
+        """One training phase of ``steps`` on ``data`` (at ``lr``, default config.lr, minimising
+        ``loss``, default ``self.loss``), from the network's current weights, training the
+        parameters that require gradients (``fit`` is phase 0; DiSPo's fine-tuning rounds and
+        VQ-BeT's transformer are later phases)."""
         config = self.config
+        loss = loss or self.loss
         self._best = None  # best weights of this phase only, never of an earlier one
         n_samples = len(next(iter(data.values())))
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -152,14 +170,14 @@ class LearnedPolicy(Policy):
         self.model.train()
         for step in bar:
             index = torch.randint(n_samples, (config.batch_size,), generator=generator).to(self.device)
-            loss = self.loss({k: v[index] for k, v in data.items()}, generator)
+            value = loss({k: v[index] for k, v in data.items()}, generator)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            value.backward()
             optimizer.step()
             schedule.step()
             ema.step(params)
-            running.append(loss.item())
-            if (step + 1) % 50 == 0:
+            running.append(value.item())
+            if (step + 1) % LOSS_EVERY == 0 or step + 1 == steps:
                 history["losses"].append([step + 1, float(np.mean(running))])
                 bar.set_postfix(loss=f"{np.mean(running):.4f}")
                 running = []

@@ -24,13 +24,21 @@ class MambaDiffusionConfig(DiffusionConfig):
     """Sizes and CPU budget shared by the Mamba diffusion policies (D-Ma, DiSPo); the "gpu"
     profile restores MaIL's anchor (d_model 128, 6 layers, Adam at lr 5e-4)."""
 
+    #: token width (MaIL: 128)
     d_model: int = 64
+    #: Mamba blocks (MaIL: 6)
     n_layer: int = 4
+    #: SSM state size N per channel (mamba-ssm's default)
     d_state: int = 16
+    #: inner width = expand * d_model (mamba-ssm's default)
     expand: int = 2
+    #: MaIL and DiSPo predict the noise ("epsilon"); "sample" learns faster on the CPU budget
     prediction_type: str = "epsilon"
+    #: windows per optimiser step: small batches, many steps learn the most per CPU second
     batch_size: int = 64
+    #: optimiser steps of pretraining
     train_steps: int = 10000
+    #: optimiser steps between validations (five per run)
     eval_every: int = 2000
 
     profiles: ClassVar[dict[str, dict[str, Any]]] = {

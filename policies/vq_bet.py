@@ -42,32 +42,50 @@ N_CODEBOOKS = 2  # primary and secondary
 
 @dataclass
 class VQBeTConfig(ChunkConfig):
+    #: observation history of the GPT (LeRobot's vqbet: 5)
     n_obs_steps: int = 5
     #: query tokens from the current step on: the current chunk and n_action_pred_token - 1 later ones
     n_action_pred_token: int = 3
+    #: actions per tokenised chunk (LeRobot's vqbet: 5)
     action_chunk_size: int = 5
+    #: actions of each chunk executed before the next prediction: the whole chunk
     n_action_steps: int = 5
-    # tokenizer (residual VQ-VAE)
+    #: optimiser steps of the tokenizer phase
     tokenizer_steps: int = 3000
+    #: learning rate of the tokenizer phase
     tokenizer_lr: float = 1e-3
+    #: codes per codebook (primary and secondary); PassagePassing 20 Hz used 169 of the 256 pairs
     codebook_size: int = 16
+    #: width of the tokenizer's latent (LeRobot: 256)
     latent_dim: int = 64
+    #: hidden width of the tokenizer's MLP encoder and decoder
     tokenizer_hidden_dim: int = 128
-    # behaviour transformer: CPU-sized. At width 128 with dropout 0.1 and batch 128 it trained at
-    # 3.5 steps/s (one core, three jobs on the machine); at width 64, no dropout, batch 64: 17.9
+    #: GPT layers (LeRobot: 8). CPU-sized: at width 128 with dropout 0.1 and batch 128 it trained at
+    #: 3.5 steps/s (one core, three jobs on the machine); at width 64, no dropout, batch 64: 17.9
     gpt_n_layer: int = 4
+    #: GPT attention heads (LeRobot: 8)
     gpt_n_head: int = 4
+    #: GPT width (LeRobot: 512); see gpt_n_layer
     gpt_n_embd: int = 64
+    #: GPT dropout (LeRobot: 0.1); see gpt_n_layer
     dropout: float = 0.0
+    #: weight of the primary code's focal loss (vq_bet's)
     primary_code_loss_weight: float = 5.0
+    #: weight of the secondary code's focal loss (vq_bet's)
     secondary_code_loss_weight: float = 0.5
+    #: weight of the L1 chunk loss (vq_bet's value for actions in [-1, 1])
     offset_loss_weight: float = 100.0
+    #: focal loss exponent γ (Lin et al.'s)
     focal_gamma: float = 2.0
     #: softmax temperature of the code sampling at rollout
     temperature: float = 0.1
+    #: optimiser steps of the behaviour-transformer phase (validation still rose at the end)
     train_steps: int = 10000
+    #: optimiser steps between validations (five per run)
     eval_every: int = 2000
+    #: windows per optimiser step; see gpt_n_layer
     batch_size: int = 64
+    #: learning rate of the behaviour-transformer phase
     lr: float = 5e-4
 
     #: the reference sizes (LeRobot's vqbet defaults) for a GPU
@@ -190,8 +208,6 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torc
 @register("vq-bet")
 class VQBeT(ChunkPolicy):
     config_class = VQBeTConfig
-    #: which part ``loss`` trains: "tokenizer" (phase 0), then "transformer"
-    _phase = "transformer"
 
     def build_model(self) -> nn.Module:
         c = self.config
@@ -214,12 +230,16 @@ class VQBeT(ChunkPolicy):
         normalized = self.model.action_normalizer.normalize(actions)
         return normalized.unfold(1, c.action_chunk_size, 1).transpose(-1, -2)[:, : c.n_queries]
 
+    def tokenizer_loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        """Phase 0: L1 reconstruction of the target chunks through the residual VQ, plus commitment."""
+        chunks = self.target_chunks(batch["actions"]).flatten(0, 1)
+        reconstruction, _, commitment = self.model.tokenizer(chunks)
+        return F.l1_loss(reconstruction, chunks) + commitment
+
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        """Phase 1, the behaviour transformer on the frozen tokenizer's codes."""
         c = self.config
         chunks = self.target_chunks(batch["actions"]).flatten(0, 1)
-        if self._phase == "tokenizer":
-            reconstruction, _, commitment = self.model.tokenizer(chunks)
-            return F.l1_loss(reconstruction, chunks) + commitment
         features = self.model.transformer(self.model.obs_encoder(self._observations(batch))).flatten(0, 1)
         codes = self.model.tokenizer.codes(chunks)
         transformer = self.model.transformer
@@ -239,15 +259,13 @@ class VQBeT(ChunkPolicy):
         folder = (lambda name: Path(work_dir) / name) if work_dir is not None else (lambda name: None)
         tokenizer, transformer = self.model.tokenizer, [m for n, m in self.model.named_children() if n != "tokenizer"]
 
-        self._phase = "tokenizer"
         _trainable([tokenizer], True)
         _trainable(transformer, False)
         history = self.optimise(data, c.tokenizer_steps, work_dir=folder("tokenizer"), progress=progress,
-                                lr=c.tokenizer_lr)
+                                lr=c.tokenizer_lr, loss=self.tokenizer_loss)
         usage = self.codebook_usage(data)
         history["phases"] = [{**phase_summary("tokenizer", history, 0), **usage}]
 
-        self._phase = "transformer"
         _trainable([tokenizer], False)
         _trainable(transformer, True)
         result = self.optimise(data, c.train_steps, work_dir=folder("transformer"), validate=validate,

@@ -6,7 +6,9 @@ import torch
 
 import policies
 from cfbench.datasets import Windows, load_demos
+from cfbench.runner import pretraining_dir
 from policies.base import EpisodeContext
+from policies.dispo_finetuning import finetune_rounds, pseudo_demonstrations
 
 TINY = {"d_model": 16, "n_layer": 1, "d_state": 4, "batch_size": 32, "warmup_steps": 5, "finetune_steps": 0}
 
@@ -39,7 +41,7 @@ def test_finer_step_scale_emits_the_target_rate_chunk(trained, coarse_demos):
     for target_hz, finer in [(2.5, 1), (5.0, 2), (20.0, 8)]:
         actions = _act(trained, obs, 2.5, target_hz)
         assert actions.shape == (1, c.n_action_steps * finer, 2) and np.isfinite(actions).all()
-    scales, n_actions = trained.token_scales(1, 2.5, 20.0)
+    scales, n_actions = trained.rollout_step_scales(1, 2.5, 20.0)
     n_future = (c.horizon - c.n_obs_steps + 1) * 8
     assert n_actions == c.n_obs_steps - 1 + n_future
     assert scales.shape == (1, c.n_obs_steps + n_actions)
@@ -49,7 +51,7 @@ def test_finer_step_scale_emits_the_target_rate_chunk(trained, coarse_demos):
 
 def test_unit_step_scale_is_the_training_layout(trained, coarse_demos):
     c = trained.config
-    scales, n_actions = trained.token_scales(1, 2.5, 2.5)
+    scales, n_actions = trained.rollout_step_scales(1, 2.5, 2.5)
     assert n_actions == c.horizon and torch.all(scales == 1.0)
     obs = _history(coarse_demos, c.n_obs_steps)
     trained.reset(0, EpisodeContext("cfbench/PassagePassing-v0", 3, 2.5))
@@ -60,7 +62,7 @@ def test_unit_step_scale_is_the_training_layout(trained, coarse_demos):
 
 def test_rates_that_do_not_divide_are_rejected(trained):
     with pytest.raises(ValueError, match="whole number"):
-        trained.token_scales(1, 2.5, 6.0)
+        trained.rollout_step_scales(1, 2.5, 6.0)
 
 
 def test_sample_rate_augmentation_resamples_windows_with_their_scale(coarse_demos):
@@ -99,7 +101,7 @@ def test_overfitting_two_demos_drives_the_loss_down(coarse_demos):
 
 def test_pseudo_demonstrations_keep_the_demo_actions(trained, coarse_demos):
     c = trained.config
-    pseudo = trained.pseudo_demonstrations(coarse_demos, finer=4)
+    pseudo = pseudo_demonstrations(trained, coarse_demos, finer=4)
     windows = coarse_demos.windows(c.n_obs_steps, c.horizon)
     demo = trained.window_tensors(coarse_demos, windows)["actions"]
     n_past, n_future = c.n_obs_steps - 1, c.horizon - c.n_obs_steps + 1
@@ -116,28 +118,35 @@ def test_finetuning_rounds_double_the_rate_up_to_the_target(coarse_demos, tmp_pa
     policy = policies.make("dispo", **{**TINY, "finetune_steps": 3}, train_steps=4, eval_every=4)
     assert policy.config.target_hz == 20.0
     history = policy.fit(coarse_demos, work_dir=tmp_path, validate=lambda p: 0.5, progress=False)
-    assert policy.finetune_rounds() == [2, 4, 8]
+    assert finetune_rounds(policy.config) == [2, 4, 8]
     assert [phase["name"].split(" (")[0] for phase in history["phases"]] == [
         "pretraining", "fine-tuning at 2x", "fine-tuning at 4x", "fine-tuning at 8x"]
     assert history["step"] == 4 + 3 * 3 and history["best_step"] == 13
     assert (tmp_path / "finetune-8x" / "best").is_dir()
-    assert policies.make("dispo", finetune_steps=0, reference_hz=2.5).finetune_rounds() == []
-    assert policies.make("dispo", reference_hz=20.0).finetune_rounds() == []
-    assert policies.make("dispo", reference_hz=5.0).finetune_rounds() == [2, 4]
+    assert finetune_rounds(policies.make("dispo", finetune_steps=0, reference_hz=2.5).config) == []
+    assert finetune_rounds(policies.make("dispo", reference_hz=20.0).config) == []
+    assert finetune_rounds(policies.make("dispo", reference_hz=5.0).config) == [2, 4]
 
 
 def test_finetuning_variants_share_one_pretraining(coarse_demos, tmp_path):
     settings = {**TINY, "train_steps": 4, "eval_every": 4}
+
+    def fit(policy, name):  # as the runner does: it names the shared folder, the policy trains in it
+        shared = pretraining_dir(tmp_path / name, policy.pretraining_identity(), coarse_demos)
+        return policy.fit(coarse_demos, work_dir=tmp_path / name, pretraining_dir=shared, progress=False)
+
     plain = policies.make("dispo", **settings)
-    plain_history = plain.fit(coarse_demos, work_dir=tmp_path / "no-ft", progress=False)
+    plain_history = fit(plain, "no-ft")
     tuned = policies.make("dispo", **{**settings, "finetune_steps": 2, "target_hz": 5.0})
-    tuned_history = tuned.fit(coarse_demos, work_dir=tmp_path / "ft", progress=False)
+    tuned_history = fit(tuned, "ft")
     shared = plain_history["phases"][0]["dir"]
     assert tuned_history["phases"][0]["dir"] == shared and shared.startswith(str(tmp_path / "pretraining-"))
-    assert tuned_history["losses"][:1] == plain_history["losses"][:1]  # restored, not trained again
+    assert plain_history["losses"] and tuned_history["losses"][:1] == plain_history["losses"][:1]  # restored
     assert [p["name"].split(" (")[0] for p in tuned_history["phases"]] == ["pretraining", "fine-tuning at 2x"]
     other = policies.make("dispo", **{**settings, "lr": 5e-4})
-    assert other._pretraining_dir(tmp_path / "x", coarse_demos) != plain._pretraining_dir(tmp_path / "y", coarse_demos)
+    assert other.pretraining_identity() != plain.pretraining_identity()
+    assert (pretraining_dir(tmp_path / "x", other.pretraining_identity(), coarse_demos)
+            != pretraining_dir(tmp_path / "y", plain.pretraining_identity(), coarse_demos))
 
 
 def _windows(state_xy, future_xy, n_obs_steps):
@@ -155,10 +164,10 @@ def test_step_scale_target_is_path_straightness(trained):
     straight = np.stack([3 * steps, 2 * steps], axis=-1)
     corner = np.stack([np.minimum(steps, 4), np.maximum(steps - 4, 0)], axis=-1)  # a right angle
     still = np.zeros_like(straight)
-    targets = trained.speedup_targets(_windows(np.zeros((3, 2)), np.stack([straight, corner, still]), c.n_obs_steps))
+    targets = trained.straightness_targets(_windows(np.zeros((3, 2)), np.stack([straight, corner, still]), c.n_obs_steps))
     np.testing.assert_allclose(targets, [1.0, 0.0, 0.0])
     slight = straight + np.stack([np.zeros_like(steps), 0.05 * (steps == 4)], axis=-1)
-    assert 0 < trained.speedup_targets(_windows(np.zeros((1, 2)), slight[None], c.n_obs_steps))[0] < 1
+    assert 0 < trained.straightness_targets(_windows(np.zeros((1, 2)), slight[None], c.n_obs_steps))[0] < 1
 
 
 def test_predicted_step_scales_are_positive_and_within_range(trained, coarse_demos):
@@ -166,7 +175,7 @@ def test_predicted_step_scales_are_positive_and_within_range(trained, coarse_dem
     obs = np.concatenate([np.stack([e.observations[:c.n_obs_steps]]) for e in coarse_demos.episodes])
     noisy = obs + np.random.default_rng(0).normal(scale=50.0, size=obs.shape)  # far out of distribution too
     for history in (obs, noisy):
-        r = trained.step_scales(history, 2.5, 20.0)
+        r = trained.predicted_action_scale(history, 20.0)
         assert r.shape == (len(obs),) and torch.all(r > 0)
         assert torch.all(r >= c.reference_hz / 20.0 - 1e-6) and torch.all(r <= c.max_speedup * c.reference_hz / 20.0)
 
@@ -176,13 +185,13 @@ def test_adaptive_step_scales_emit_coarser_chunks_where_predicted(trained, coars
     obs = np.concatenate([_history(coarse_demos, c.n_obs_steps)] * 4)
     monkeypatch.setattr(c, "step_scale_mode", "adaptive")
     # r_a per slot: the target rate's own (1/8), twice coarser (1/4), in between (rounds to 6 per step)
-    monkeypatch.setattr(trained, "step_scales", lambda *args: torch.tensor([1 / 8, 1 / 4, 1 / 6, 1 / 4]))
+    monkeypatch.setattr(trained, "predicted_action_scale", lambda *args: torch.tensor([1 / 8, 1 / 4, 1 / 6, 1 / 4]))
     for slot in range(4):
         trained.reset(slot, EpisodeContext("cfbench/PassagePassing-v0", slot, 20.0))
     chunks = trained.act(obs, slots=[0, 1, 2, 3], source_hz=2.5, target_hz=20.0)
     assert isinstance(chunks, list)
     assert [len(chunk) for chunk in chunks] == [c.n_action_steps * m for m in (8, 4, 6, 4)]
     trained.reset(1, EpisodeContext("cfbench/PassagePassing-v0", 1, 20.0))
-    monkeypatch.setattr(trained, "step_scales", lambda *args: torch.tensor([1 / 4]))
+    monkeypatch.setattr(trained, "predicted_action_scale", lambda *args: torch.tensor([1 / 4]))
     alone = trained.act(obs[1:2], slots=[1], source_hz=2.5, target_hz=20.0)
     np.testing.assert_allclose(alone[0], chunks[1], atol=1e-4)  # grouping by step size leaves a slot's chunk

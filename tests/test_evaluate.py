@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 import policies
-from cfbench.evaluate import _history, evaluate, main, parse_seed_range, run
-from cfbench.train import parse_overrides
+from cfbench.evaluate import _history, evaluate
+from cfbench.runner import eval_main as main
+from cfbench.runner import TrainingSetup, parse_overrides, parse_seed_range, run
 from cfbench.results import read_record
 from policies.base import EpisodeContext, Policy, PolicyConfig, register
 
@@ -67,8 +68,8 @@ def test_trainable_policy_is_fitted_on_demos_of_the_source_rate(tmp_path, monkey
         return original_fit(self, dataset, **kwargs)
 
     monkeypatch.setattr(_ReplayMean, "fit", spy)
-    record, path = run("test-replay", "PassagePassing", (2.5, 5.0), episodes=2, n_demos=4,
-                       demos_dir=tmp_path / "demos", checkpoints_dir=tmp_path / "ckpt",
+    setup = TrainingSetup(n_demos=4, demos_dir=tmp_path / "demos", checkpoints_dir=tmp_path / "ckpt")
+    record, path = run("test-replay", "PassagePassing", (2.5, 5.0), setup, episodes=2,
                        results_dir=tmp_path / "results", progress=False)
     assert fitted["rates"] == [2.5, 5.0]
     assert read_record(path) == record

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -5,6 +6,7 @@ import pytest
 
 import policies
 from cfbench.expert import ExpertTrajectory
+from cfbench.runner import train_main
 from policies.base import EpisodeContext
 
 
@@ -55,3 +57,21 @@ def test_save_load_round_trip_and_corrupt_checkpoints(tmp_path):
         policies.load(tmp_path / "ckpt")
     with pytest.raises(FileNotFoundError, match="checkpoint file missing"):
         policies.load(tmp_path / "elsewhere")
+
+
+@pytest.mark.parametrize("name", policies.available())
+def test_every_config_field_is_documented(name):
+    """--show-config prints each field's ``#:`` comment: none may be missing."""
+    config_class = policies.policy_class(name).config_class
+    docs = policies.config_docs(config_class)
+    fields = [f.name for f in dataclasses.fields(config_class)]
+    assert [f for f in fields if not docs.get(f)] == []
+
+
+def test_show_config_lists_every_key_with_its_value_and_meaning(capsys):
+    train_main(["--policy", "dp-c", "--show-config", "--profile", "gpu", "--set", "horizon=12"])
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert set(rows) == {f.name for f in dataclasses.fields(policies.policy_class("dp-c").config_class)}
+    assert "[256, 512, 1024]" in rows["down_dims"] and "U-Net levels" in rows["down_dims"]  # the gpu profile
+    assert rows["horizon"].split()[1] == "12"  # --set applies

@@ -1,0 +1,56 @@
+"""The benchmark's vocabulary: which seeds are for what, how many demos, which rates.
+
+Every module that needs one of these numbers reads it here (docs/design.md section 5), so the
+protocol is changed in one place. Naming: a tuple of sample rates is ``rates`` (a mixed-rate
+dataset has several), one rate is ``*_hz``; seed ranges are ``(start, end)`` with ``end``
+exclusive.
+"""
+
+from __future__ import annotations
+
+import math
+
+#: demos are recorded from the expert on seeds 0, 1, ... (a seed the expert fails is skipped)
+TRAIN_SEED_START = 0
+#: demos per dataset: training seeds 0-89
+N_DEMOS = 90
+#: checkpoint selection and every setting we choose are decided on these envs only
+VALIDATION_SEEDS = (10000, 10050)
+#: results are reported on these envs only
+TEST_SEEDS = (20000, 20100)
+#: the fine control rate every policy is judged at
+TARGET_HZ = 20.0
+#: the demo rates of the benchmark grid (paper Fig. 8)
+SOURCE_RATES = (2.5, 5.0, 10.0, 20.0)
+
+
+def seed_list(seed_range: tuple[int, int]) -> list[int]:
+    """(start, end) -> [start, ..., end - 1]."""
+    return list(range(*seed_range))
+
+
+def parse_rates(text: str) -> tuple[float, ...]:
+    """'2.5' -> (2.5,); '2.5+5' -> (2.5, 5.0): a mixed-rate dataset."""
+    try:
+        rates = tuple(float(part) for part in str(text).split("+"))
+    except ValueError:
+        raise ValueError(f"bad sample rate {text!r}: use a number like 2.5 or a mix like 2.5+5") from None
+    if not rates or any(not (math.isfinite(hz) and hz > 0) for hz in rates):
+        raise ValueError(f"sample rates must be positive numbers, got {text!r}")
+    return rates
+
+
+def rates_label(rates) -> str:
+    """(2.5, 5.0) -> '2.5+5': the canonical label of a (mixed) source rate, in tables and file names."""
+    return "+".join(f"{hz:g}" for hz in rates)
+
+
+def execution_hz(rates) -> float:
+    """The rate a policy trained on ``rates`` observes and replans at: today the slowest one."""
+    return min(rates)
+
+
+def mix_seed(seed: int, salt: int) -> int:
+    """One seed from a base seed and a salt (an episode seed, a round): distinct salts give
+    unrelated generator streams for the same base seed."""
+    return seed * 1_000_003 + salt

@@ -1,0 +1,74 @@
+"""Refactors must not move results: the committed records' configs still load as they are, and
+the checkpoint-cache keys (run folders and DiSPo's shared pretraining folders) computed for
+them today are the ones they were trained under."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import policies
+from cfbench.datasets import load_demos
+from cfbench.demos import ExpertRunner, dataset_id, manifest_entry, write_dataset
+from cfbench.protocol import N_DEMOS
+from cfbench.results import read_all
+from cfbench.runner import pretraining_dir, run_dir
+
+RESULTS = Path(__file__).resolve().parent.parent / "results"
+#: config fields that ``fit`` fills in from the dataset: unset when a run's key is computed
+FITTED = ("obs_dim", "action_dim", "views", "state_layout", "reference_hz")
+TRAINED = [r for r in read_all(RESULTS) if "training" in r]
+
+
+@pytest.fixture(scope="module")
+def demos_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demos")
+    for env_id in sorted({r["env_id"] for r in TRAINED}):
+        runner = ExpertRunner(env_id)  # one expert run per seed serves every rate
+        for rates in sorted({tuple(r["source_hz"]) for r in TRAINED if r["env_id"] == env_id}):
+            write_dataset(env_id, rates, N_DEMOS, demos_dir=folder, runner=runner)
+        runner.close()
+    return folder
+
+
+def _json(values: dict) -> dict:
+    return json.loads(json.dumps(values, default=list))
+
+
+def _unfitted(record: dict) -> dict:
+    config = dict(record["provenance"]["config"])
+    defaults = _json(policies.make(record["policy"]).config.to_dict())
+    return {**config, **{key: defaults[key] for key in FITTED if key in config}}
+
+
+def _label(record):
+    return f"{record['env_id']} {record['policy']}-{record['variant']} {record['source_hz']}"
+
+
+def test_committed_configs_load_unchanged():
+    assert len(TRAINED) >= 60
+    for record in TRAINED:
+        config = record["provenance"]["config"]
+        loaded = policies.policy_class(record["policy"]).config_class.from_dict(config).to_dict()
+        assert _json(loaded) == config, _label(record)
+
+
+def test_default_configs_are_those_of_the_default_records():
+    for record in TRAINED:
+        if record["variant"] == "":
+            assert _unfitted(record) == _json(policies.make(record["policy"]).config.to_dict()), _label(record)
+
+
+def test_cache_keys_of_committed_records_are_unchanged(demos_dir):
+    for record in TRAINED:
+        config = _unfitted(record)
+        policy = policies.make(record["policy"], **{k: v for k, v in config.items() if k != "policy"})
+        rates = tuple(record["source_hz"])
+        files = manifest_entry(demos_dir, dataset_id(record["env_id"], rates))["files"]
+        work = run_dir(Path("checkpoints"), policy, record["env_id"], rates, files)
+        assert str(work) == record["training"]["run_dir"], _label(record)
+        identity = policy.pretraining_identity()
+        if identity is not None:
+            dataset = load_demos(record["env_id"], rates, demos_dir=demos_dir, generate=False)
+            assert str(pretraining_dir(work, identity, dataset)) == record["training"]["phases"][0]["dir"], \
+                _label(record)
