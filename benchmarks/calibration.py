@@ -20,12 +20,12 @@ from pathlib import Path
 import pandas as pd
 
 import policies
+from cfbench import paths
 from cfbench.envs import ENV_IDS
 from cfbench.evaluate import evaluate
 from cfbench.leaderboard import regenerate
 from cfbench.protocol import SOURCE_RATES as RATES
 from cfbench.protocol import TARGET_HZ, TEST_SEEDS, seed_list
-from cfbench.results import DEFAULT_RESULTS_DIR
 from cfbench.runner import run
 
 
@@ -34,7 +34,7 @@ def main() -> int:
     parser.add_argument("--env", nargs="+", default=list(ENV_IDS), choices=list(ENV_IDS))
     parser.add_argument("--episodes", type=int, default=TEST_SEEDS[1] - TEST_SEEDS[0])
     parser.add_argument("--no-write", action="store_true", help="measure only: write no records")
-    parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
+    parser.add_argument("--results-dir", type=Path, default=paths.results_dir(), help="the published results")
     args = parser.parse_args()
 
     table, ok = {}, True
@@ -64,7 +64,7 @@ def main() -> int:
     print(pd.DataFrame(table).T.to_string())
     print(f"wall time {time.perf_counter() - start:.1f} s")
     if not args.no_write:
-        print(f"wrote {regenerate(args.results_dir)}")
+        print(f"wrote {regenerate(args.results_dir, args.results_dir.parent / 'leaderboard.md')}")
     return 0 if ok else 1
 
 

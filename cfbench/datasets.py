@@ -9,13 +9,15 @@ horizons that run past an episode's ends are padded with its first/last entry.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from cfbench.demos import DEFAULT_DEMOS_DIR, dataset_id, manifest_entry, verify, write_dataset
-from cfbench.envs import resolve_env
+from cfbench import paths
+from cfbench.demos import dataset_id, manifest_entry, verify, write_dataset
+from cfbench.envs import resolve_env, short_name
 from cfbench.protocol import N_DEMOS, rates_label
 from cfbench.tree import tree_concat, tree_index
 
@@ -103,18 +105,21 @@ def load_demos(
     *,
     obs_mode: str = "state",
     n: int = N_DEMOS,
-    demos_dir: str | Path = DEFAULT_DEMOS_DIR,
+    demos_dir: str | Path | None = None,
     generate: bool = True,
 ) -> DemoDataset:
     """The dataset for ``env`` at ``rates``, verified against the manifest (made if missing)."""
     from minari import MinariDataset
 
     env_id = resolve_env(env)
+    demos_dir = Path(demos_dir) if demos_dir is not None else paths.demos_dir()
     ds_id = dataset_id(env_id, rates, obs_mode)
     entry = manifest_entry(demos_dir, ds_id)
     if entry is None or entry["episodes"] != n:
         if not generate:
             raise FileNotFoundError(f"no demo dataset {ds_id!r} with {n} episodes in {demos_dir}; run cfbench-demos")
+        print(f"generating {n} expert demos of {short_name(env_id)} at {rates_label(rates)} Hz in {demos_dir} ...",
+              file=sys.stderr)
         write_dataset(env_id, rates, n, obs_mode=obs_mode, demos_dir=demos_dir)
     root = verify(demos_dir, ds_id)
     try:

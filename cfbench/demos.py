@@ -13,7 +13,6 @@ SHA-256 checksums, so a truncated or corrupted file is caught before it is train
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -30,12 +29,13 @@ import numpy as np
 from tqdm import tqdm
 
 import cfbench  # noqa: F401  (registers the envs)
+from cfbench import paths
+from cfbench.cli import Parser, command, non_negative_int, positive_int
 from cfbench.envs import ENV_IDS, resolve_env, short_name
-from cfbench.io import atomic_write_text
+from cfbench.io import atomic_write_text, exclusive
 from cfbench.protocol import N_DEMOS, TRAIN_SEED_START, parse_rates, rates_label
 from cfbench.tree import tree_stack
 
-DEFAULT_DEMOS_DIR = Path("demos")
 MANIFEST = "manifest.json"
 #: demos are executed at a whole multiple of their rate that is at least this fast
 MIN_CONTROL_HZ = 20.0
@@ -150,7 +150,7 @@ def write_dataset(
     n: int = N_DEMOS,
     *,
     obs_mode: str = "state",
-    demos_dir: str | Path = DEFAULT_DEMOS_DIR,
+    demos_dir: str | Path | None = None,
     first_seed: int = TRAIN_SEED_START,
     progress=None,
     runner: ExpertRunner | None = None,
@@ -193,7 +193,7 @@ def write_dataset(
             )
         )
     ds_id = dataset_id(env_id, rates, obs_mode)
-    demos_dir = Path(demos_dir)
+    demos_dir = Path(demos_dir) if demos_dir is not None else paths.demos_dir()
     demos_dir.mkdir(parents=True, exist_ok=True)
     # Absolute: Minari mis-joins a relative MINARI_DATASETS_PATH with its own data paths.
     staging = Path(tempfile.mkdtemp(dir=demos_dir.resolve(), prefix=".staging-"))
@@ -216,11 +216,17 @@ def write_dataset(
                 ),
                 data_format="hdf5",
             )
-        final = demos_dir / ds_id
-        if final.exists():
-            shutil.rmtree(final)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(staging / ds_id, final)
+        entry = {
+            "env_id": env_id,
+            "source_hz": list(rates),
+            "obs_mode": obs_mode,
+            "episodes": len(demos),
+            "seeds": [d["seed"] for d in demos],
+            "skipped_seeds": skipped,
+            "files": _checksums(staging / ds_id),
+        }
+        with exclusive(demos_dir):  # another process may be installing a dataset now
+            _install(demos_dir, staging / ds_id, ds_id, entry)
     finally:
         spec_env.close()
         shutil.rmtree(staging, ignore_errors=True)
@@ -228,20 +234,23 @@ def write_dataset(
             os.environ.pop("MINARI_DATASETS_PATH", None)
         else:
             os.environ["MINARI_DATASETS_PATH"] = previous
-    _record_in_manifest(
-        demos_dir,
-        ds_id,
-        {
-            "env_id": env_id,
-            "source_hz": list(rates),
-            "obs_mode": obs_mode,
-            "episodes": len(demos),
-            "seeds": [d["seed"] for d in demos],
-            "skipped_seeds": skipped,
-            "files": _checksums(demos_dir / ds_id),
-        },
-    )
     return ds_id
+
+
+def _install(demos_dir: Path, staged: Path, ds_id: str, entry: dict) -> None:
+    """Move a staged dataset into place and record it in the manifest (the caller holds the
+    folder's lock). A dataset already there with the same bytes is left alone: a process
+    reading it is never pulled from under."""
+    final = demos_dir / ds_id
+    if _read_manifest(demos_dir).get(ds_id) == entry and final.exists() and _checksums(final) == entry["files"]:
+        return
+    if final.exists():
+        shutil.rmtree(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(staged, final)
+    manifest = _read_manifest(demos_dir)
+    manifest[ds_id] = entry
+    atomic_write_text(demos_dir / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _checksums(root: Path) -> dict[str, str]:
@@ -263,12 +272,6 @@ def _read_manifest(demos_dir: Path) -> dict:
     if not isinstance(manifest, dict):
         raise ValueError(f"demo manifest {path} is corrupt: expected an object")
     return manifest
-
-
-def _record_in_manifest(demos_dir: Path, ds_id: str, entry: dict) -> None:
-    manifest = _read_manifest(demos_dir)
-    manifest[ds_id] = entry
-    atomic_write_text(demos_dir / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def manifest_entry(demos_dir: str | Path, ds_id: str) -> dict | None:
@@ -297,22 +300,18 @@ def verify(demos_dir: str | Path, ds_id: str) -> Path:
 
 
 # ------------------------------------------------------------------------- CLI
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="cfbench-demos", description="Generate expert demonstration datasets (Minari, under demos/)."
-    )
+@command("cfbench-demos")
+def main(argv: list[str]) -> None:
+    parser = Parser("cfbench-demos", "Generate expert demonstration datasets (Minari, under demos/).")
     parser.add_argument("--env", nargs="+", default=["all"], help=f"'all' or any of {', '.join(ENV_IDS)}")
     parser.add_argument("--hz", nargs="+", default=["2.5", "5", "10", "20"], help="rates; '2.5+5' = mixed")
-    parser.add_argument("--n", type=int, default=N_DEMOS, help="demos per dataset")
+    parser.add_argument("--n", type=positive_int, default=N_DEMOS, help="demos per dataset")
     parser.add_argument("--obs-mode", default="state", choices=["state", "pixels", "pixels_state"])
-    parser.add_argument("--first-seed", type=int, default=TRAIN_SEED_START)
-    parser.add_argument("--demos-dir", type=Path, default=DEFAULT_DEMOS_DIR)
+    parser.add_argument("--first-seed", type=non_negative_int, default=TRAIN_SEED_START)
+    parser.add_argument("--demos-dir", type=Path, default=paths.demos_dir())
     args = parser.parse_args(argv)
-    try:
-        envs = list(ENV_IDS) if args.env == ["all"] else [short_name(resolve_env(e)) for e in args.env]
-        rate_sets = [parse_rates(text) for text in args.hz]
-    except ValueError as error:
-        parser.error(str(error))
+    envs = list(ENV_IDS) if args.env == ["all"] else [short_name(resolve_env(e)) for e in args.env]
+    rate_sets = [parse_rates(text) for text in args.hz]
     start = time.perf_counter()
     with tqdm(total=len(envs) * len(rate_sets) * args.n, desc="expert demos", unit="demo") as bar:
         for env in envs:

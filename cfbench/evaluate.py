@@ -61,6 +61,7 @@ def evaluate(
     num_envs: int = 10,
     vector: str = "sync",
     progress: bool = True,
+    desc: str | None = None,
 ) -> dict:
     """Run one episode per seed of a policy trained on demos at ``rates``; returns the metrics
     (``eval_wall_s`` included; training is the runner's) and the per-episode rows."""
@@ -82,7 +83,7 @@ def evaluate(
         obs, infos = envs.reset(seed=first)
         hold = np.array(infos["agent_pose"])
         _start_episodes(policy, envs, env_id, target_hz, slots, obs, seeds=dict(enumerate(first)))
-        bar = tqdm(total=len(seeds), desc=f"{policy.name} {short_name(env_id)} {rates_label(rates)} Hz",
+        bar = tqdm(total=len(seeds), desc=desc or f"{policy.name} {short_name(env_id)} {rates_label(rates)} Hz",
                    unit="ep", disable=not progress, leave=False)
         while any(slot is not None for slot in slots):
             need = [i for i, slot in enumerate(slots) if slot is not None and not slot.queue]

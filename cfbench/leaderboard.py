@@ -2,28 +2,30 @@
 
 ``cfbench-leaderboard`` reads every record (each is validated; a malformed file or two records
 of the same experiment stop it with a message naming the files), writes one table per env and
-evaluation setting, and a success-vs-source-rate plot per env (paper Fig. 8). Output is
+target rate, and a success-vs-source-rate plot per env (paper Fig. 8). Only runs over the whole
+test-seed range are ranked and plotted; shorter runs (smoke tests) are listed apart. Output is
 deterministic, so regenerating an unchanged ``results/`` changes no file.
-``cfbench-leaderboard --submit FILE`` validates a result file and adds it to ``results/``.
+``cfbench-leaderboard --submit FILE...`` validates result files and adds them to ``results/``:
+all of them, or none when one is bad.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
-import sys
+import os
 from collections import defaultdict
 from pathlib import Path
 
 import pandas as pd
 
+from cfbench import paths
+from cfbench.cli import Parser, command
 from cfbench.envs import ENV_IDS, short_name
-from cfbench.io import atomic_write_bytes, atomic_write_text
-from cfbench.protocol import rates_label
-from cfbench.results import DEFAULT_RESULTS_DIR, RecordError, read_all, read_record, record_filename, run_key
+from cfbench.io import atomic_write_bytes, atomic_write_text, exclusive
+from cfbench.protocol import TARGET_HZ, TEST_SEEDS, rates_label
+from cfbench.results import RecordError, read_all, read_record, record_filename, run_key
 
-DEFAULT_OUTPUT = Path("leaderboard.md")
 PLOTS = "plots"
 PRIVILEGED_MARK = "†"
 
@@ -33,8 +35,9 @@ def _label(record: dict) -> str:
     return name + (f" {PRIVILEGED_MARK}" if record.get("privileged") else "")
 
 
-def _setting(record: dict) -> tuple:
-    return record["env_id"], record["target_hz"], tuple(record["provenance"]["test_seeds"])
+def ranked(record: dict) -> bool:
+    """Whether a record is on the leaderboard: evaluated on every test seed."""
+    return tuple(record["provenance"]["test_seeds"]) == TEST_SEEDS
 
 
 def _sorted_rates(labels) -> list[str]:
@@ -56,7 +59,8 @@ def success_table(records: list[dict]) -> pd.DataFrame:
     return table.fillna("–")
 
 
-def render_markdown(records: list[dict]) -> str:
+def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}") -> str:
+    """The leaderboard page; ``plots_link`` is the plots folder relative to the page."""
     lines = [
         "# cfbench leaderboard",
         "",
@@ -67,28 +71,38 @@ def render_markdown(records: list[dict]) -> str:
         "",
     ]
     by_setting = defaultdict(list)
-    for record in records:
-        by_setting[_setting(record)].append(record)
+    for record in filter(ranked, records):
+        by_setting[record["env_id"], record["target_hz"]].append(record)
     env_order = {env_id: i for i, env_id in enumerate(ENV_IDS.values())}
-    for env_id, target_hz, seeds in sorted(by_setting, key=lambda s: (env_order.get(s[0], 99), s[1], s[2])):
-        group = by_setting[(env_id, target_hz, seeds)]
+    for env_id, target_hz in sorted(by_setting, key=lambda s: (env_order[s[0]], s[1])):
+        group = by_setting[(env_id, target_hz)]
         name = short_name(env_id)
         lines += [
-            f"## {name}",
+            f"## {name}" + ("" if target_hz == TARGET_HZ else f" at {target_hz:g} Hz"),
             "",
-            f"Target {target_hz:g} Hz, test seeds {seeds[0]}–{seeds[1] - 1} "
+            f"Target {target_hz:g} Hz, test seeds {TEST_SEEDS[0]}–{TEST_SEEDS[1] - 1} "
             f"({group[0]['metrics']['episodes']} episodes).",
             "",
             success_table(group).to_markdown(),
             "",
-            f"![{name}: success vs source rate]({DEFAULT_RESULTS_DIR.name}/{PLOTS}/{name}.png)",
+            f"![{name}: success vs source rate]({plots_link}/{name}.png)",
             "",
         ]
+    partial = [record for record in records if not ranked(record)]
+    if partial:
+        lines += ["## Partial runs (not ranked)", "",
+                  "Evaluated on part of the test seeds only; not comparable with the tables above.", "",
+                  "| record | success % (collision %) | episodes |", "|---|---|---|"]
+        for record in sorted(partial, key=record_filename):
+            m = record["metrics"]
+            lines.append(f"| `{record_filename(record)}` | {100 * m['success_rate']:.0f} "
+                         f"({100 * m['collision_rate']:.0f}) | {m['episodes']} |")
+        lines.append("")
     lines += ["## Provenance", "", "| record | commit | command |", "|---|---|---|"]
     for record in sorted(records, key=record_filename):
         p = record["provenance"]
         commit = p["git_commit"][:10] + ("+dirty" if p["git_dirty"] else "")
-        lines.append(f"| `{record_filename(record)}` | {commit} | `{p['command']}` |")
+        lines.append(f"| `{record_filename(record)}` | {commit} | `{p['command'].replace('|', '&#124;')}` |")
     return "\n".join(lines) + "\n"
 
 
@@ -100,8 +114,8 @@ def plot_env(records: list[dict], env_id: str) -> bytes:
     import matplotlib.pyplot as plt
 
     series = defaultdict(list)
-    target_rates = sorted({r["target_hz"] for r in records if r["env_id"] == env_id})
-    for r in records:
+    target_rates = sorted({r["target_hz"] for r in filter(ranked, records) if r["env_id"] == env_id})
+    for r in filter(ranked, records):
         if r["env_id"] == env_id and len(r["source_hz"]) == 1:
             series[_label(r)].append((r["source_hz"][0], 100 * r["metrics"]["success_rate"]))
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
@@ -135,51 +149,71 @@ def _write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
-def write_plots(results_dir: Path = DEFAULT_RESULTS_DIR) -> list[Path]:
-    """Redraw ``results_dir/plots/<Env>.png`` for every env that has results."""
-    records = read_all(results_dir)
-    paths = []
-    for env_id in sorted({r["env_id"] for r in records}):
+def write_plots(results_dir: Path, records: list[dict]) -> list[Path]:
+    """Redraw ``results_dir/plots/<Env>.png`` for every env that has ranked results."""
+    written = []
+    for env_id in sorted({r["env_id"] for r in filter(ranked, records)}):
         path = Path(results_dir) / PLOTS / f"{short_name(env_id)}.png"
         _write_if_changed(path, plot_env(records, env_id))
-        paths.append(path)
-    return paths
+        written.append(path)
+    return written
 
 
-def regenerate(results_dir: Path = DEFAULT_RESULTS_DIR, output: Path = DEFAULT_OUTPUT) -> Path:
-    records = read_all(results_dir)
-    text = render_markdown(records)
-    if not output.exists() or output.read_text() != text:
-        atomic_write_text(output, text)
-    write_plots(results_dir)
+def regenerate(results_dir: Path, output: Path) -> Path:
+    """Redraw ``output`` and the plots from ``results_dir``, under the folder's lock, so that the
+    last of several runs writing one folder leaves a leaderboard of every record."""
+    results_dir, output = Path(results_dir), Path(output)
+    read_all(results_dir)  # a missing or empty folder is an error, before anything is written
+    with exclusive(results_dir):
+        records = read_all(results_dir)
+        plots_link = Path(os.path.relpath(results_dir / PLOTS, output.absolute().parent)).as_posix()
+        _write_if_changed(output, render_markdown(records, plots_link).encode())
+        write_plots(results_dir, records)
     return output
 
 
-def submit(path: Path, results_dir: Path = DEFAULT_RESULTS_DIR) -> Path:
-    """Validate a result file and copy it into ``results_dir`` under its canonical name."""
-    record = read_record(path)
-    existing = {run_key(r): r for r in read_all(results_dir)}
-    if run_key(record) in existing:
-        raise RecordError(
-            f"{path} duplicates an experiment already in {results_dir} "
-            f"({record_filename(existing[run_key(record)])}); re-run cfbench-eval to replace it instead"
-        )
-    target = Path(results_dir) / record_filename(record)
-    atomic_write_text(target, json.dumps(record, indent=1, sort_keys=True) + "\n")
-    return target
+def submit(files: list[Path], results_dir: Path) -> list[Path]:
+    """Validate result files and copy them into ``results_dir`` under their canonical names: all,
+    or (when any is malformed or duplicates an experiment) none."""
+    results_dir = Path(results_dir)
+    if not files:
+        return []
+    published = read_all(results_dir, allow_empty=True) if results_dir.is_dir() else []
+    existing = {run_key(r): record_filename(r) for r in published}
+    incoming = {}
+    for path in files:
+        record = read_record(path)
+        if run_key(record) in existing:
+            raise RecordError(f"{path} duplicates an experiment already in {results_dir} "
+                              f"({existing[run_key(record)]}); re-run cfbench-eval to replace it instead")
+        if run_key(record) in incoming:
+            raise RecordError(f"{path} and {incoming[run_key(record)][0]} record the same experiment")
+        incoming[run_key(record)] = (path, record)
+    written: list[Path] = []
+    with exclusive(results_dir):
+        try:
+            for _, record in incoming.values():
+                target = results_dir / record_filename(record)
+                atomic_write_text(target, json.dumps(record, indent=1, sort_keys=True) + "\n")
+                written.append(target)
+        except BaseException:
+            for target in written:
+                target.unlink(missing_ok=True)
+            raise
+    return written
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="cfbench-leaderboard", description=__doc__.split("\n")[0])
-    parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
-    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
-    parser.add_argument("--submit", type=Path, nargs="*", default=[], metavar="FILE", help="result files to add")
+@command("cfbench-leaderboard")
+def main(argv: list[str]) -> None:
+    parser = Parser("cfbench-leaderboard", __doc__.split("\n")[0])
+    parser.add_argument("--results-dir", type=Path, default=paths.results_dir())
+    parser.add_argument("--output", type=Path, default=None,
+                        help="the page to write (default: leaderboard.md beside the results folder)")
+    parser.add_argument("--submit", type=Path, nargs="*", default=[], metavar="FILE",
+                        help="result files to add: all of them, or none if one is bad")
     args = parser.parse_args(argv)
-    try:
-        for path in args.submit:
-            print(f"added {submit(path, args.results_dir)}")
-        output = regenerate(args.results_dir, args.output)
-    except (RecordError, FileNotFoundError) as error:
-        print(f"cfbench-leaderboard: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    output = args.output or args.results_dir.parent / "leaderboard.md"
+    for path in submit(args.submit, args.results_dir):
+        print(f"added {path}")
+    regenerate(args.results_dir, output)
     print(f"wrote {output} and {args.results_dir / PLOTS}/")

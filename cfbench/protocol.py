@@ -8,7 +8,7 @@ exclusive.
 
 from __future__ import annotations
 
-import math
+import re
 
 #: demos are recorded from the expert on seeds 0, 1, ... (a seed the expert fails is skipped)
 TRAIN_SEED_START = 0
@@ -22,6 +22,11 @@ TEST_SEEDS = (20000, 20100)
 TARGET_HZ = 20.0
 #: the demo rates of the benchmark grid (paper Fig. 8)
 SOURCE_RATES = (2.5, 5.0, 10.0, 20.0)
+#: the rates a dataset or a run may use: a demo needs samples in a 8-10 s episode, and no rate
+#: can be finer than the physics (200 Hz)
+MIN_RATE_HZ, MAX_RATE_HZ = 0.5, 200.0
+#: policy and variant names: they become file names and table cells, so no "/", "|" or spaces
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
 
 
 def seed_list(seed_range: tuple[int, int]) -> list[int]:
@@ -35,9 +40,17 @@ def parse_rates(text: str) -> tuple[float, ...]:
         rates = tuple(float(part) for part in str(text).split("+"))
     except ValueError:
         raise ValueError(f"bad sample rate {text!r}: use a number like 2.5 or a mix like 2.5+5") from None
-    if not rates or any(not (math.isfinite(hz) and hz > 0) for hz in rates):
-        raise ValueError(f"sample rates must be positive numbers, got {text!r}")
+    if any(not MIN_RATE_HZ <= hz <= MAX_RATE_HZ for hz in rates):  # NaN fails too
+        raise ValueError(f"sample rates must lie between {MIN_RATE_HZ:g} and {MAX_RATE_HZ:g} Hz, got {text!r}")
     return rates
+
+
+def check_name(name: str, what: str) -> str:
+    """A policy or variant name that is safe as a file-name part and a table cell."""
+    if not re.match(NAME_PATTERN, name):
+        raise ValueError(f"bad {what} name {name!r}: use letters, digits and . _ + - (up to 64, not starting "
+                         "with a symbol)")
+    return name
 
 
 def rates_label(rates) -> str:

@@ -17,11 +17,13 @@ from typing import Any
 
 import jsonschema
 
-from cfbench.io import atomic_write_text
-from cfbench.protocol import rates_label
+from cfbench.envs import ENV_IDS
+from cfbench.io import atomic_write_text, exclusive
+from cfbench.protocol import NAME_PATTERN, rates_label, seed_list
 
 SCHEMA_VERSION = 1
-DEFAULT_RESULTS_DIR = Path("results")
+#: a submitted file larger than this is refused before it is read (a 100-episode record is ~25 kB)
+MAX_RECORD_BYTES = 5 * 1024 * 1024
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 RECORD_SCHEMA: dict[str, Any] = {
@@ -33,8 +35,9 @@ RECORD_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
-        "policy": {"type": "string", "minLength": 1},
-        "variant": {"type": "string", "description": "label distinguishing runs of one policy ('' for the default)"},
+        "policy": {"type": "string", "pattern": NAME_PATTERN},
+        "variant": {"anyOf": [{"const": ""}, {"type": "string", "pattern": NAME_PATTERN}],
+                    "description": "label distinguishing runs of one policy ('' for the default)"},
         "privileged": {"type": "boolean"},
         "env_id": {"type": "string", "pattern": "^cfbench/[A-Za-z]+-v[0-9]+$"},
         "source_hz": {"type": "array", "minItems": 1, "items": {"type": "number", "exclusiveMinimum": 0}},
@@ -99,23 +102,49 @@ class RecordError(ValueError):
 
 
 def validate(record: Any, source: str = "record") -> dict:
-    """Schema check plus consistency of the aggregates with the per-episode rows."""
+    """Schema check, then what a schema cannot say: every number finite, a registered env, rates
+    that make sense, one row per test seed exactly, and aggregates that agree with the rows."""
     try:
         jsonschema.validate(record, RECORD_SCHEMA)
     except jsonschema.ValidationError as error:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise RecordError(f"{source}: malformed result record at {where}: {error.message}") from None
+    where = _non_finite(record)
+    if where:
+        raise RecordError(f"{source}: {where} is not a finite number")
+    if record["env_id"] not in ENV_IDS.values():
+        raise RecordError(f"{source}: env_id {record['env_id']!r} is not a cfbench env; known: "
+                          f"{', '.join(ENV_IDS.values())}")
+    if max(record["source_hz"]) > record["target_hz"]:
+        raise RecordError(f"{source}: source rate {rates_label(record['source_hz'])} Hz is above the target rate "
+                          f"{record['target_hz']:g} Hz")
     rows, metrics = record["episodes"], record["metrics"]
+    test_seeds = record["provenance"]["test_seeds"]
+    if test_seeds[1] <= test_seeds[0] or [row["seed"] for row in rows] != seed_list(test_seeds):
+        raise RecordError(f"{source}: the episode rows' seeds are not exactly the test seeds "
+                          f"{test_seeds[0]}..{test_seeds[1] - 1}, one row each, in order")
+    both = [row["seed"] for row in rows if row["success"] and row["collision"]]
+    if both:
+        raise RecordError(f"{source}: episode seed {both[0]} is marked both success and collision")
     if metrics["episodes"] != len(rows):
         raise RecordError(f"{source}: metrics.episodes = {metrics['episodes']} but {len(rows)} episode rows")
     for key, field in (("success_rate", "success"), ("collision_rate", "collision")):
         rate = sum(row[field] for row in rows) / len(rows)
         if not math.isclose(rate, metrics[key], abs_tol=1e-9):
             raise RecordError(f"{source}: metrics.{key} = {metrics[key]} disagrees with the episode rows ({rate})")
-    seeds = [row["seed"] for row in rows]
-    if len(set(seeds)) != len(seeds):
-        raise RecordError(f"{source}: episode seeds repeat")
     return record
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """The path of the first NaN or infinite number in a JSON value, if any."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where or "(top level)"
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{where}/{key}" if where else str(key))
+        if found:
+            return found
+    return None
 
 
 def make_record(policy, variant: str, env_id: str, rates: tuple[float, ...], target_hz: float, outcome: dict,
@@ -159,33 +188,60 @@ def record_filename(record: dict) -> str:
     return f"{env}__{label}__{rates}hz__to{record['target_hz']:g}hz__seeds{seeds}.json"
 
 
-def write_record(record: dict, results_dir: str | Path = DEFAULT_RESULTS_DIR) -> Path:
-    """Validate and write atomically to the record's canonical file name (a re-run replaces it)."""
+def write_record(record: dict, results_dir: str | Path) -> Path:
+    """Validate, then write atomically to the record's canonical file name under the folder's
+    lock. A re-run of an experiment with the same config replaces its record; one whose config
+    differs is refused: it is another experiment and needs its own variant name."""
     validate(record)
-    path = Path(results_dir) / record_filename(record)
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    results_dir = Path(results_dir)
+    path = results_dir / record_filename(record)
+    with exclusive(results_dir):
+        if path.exists():
+            _check_same_config(read_record(path), record, path)
+        atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
     return path
+
+
+def _check_same_config(existing: dict, record: dict, path: Path) -> None:
+    old, new = existing["provenance"]["config"], json.loads(json.dumps(record["provenance"]["config"]))
+    changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+    if changed:
+        shown = ", ".join(f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in changed[:3])
+        raise RecordError(
+            f"{path} records this experiment with another config ({shown}{', ...' if len(changed) > 3 else ''}); "
+            "name this configuration with --variant, or write to another --results-dir")
 
 
 def read_record(path: str | Path) -> dict:
     path = Path(path)
+    if not path.is_file():
+        raise RecordError(f"{path}: no such result file")
+    if path.stat().st_size > MAX_RECORD_BYTES:
+        raise RecordError(f"{path}: {path.stat().st_size} bytes, more than a result record can be "
+                          f"({MAX_RECORD_BYTES // 2**20} MB)")
     try:
         record = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RecordError(f"{path}: not valid JSON (truncated or corrupted?): {error}") from None
     return validate(record, str(path))
 
 
-def read_all(results_dir: str | Path = DEFAULT_RESULTS_DIR) -> list[dict]:
-    """Every record in ``results_dir``; malformed files or duplicate experiments raise RecordError."""
+def read_all(results_dir: str | Path, *, allow_empty: bool = False) -> list[dict]:
+    """Every record in ``results_dir``; malformed files or duplicate experiments raise RecordError,
+    and so does a folder that does not exist or (unless allowed) holds no record."""
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise RecordError(f"results folder {results_dir} does not exist")
     records, seen = [], {}
-    for path in sorted(Path(results_dir).glob("*.json")):
+    for path in sorted(results_dir.glob("*.json")):
         record = read_record(path)
         key = run_key(record)
         if key in seen:
             raise RecordError(f"{path} duplicates the experiment already recorded in {seen[key]}")
         seen[key] = path
         records.append(record)
+    if not records and not allow_empty:
+        raise RecordError(f"results folder {results_dir} holds no result records (*.json)")
     return records
 
 

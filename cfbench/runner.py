@@ -1,20 +1,23 @@
 """The runner: train (through a checkpoint cache), evaluate, record; ``cfbench-train`` and ``cfbench-eval``.
 
 ``cfbench-eval --policy tracker --env PassagePassing --source-hz 2.5`` evaluates over the 100
-test envs at 20 Hz, prints a table, writes one JSON record per (env, source rates) to
-``results/`` and redraws the leaderboard and that env's plot. Learned policies are first
-trained on the demos of the source rates, or loaded from the cache.
+test envs at 20 Hz, prints a table, writes one JSON record per (env, source rates) and redraws
+a leaderboard and that env's plot beside it: by default in the scratch area ``runs/`` (see
+``cfbench.paths``), so trying the benchmark never touches the published ``results/``. Learned
+policies are first trained on the demos of the source rates, or loaded from the cache.
 
 The cache: a run is identified by the policy's config and the exact demo files it learns from;
 its folder ``checkpoints/<Env>/<policy>/<rates>hz/<key>/`` holds the resumable training state,
 the best validated weights and, once finished, ``policy/`` (config.json + model.safetensors)
-and ``summary.json`` (learning and validation curves). Asking again for a finished run loads
-it; an interrupted run resumes where its last evaluation left it. A policy whose first phase
-can be shared by runs differing only in later settings (DiSPo's pretraining) trains it in a
-``pretraining-<key>`` folder beside the run folders, which the runner names and passes to it.
+and ``summary.json`` (learning and validation curves, the weights' SHA-256). Asking again for a
+finished run checks and loads it; an interrupted run resumes where its last evaluation left it.
+A policy whose first phase can be shared by runs differing only in later settings (DiSPo's
+pretraining) trains it in a ``pretraining-<key>`` folder beside the run folders, which the
+runner names and passes to it.
 
 Layers: this module is the only one of ``cfbench`` that knows the policy zoo; the evaluator
-talks to one policy object, and the policies know nothing of the runner.
+talks to one policy object, and the policies know nothing of the runner. torch and the policy
+modules are imported only when a policy is built, so ``--help`` answers at once.
 """
 
 from __future__ import annotations
@@ -24,32 +27,34 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-import cfbench  # noqa: F401  (registers the envs)
 import policies
+from cfbench import paths
+from cfbench.cli import Interrupted, Parser, command, non_negative_int, positive_int
 from cfbench.datasets import DemoDataset, load_demos
-from cfbench.demos import DEFAULT_DEMOS_DIR, dataset_id, manifest_entry
+from cfbench.demos import dataset_id, manifest_entry
 from cfbench.envs import ENV_IDS, resolve_env, short_name
-from cfbench.evaluate import evaluate
-from cfbench.io import atomic_write_text
+from cfbench.io import CheckpointError, atomic_write_text
 from cfbench.protocol import (
+    MAX_RATE_HZ,
     N_DEMOS,
     TARGET_HZ,
     TEST_SEEDS,
+    TRAIN_SEED_START,
     VALIDATION_SEEDS,
+    check_name,
     parse_rates,
     rates_label,
     seed_list,
 )
-from cfbench.results import DEFAULT_RESULTS_DIR, make_record, write_record
+from cfbench.results import make_record, write_record
 from cfbench.tree import state_of
 
-DEFAULT_CHECKPOINTS_DIR = Path("checkpoints")
 SUMMARY = "summary.json"
 POLICY_DIR = "policy"
 
@@ -67,8 +72,10 @@ class TrainingSetup:
     n_demos: int = N_DEMOS
     #: validation envs for checkpoint selection, the first of the validation seeds
     validation_episodes: int = VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0]
-    demos_dir: Path = DEFAULT_DEMOS_DIR
-    checkpoints_dir: Path = DEFAULT_CHECKPOINTS_DIR
+    demos_dir: Path = dataclasses.field(default_factory=paths.demos_dir)
+    checkpoints_dir: Path = dataclasses.field(default_factory=paths.checkpoints_dir)
+    #: train again even if the cache holds a finished (or corrupt) run of this config
+    retrain: bool = False
 
     def make_policy(self, policy_name: str) -> policies.Policy:
         return policies.make(policy_name, profile=self.profile, **self.overrides)
@@ -98,33 +105,73 @@ def pretraining_dir(work: Path, identity: dict, dataset: DemoDataset) -> Path:
     return Path(work).parent / f"pretraining-{digest.hexdigest()[:12]}"
 
 
-def train_or_load(policy_name: str, env: str, rates: tuple[float, ...], setup: TrainingSetup = TrainingSetup(),
+def train_or_load(policy_name: str, env: str, rates: tuple[float, ...], setup: TrainingSetup | None = None,
                   progress: bool = True) -> tuple[policies.Policy, dict]:
     """The trained policy for (policy, config, env, demo rates), training it only if needed."""
+    from cfbench.evaluate import evaluate
+    from policies.base import WEIGHTS_FILE
+
+    setup = setup or TrainingSetup()
     env_id = resolve_env(env)
     policy = setup.make_policy(policy_name)
-    demos_dir = setup.demos_dir
-    dataset = load_demos(env_id, rates, obs_mode=policy.config.obs_mode, n=setup.n_demos, demos_dir=demos_dir)
-    demo_files = manifest_entry(demos_dir, dataset_id(env_id, rates, policy.config.obs_mode))["files"]
+    dataset = load_demos(env_id, rates, obs_mode=policy.config.obs_mode, n=setup.n_demos, demos_dir=setup.demos_dir)
+    demo_files = manifest_entry(setup.demos_dir, dataset_id(env_id, rates, policy.config.obs_mode))["files"]
     work = run_dir(setup.checkpoints_dir, policy, env_id, rates, demo_files)
+    if setup.retrain and work.exists():
+        shutil.rmtree(work)
     if (work / SUMMARY).exists():
-        return policies.load(work / POLICY_DIR), json.loads((work / SUMMARY).read_text())
+        return load_finished(work)
 
     seeds = seed_list(VALIDATION_SEEDS)[: setup.validation_episodes]
 
     def validate(candidate: policies.Policy) -> float:
-        return evaluate(candidate, env_id, rates, seeds=seeds, progress=False)["metrics"]["success_rate"]
+        outcome = evaluate(candidate, env_id, rates, seeds=seeds, progress=progress, desc="validation")
+        return outcome["metrics"]["success_rate"]
 
     shared = {}
     identity = policy.pretraining_identity()
     if identity is not None:
         shared["pretraining_dir"] = pretraining_dir(work, identity, dataset)
     work.mkdir(parents=True, exist_ok=True)
-    history = policy.fit(dataset, work_dir=work, validate=validate if seeds else None, progress=progress, **shared)
+    try:
+        history = policy.fit(dataset, work_dir=work, validate=validate if seeds else None, progress=progress,
+                             **shared)
+    except KeyboardInterrupt:
+        raise Interrupted(f"training state is saved at every validation in {paths.shown(work)}; "
+                          "the same command resumes from there") from None
     policy.save(work / POLICY_DIR)
-    summary = {"run_dir": str(work), "validation_seeds": [seeds[0], seeds[-1] + 1] if seeds else [], **history}
+    for phase in history.get("phases", []):
+        if "dir" in phase:
+            phase["dir"] = paths.shown(phase["dir"])
+    summary = {"run_dir": paths.shown(work), "validation_seeds": [seeds[0], seeds[-1] + 1] if seeds else [],
+               **history, "weights_sha256": _sha256(work / POLICY_DIR / WEIGHTS_FILE)}
     atomic_write_text(work / SUMMARY, json.dumps(summary, indent=1))
     return policy, summary
+
+
+def load_finished(work: Path) -> tuple[policies.Policy, dict]:
+    """A finished run's policy and summary, after checking the weights are the ones trained."""
+    from policies.base import WEIGHTS_FILE
+
+    redo = f"delete {work} (or pass --retrain) to train it again"
+    try:
+        summary = json.loads((work / SUMMARY).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{work / SUMMARY} is corrupt ({error}); {redo}") from None
+    weights = work / POLICY_DIR / WEIGHTS_FILE
+    if not isinstance(summary, dict) or "weights_sha256" not in summary:
+        raise CheckpointError(f"{work / SUMMARY} records no weights checksum; {redo}")
+    if not weights.is_file() or _sha256(weights) != summary["weights_sha256"]:
+        raise CheckpointError(f"{weights} is missing or not the weights this run trained (SHA-256 differs "
+                              f"from {SUMMARY}); {redo}")
+    try:
+        return policies.load(work / POLICY_DIR), summary
+    except (ValueError, OSError) as error:
+        raise CheckpointError(f"{error}; {redo}") from None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 # -------------------------------------------------------------------- one run
@@ -132,7 +179,7 @@ def run(
     policy_name: str,
     env: str,
     rates: tuple[float, ...],
-    setup: TrainingSetup = TrainingSetup(),
+    setup: TrainingSetup | None = None,
     *,
     target_hz: float = TARGET_HZ,
     test_seeds: tuple[int, int] = TEST_SEEDS,
@@ -140,11 +187,17 @@ def run(
     variant: str = "",
     num_envs: int = 10,
     vector: str = "sync",
-    results_dir: Path = DEFAULT_RESULTS_DIR,
+    results_dir: Path | None = None,
     command: list[str] | None = None,
     progress: bool = True,
 ) -> tuple[dict, Path]:
-    """Train (if the policy learns and no cached checkpoint matches), evaluate, write the record."""
+    """Train (if the policy learns and no cached checkpoint matches), evaluate, write the record
+    (to the scratch area ``runs/results`` unless ``results_dir`` says otherwise)."""
+    from cfbench.evaluate import evaluate
+
+    setup = setup or TrainingSetup()
+    if variant:
+        check_name(variant, "variant")
     env_id = resolve_env(env)
     training = None
     if policies.policy_class(policy_name).trainable:
@@ -157,7 +210,7 @@ def run(
                        progress=progress)
     record = make_record(policy, variant, env_id, rates, target_hz, outcome, training,
                          command=command or sys.argv, test_seeds=(seeds[0], seeds[-1] + 1))
-    return record, write_record(record, results_dir)
+    return record, write_record(record, results_dir or paths.runs_dir())
 
 
 # ------------------------------------------------------------ command lines
@@ -180,6 +233,8 @@ def parse_seed_range(text: str) -> tuple[int, int]:
         start, end = (int(part) for part in text.split(":"))
     except ValueError:
         raise ValueError(f"bad seed range {text!r}: use START:END (END exclusive), e.g. 20000:20100") from None
+    if start < 0:
+        raise ValueError(f"bad seed range {text!r}: seeds are 0 or more")
     if end <= start:
         raise ValueError(f"empty seed range {text!r}: END must be greater than START")
     return start, end
@@ -188,16 +243,18 @@ def parse_seed_range(text: str) -> tuple[int, int]:
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The options shared by cfbench-train and cfbench-eval: what to train, where, on what."""
     parser.add_argument("--policy", required=True, help="registered policy: " + ", ".join(policies.available()))
-    parser.add_argument("--profile", default="cpu", help="named policy config profile: cpu (default) or gpu")
+    parser.add_argument("--profile", default="cpu", help="named policy config profile: cpu or gpu")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="policy config overrides (cfbench-train --policy P --show-config lists the keys)")
     parser.add_argument("--device", default=None, help="torch device for learned policies, e.g. cuda")
-    parser.add_argument("--n-demos", type=int, default=N_DEMOS, help="training demos per dataset")
-    parser.add_argument("--val-episodes", type=int, default=VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0],
+    parser.add_argument("--n-demos", type=positive_int, default=N_DEMOS, help="training demos per dataset")
+    parser.add_argument("--val-episodes", type=non_negative_int, default=VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0],
                         help=f"validation envs (seeds from {VALIDATION_SEEDS[0]}) for checkpoint selection")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
-    parser.add_argument("--demos-dir", type=Path, default=DEFAULT_DEMOS_DIR)
-    parser.add_argument("--checkpoints-dir", type=Path, default=DEFAULT_CHECKPOINTS_DIR)
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--demos-dir", type=Path, default=paths.demos_dir())
+    parser.add_argument("--checkpoints-dir", type=Path, default=paths.checkpoints_dir())
+    parser.add_argument("--retrain", action="store_true",
+                        help="train again even if the cache holds a finished (or corrupt) run of this config")
 
 
 def training_setup(args: argparse.Namespace) -> TrainingSetup:
@@ -206,12 +263,17 @@ def training_setup(args: argparse.Namespace) -> TrainingSetup:
     overrides = parse_overrides(args.overrides)
     if args.device:
         overrides["device"] = args.device
+    validation = VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0]
+    if args.val_episodes > validation:
+        raise ValueError(f"--val-episodes {args.val_episodes}: there are {validation} validation seeds")
     return TrainingSetup(overrides, args.profile, args.n_demos, args.val_episodes, args.demos_dir,
-                         args.checkpoints_dir)
+                         args.checkpoints_dir, args.retrain)
 
 
 def set_threads(threads: int | None) -> int:
     """Torch intra-op threads: all cores by default (small ops suffer from oversubscription)."""
+    import torch
+
     threads = threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
     return threads
@@ -232,24 +294,53 @@ def show_config(policy_name: str, setup: TrainingSetup) -> str:
     return "\n".join(lines)
 
 
-def train_main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="cfbench-train", description="Train a policy on cfbench demos (cached).",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def check_test_seeds(test_seeds: tuple[int, int], n_demos: int, allow_overlap: bool) -> None:
+    """Test seeds must be envs no policy trained or was selected on (unless explicitly allowed)."""
+    used = {"training": (TRAIN_SEED_START, TRAIN_SEED_START + n_demos), "validation": VALIDATION_SEEDS}
+    for name, (start, end) in used.items():
+        if test_seeds[0] < end and start < test_seeds[1] and not allow_overlap:
+            raise ValueError(f"test seeds {test_seeds[0]}:{test_seeds[1]} overlap the {name} seeds {start}:{end}, "
+                             "so they measure nothing unseen; pass --allow-seed-overlap to run anyway")
+
+
+def check_target_rate(target_hz: float, rate_sets: list[tuple[float, ...]]) -> None:
+    if not 0 < target_hz <= MAX_RATE_HZ:
+        raise ValueError(f"--target-hz must lie in (0, {MAX_RATE_HZ:g}] Hz, got {target_hz:g}")
+    for rates in rate_sets:
+        if max(rates) > target_hz:
+            raise ValueError(f"source rate {rates_label(rates)} Hz is above the target rate {target_hz:g} Hz: "
+                             "coarse-to-fine means demos no finer than the control")
+
+
+def _values_may_start_with_a_dash(argv: list[str], options: tuple[str, ...]) -> list[str]:
+    """``--test-seeds -5:2`` as ``--test-seeds=-5:2``, so our check (not argparse, which takes the
+    value for an option) says what is wrong with it."""
+    joined, index = [], 0
+    while index < len(argv):
+        if argv[index] in options and index + 1 < len(argv) and argv[index + 1][:2] != "--":
+            joined.append(f"{argv[index]}={argv[index + 1]}")
+            index += 2
+        else:
+            joined.append(argv[index])
+            index += 1
+    return joined
+
+
+@command("cfbench-train")
+def train_main(argv: list[str]) -> None:
+    parser = Parser("cfbench-train", "Train a policy on cfbench demos (cached).")
     add_training_arguments(parser)
     parser.add_argument("--env", default="PassagePassing")
     parser.add_argument("--source-hz", default="2.5", help="demo rate; '2.5+5' = mixed dataset")
     parser.add_argument("--show-config", action="store_true",
                         help="print every config key of the policy with its value and meaning, then exit")
     args = parser.parse_args(argv)
-    try:
-        setup = training_setup(args)
-        if args.show_config:
-            print(show_config(args.policy, setup))
-            return
-        env_id = resolve_env(args.env)
-        rates = parse_rates(args.source_hz)
-    except ValueError as error:
-        parser.error(str(error))
+    setup = training_setup(args)
+    if args.show_config:
+        print(show_config(args.policy, setup))
+        return
+    env_id = resolve_env(args.env)
+    rates = parse_rates(args.source_hz)
     set_threads(args.threads)
     policy, summary = train_or_load(args.policy, env_id, rates, setup)
     print(f"{policy.name} on {short_name(env_id)} {rates_label(rates)} Hz: {summary['run_dir']}")
@@ -257,38 +348,36 @@ def train_main(argv: list[str] | None = None) -> None:
           f"{summary['best_score']} at step {summary['best_step']}")
 
 
-def eval_main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="cfbench-eval",
-        description="Train (if needed) and evaluate a policy on cfbench test envs at a fine control rate.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+@command("cfbench-eval")
+def eval_main(argv: list[str]) -> None:
+    parser = Parser("cfbench-eval", "Train (if needed) and evaluate a policy on cfbench test envs at a fine control "
+                                    "rate.")
     add_training_arguments(parser)
     parser.add_argument("--env", nargs="+", default=["PassagePassing"], help=f"'all' or any of {', '.join(ENV_IDS)}")
     parser.add_argument("--source-hz", nargs="+", default=["2.5"], help="demo rates; '2.5+5' = mixed dataset")
     parser.add_argument("--target-hz", type=float, default=TARGET_HZ)
     parser.add_argument("--test-seeds", default=f"{TEST_SEEDS[0]}:{TEST_SEEDS[1]}", help="START:END (END exclusive)")
-    parser.add_argument("--episodes", type=int, default=None, help="evaluate only the first N test seeds")
+    parser.add_argument("--allow-seed-overlap", action="store_true",
+                        help="allow test seeds that overlap the training or validation seeds")
+    parser.add_argument("--episodes", type=positive_int, default=None, help="evaluate only the first N test seeds")
     parser.add_argument("--variant", default="", help="label for this configuration in results and the leaderboard")
-    parser.add_argument("--num-envs", type=int, default=10)
+    parser.add_argument("--num-envs", type=positive_int, default=10)
     parser.add_argument("--vector", choices=["sync", "async"], default="sync")
-    parser.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR)
+    parser.add_argument("--results-dir", type=Path, default=paths.runs_dir(),
+                        help="where records go; the published results/ only when named here")
     parser.add_argument("--leaderboard", type=Path, default=None,
                         help="regenerated from --results-dir after the runs, with the per-env plots "
                              "(default: leaderboard.md beside the results folder)")
     parser.add_argument("--no-leaderboard", action="store_true", help="write only the result records")
-    args = parser.parse_args(argv)
-    try:
-        setup = training_setup(args)
-        envs = list(ENV_IDS) if args.env == ["all"] else [short_name(resolve_env(e)) for e in args.env]
-        rate_sets = [parse_rates(text) for text in args.source_hz]
-        test_seeds = parse_seed_range(args.test_seeds)
-        if args.episodes is not None and args.episodes < 1:
-            raise ValueError(f"--episodes must be positive, got {args.episodes}")
-        if not args.target_hz > 0:
-            raise ValueError(f"--target-hz must be positive, got {args.target_hz}")
-    except ValueError as error:
-        parser.error(str(error))
+    args = parser.parse_args(_values_may_start_with_a_dash(argv, ("--test-seeds",)))
+    setup = training_setup(args)
+    envs = list(ENV_IDS) if args.env == ["all"] else [short_name(resolve_env(e)) for e in args.env]
+    rate_sets = [parse_rates(text) for text in args.source_hz]
+    check_target_rate(args.target_hz, rate_sets)
+    test_seeds = parse_seed_range(args.test_seeds)
+    check_test_seeds(test_seeds, args.n_demos, args.allow_seed_overlap)
+    if args.variant:
+        check_name(args.variant, "variant")
 
     import pandas as pd
 
@@ -301,14 +390,14 @@ def eval_main(argv: list[str] | None = None) -> None:
             record, path = run(
                 args.policy, env, rates, setup, target_hz=args.target_hz, test_seeds=test_seeds,
                 episodes=args.episodes, variant=args.variant, num_envs=args.num_envs, vector=args.vector,
-                results_dir=args.results_dir, command=["cfbench-eval", *(sys.argv[1:] if argv is None else argv)],
+                results_dir=args.results_dir, command=["cfbench-eval", *argv],
             )
             m = record["metrics"]
             rows.append({
                 "env": env, "source Hz": rates_label(rates), "success %": 100 * m["success_rate"],
                 "collision %": 100 * m["collision_rate"], "steps to success": m["mean_steps_to_success"],
                 "path dev": m["path_deviation"], "episodes": m["episodes"], "train s": m["train_wall_s"],
-                "eval s": m["eval_wall_s"], "record": path.name,
+                "eval s": m["eval_wall_s"], "record": paths.shown(path),
             })
     table = pd.DataFrame(rows)
     print(f"\n{args.policy}{' (' + args.variant + ')' if args.variant else ''} at {args.target_hz:g} Hz")
@@ -316,5 +405,5 @@ def eval_main(argv: list[str] | None = None) -> None:
     if not args.no_leaderboard:
         args.leaderboard = args.leaderboard or args.results_dir.parent / "leaderboard.md"
         regenerate(args.results_dir, args.leaderboard)
-        plots = ", ".join(str(args.results_dir / PLOTS / f"{e}.png") for e in envs)
-        print(f"leaderboard: {args.leaderboard}; plots: {plots}")
+        plots = ", ".join(paths.shown(args.results_dir / PLOTS / f"{e}.png") for e in envs)
+        print(f"leaderboard: {paths.shown(args.leaderboard)}; plots: {plots}")

@@ -1,8 +1,21 @@
-"""The policy zoo: one interface (``policies.base``), a registry and a factory."""
+"""The policy zoo: one interface (``policies.base``), a registry and a factory.
 
-from policies.base import (EpisodeContext, Policy, PolicyConfig, available, config_docs, load, make, policy_class,
-                           register)
-from policies import d_ma, dispo, dp_c, dp_t, tracker, vq_bet  # noqa: F401  (registers every policy)
+``import policies`` is light: the registry lists the zoo without importing it (``--help`` stays
+fast); the factory and the interface (``make``, ``load``, ``Policy``, ...) import torch and the
+policy modules on first use.
+"""
 
-__all__ = ["EpisodeContext", "Policy", "PolicyConfig", "available", "config_docs", "load", "make", "policy_class",
-           "register"]
+from __future__ import annotations
+
+import importlib
+
+from policies.registry import BUILTIN, available, policy_class, register
+
+_FROM_BASE = ("EpisodeContext", "Policy", "PolicyConfig", "config_docs", "load", "make")
+__all__ = ["BUILTIN", "available", "policy_class", "register", *_FROM_BASE]
+
+
+def __getattr__(name: str):
+    if name in _FROM_BASE:
+        return getattr(importlib.import_module("policies.base"), name)
+    raise AttributeError(f"module 'policies' has no attribute {name!r}")

@@ -17,7 +17,9 @@ import ast
 import dataclasses
 import inspect
 import json
+import math
 import textwrap
+import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,10 +31,46 @@ from safetensors.torch import load as tensors_from_bytes
 from safetensors.torch import save as tensors_to_bytes
 
 from cfbench.expert import ExpertTrajectory
-from cfbench.io import atomic_write_bytes, atomic_write_text
+from cfbench.io import CheckpointError, atomic_write_bytes, atomic_write_text
+from policies.registry import available, policy_class, register  # noqa: F401  (the factory's registry)
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
+OBS_MODES = ("state", "pixels", "pixels_state")
+LIMIT_CHECKS = {
+    "positive": lambda value: all(v > 0 for v in _numbers(value)),
+    "non-negative": lambda value: all(v >= 0 for v in _numbers(value)),
+    "fraction": lambda value: all(0 <= v < 1 for v in _numbers(value)),
+}
+
+
+def _numbers(value) -> tuple:
+    return tuple(value) if isinstance(value, (tuple, list)) else (value,)
+
+
+def _has_type(value, hint) -> bool:
+    """Whether a config value fits its declared type (bools are not numbers; lists pass for tuples)."""
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is dict or typing.get_origin(hint) is dict:
+        return isinstance(value, dict)
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        return isinstance(value, (tuple, list)) and all(_has_type(v, item) for v in value)
+    raise TypeError(f"config fields of type {hint} are not supported")
+
+
+def _describe(hint) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a finite number", str: "a string", dict: "a mapping"}
+    if typing.get_origin(hint) is tuple:
+        return f"a list of {names[typing.get_args(hint)[0]].split(' ', 1)[1]}s"
+    return names.get(hint, names.get(typing.get_origin(hint), str(hint)))
 
 
 @dataclass
@@ -45,6 +83,28 @@ class PolicyConfig:
     n_obs_steps: int = 1
     #: what the policy observes: "state" (vector), "pixels" or "pixels_state" (the env's obs_mode)
     obs_mode: str = "state"
+
+    #: field -> "positive", "non-negative" or "fraction" ([0, 1)); checked at construction with the
+    #: other classes' limits, together with every field's type
+    LIMITS: ClassVar[dict[str, str]] = {"n_obs_steps": "positive"}
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not _has_type(value, hints[field.name]):
+                raise ValueError(f"{self.name}: {field.name}={value!r} must be {_describe(hints[field.name])}")
+            if isinstance(value, list):
+                setattr(self, field.name, tuple(value))  # JSON gives lists where tuples are declared
+        limits = {}
+        for cls in reversed(type(self).__mro__):
+            limits.update(vars(cls).get("LIMITS", {}))
+        for name, limit in limits.items():
+            value = getattr(self, name)
+            if not LIMIT_CHECKS[limit](value):
+                raise ValueError(f"{self.name}: {name}={value!r} must be {limit.replace('fraction', 'in [0, 1)')}")
+        if self.obs_mode not in OBS_MODES:
+            raise ValueError(f"{self.name}: obs_mode={self.obs_mode!r} must be one of {', '.join(OBS_MODES)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"policy": self.name, **dataclasses.asdict(self)}
@@ -147,32 +207,6 @@ class Policy(ABC):
         return directory
 
 
-_REGISTRY: dict[str, type[Policy]] = {}
-
-
-def register(name: str):
-    """Class decorator: register a Policy subclass (and its config) under ``name``."""
-
-    def wrap(policy_class: type[Policy]) -> type[Policy]:
-        if name in _REGISTRY:
-            raise ValueError(f"policy name {name!r} is already registered")
-        policy_class.config_class.name = name
-        _REGISTRY[name] = policy_class
-        return policy_class
-
-    return wrap
-
-
-def available() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def policy_class(name: str) -> type[Policy]:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown policy {name!r}; available: {', '.join(available())}")
-    return _REGISTRY[name]
-
-
 def make(name: str, profile: str | None = None, **overrides) -> Policy:
     """Build a policy from its registered name, an optional named profile and config overrides."""
     cls = policy_class(name)
@@ -192,15 +226,15 @@ def load(directory: str | Path) -> Policy:
             raise FileNotFoundError(f"checkpoint file missing: {path}")
     try:
         values = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"corrupt checkpoint config {config_path}: {error}") from error
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"corrupt checkpoint config {config_path}: {error}") from None
     if not isinstance(values, dict) or "policy" not in values:
-        raise ValueError(f"checkpoint config {config_path} does not name its policy")
+        raise CheckpointError(f"checkpoint config {config_path} does not name its policy")
     cls = policy_class(values["policy"])
     policy = cls(cls.config_class.from_dict(values))
     try:
         tensors = tensors_from_bytes(weights_path.read_bytes())
     except Exception as error:  # safetensors raises its own error types for bad headers
-        raise ValueError(f"corrupt or truncated checkpoint weights {weights_path}: {error}") from error
+        raise CheckpointError(f"corrupt or truncated checkpoint weights {weights_path}: {error}") from None
     policy.load_state_dict(tensors)
     return policy

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -37,7 +38,10 @@ class ChunkConfig(LearnedConfig):
     #: channels of the first ResNet-18 stage of each pixel view's encoder (64 = the standard ResNet-18)
     resnet_width: int = 64
 
+    LIMITS: ClassVar[dict[str, str]] = {"n_action_steps": "positive", "resnet_width": "positive"}
+
     def __post_init__(self):
+        super().__post_init__()
         if self.frame not in FRAMES:
             raise ValueError(f"frame must be one of {FRAMES}, got {self.frame!r}")
 

@@ -11,6 +11,7 @@ Adam at lr 5e-4; the CPU default is narrower and shallower (the "gpu" profile re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -25,6 +26,8 @@ from policies.modules import StepEncoder
 class DMaConfig(MambaDiffusionConfig):
     #: width of Mamba's causal depthwise convolution (MaIL's)
     d_conv: int = 4
+
+    LIMITS: ClassVar[dict[str, str]] = {"d_conv": "positive"}
 
 
 class MambaDenoiser(nn.Module):

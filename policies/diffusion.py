@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -40,10 +41,18 @@ class DiffusionConfig(ChunkConfig):
     #: open-loop error after 1,500 steps 2.4 vs 8.2 units (PassagePassing, 20 Hz demos)
     prediction_type: str = "sample"
 
+    LIMITS: ClassVar[dict[str, str]] = {"horizon": "positive", "num_train_timesteps": "positive",
+                                        "num_inference_steps": "positive"}
+
     def __post_init__(self):
         super().__post_init__()
         if self.sampler not in ("ddim", "ddpm"):
             raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
+        if self.prediction_type not in ("epsilon", "sample"):
+            raise ValueError(f"prediction_type must be 'epsilon' or 'sample', got {self.prediction_type!r}")
+        if self.num_inference_steps > self.num_train_timesteps:
+            raise ValueError(f"num_inference_steps={self.num_inference_steps} cannot exceed "
+                             f"num_train_timesteps={self.num_train_timesteps}")
         if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
             raise ValueError(
                 f"n_action_steps={self.n_action_steps} must fit in the horizon after the observed steps "

@@ -83,19 +83,21 @@ class DiSPoConfig(MambaDiffusionConfig):
     #: from its chord reaches this fraction of its length
     straightness_tolerance: float = 0.1
 
+    LIMITS: ClassVar[dict[str, str]] = {
+        "obs_loss_weight": "non-negative", "augment_strides": "positive", "reference_hz": "non-negative",
+        "target_hz": "positive", "finetune_steps": "non-negative", "ensemble_decay": "non-negative",
+        "generation_batch": "positive", "straightness_tolerance": "positive"}
     #: settings only the fine-tuning rounds read: runs differing in them share their pretraining
     FINETUNE_FIELDS: ClassVar[tuple[str, ...]] = ("target_hz", "finetune_steps", "ensemble_decay", "generation_batch")
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.augment_strides or min(self.augment_strides) < 1:
-            raise ValueError(f"augment_strides must be positive integers, got {self.augment_strides}")
+        if not self.augment_strides:
+            raise ValueError("augment_strides must name at least one stride (1 = the demos' own rate)")
         if self.step_scale_mode not in ("fixed", "adaptive"):
             raise ValueError(f"step_scale_mode must be 'fixed' or 'adaptive', got {self.step_scale_mode!r}")
         if not self.max_speedup >= 1:
             raise ValueError(f"max_speedup must be >= 1, got {self.max_speedup}")
-        if not self.straightness_tolerance > 0:
-            raise ValueError(f"straightness_tolerance must be positive, got {self.straightness_tolerance}")
 
 
 class DiSPoBlock(nn.Module):

@@ -30,6 +30,8 @@ class DPCConfig(DiffusionConfig):
     #: size of the diffusion-step embedding fed to FiLM (anchor: 256)
     step_embed_dim: int = 64
 
+    LIMITS: ClassVar[dict[str, str]] = {"down_dims": "positive", "kernel_size": "positive", "n_groups": "positive",
+                                        "step_embed_dim": "positive"}
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "cpu": {},
         "gpu": {"down_dims": (256, 512, 1024), "step_embed_dim": 256, "batch_size": 256, "lr": 1e-4,

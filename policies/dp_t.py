@@ -46,6 +46,8 @@ class DPTConfig(DiffusionConfig):
     #: validation success 22 % at 1e-3 and 46 % at 2e-3 after 5,000 steps (PassagePassing 20 Hz)
     lr: float = 2e-3
 
+    LIMITS: ClassVar[dict[str, str]] = {"n_layer": "positive", "n_head": "positive", "n_emb": "positive",
+                                        "p_drop_emb": "fraction", "p_drop_attn": "fraction"}
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "cpu": {},
         "gpu": {"n_layer": 8, "n_emb": 256, "p_drop_attn": 0.3, "batch_size": 256, "lr": 1e-4, "train_steps": 50000,

@@ -25,7 +25,7 @@ from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 from tqdm import tqdm
 
-from cfbench.io import atomic_write_bytes, atomic_write_text
+from cfbench.io import CheckpointError, atomic_write_bytes, atomic_write_text
 from policies.base import WEIGHTS_FILE, Policy, PolicyConfig
 
 TRAIN_STATE = "train_state.safetensors"
@@ -66,6 +66,10 @@ class LearnedConfig(PolicyConfig):
 
     #: named sets of overrides: "cpu" (the defaults) and a larger "gpu" profile
     profiles: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {}}
+    LIMITS: ClassVar[dict[str, str]] = {
+        "train_steps": "positive", "batch_size": "positive", "lr": "positive", "weight_decay": "non-negative",
+        "warmup_steps": "non-negative", "ema_power": "positive", "eval_every": "positive", "seed": "non-negative",
+        "obs_dim": "non-negative", "action_dim": "non-negative"}
 
 
 #: evaluates a policy (its current weights) and returns a score to maximise
@@ -209,11 +213,11 @@ class LearnedPolicy(Policy):
 
     def _finish(self, ema, params, history, work_dir) -> None:
         """Keep the best validated EMA weights, or the final EMA weights without validation."""
-        if history["best_step"] is not None:
-            best = self._best
-            if best is None:  # resumed after the best checkpoint was written
-                best = tensors_from_bytes((work_dir / BEST / WEIGHTS_FILE).read_bytes())
-            self.model.load_state_dict(best)
+        if history["best_step"] is not None and self._best is not None:
+            self.model.load_state_dict(self._best)
+        elif history["best_step"] is not None:  # resumed after the best checkpoint was written
+            path = work_dir / BEST / WEIGHTS_FILE
+            _read_saved(path, work_dir, lambda path: self.model.load_state_dict(tensors_from_bytes(path.read_bytes())))
         else:
             ema.copy_to(params)
         self.model.eval()
@@ -241,24 +245,38 @@ class LearnedPolicy(Policy):
         atomic_write_text(work_dir / TRAIN_META, json.dumps(meta, default=list))
 
     def _restore(self, work_dir: Path, optimizer, schedule, ema, generator, phase: int) -> dict:
-        meta = json.loads((work_dir / TRAIN_META).read_text())
+        meta = _read_saved(work_dir / TRAIN_META, work_dir, lambda path: json.loads(path.read_text()))
         if meta["config"] != json.loads(json.dumps(self.phase_identity(phase), default=list)):
             raise ValueError(f"{work_dir} holds the training state of a different configuration")
-        tensors = tensors_from_bytes((work_dir / TRAIN_STATE).read_bytes())
-        self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        for i, shadow in enumerate(ema.shadow_params):
-            shadow.copy_(tensors[f"ema.{i}"])
-        ema.optimization_step = meta["ema_steps"]
-        state: dict[int, dict] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, index, slot = key.split(".", 2)
-                state.setdefault(int(index), {})[slot] = value.to(self.device)
-        optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
-        schedule.load_state_dict(meta["schedule"])
-        generator.set_state(tensors["generator"])
-        torch.set_rng_state(tensors["torch_rng"])
-        return meta["history"]
+
+        def restore(path: Path) -> dict:
+            tensors = tensors_from_bytes(path.read_bytes())
+            self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            for i, shadow in enumerate(ema.shadow_params):
+                shadow.copy_(tensors[f"ema.{i}"])
+            ema.optimization_step = meta["ema_steps"]
+            state: dict[int, dict] = {}
+            for key, value in tensors.items():
+                if key.startswith("optim."):
+                    _, index, slot = key.split(".", 2)
+                    state.setdefault(int(index), {})[slot] = value.to(self.device)
+            optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+            schedule.load_state_dict(meta["schedule"])
+            generator.set_state(tensors["generator"])
+            torch.set_rng_state(tensors["torch_rng"])
+            return meta["history"]
+
+        return _read_saved(work_dir / TRAIN_STATE, work_dir, restore)
+
+
+def _read_saved(path: Path, work_dir: Path, read: Callable[[Path], Any]) -> Any:
+    """``read(path)`` of a saved training file; any failure (truncated, corrupt, not ours) names
+    the file and the way out instead of a traceback from deep inside torch or safetensors."""
+    try:
+        return read(path)
+    except Exception as error:  # noqa: BLE001 (safetensors, json and torch each raise their own)
+        raise CheckpointError(f"{path} is missing, corrupt or incomplete ({type(error).__name__}: {error}); "
+                              f"delete {work_dir} (or pass --retrain) to train it again") from None
 
 
 def phase_summary(name: str, history: dict, offset: int) -> dict:

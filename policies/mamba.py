@@ -46,6 +46,8 @@ class MambaDiffusionConfig(DiffusionConfig):
         "gpu": {"d_model": 128, "n_layer": 6, "batch_size": 256, "lr": 5e-4, "train_steps": 50000,
                 "eval_every": 5000, "device": "cuda"},
     }
+    LIMITS: ClassVar[dict[str, str]] = {"d_model": "positive", "n_layer": "positive", "d_state": "positive",
+                                        "expand": "positive"}
 
 
 class MambaMixer(nn.Module):

@@ -1,6 +1,10 @@
 import os
+import tempfile
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+# Tests never write into the checkout: the default results/, runs/, demos/ and checkpoints/
+# folders (cfbench.paths) live in a throw-away home for the whole session.
+os.environ["CFBENCH_HOME"] = tempfile.mkdtemp(prefix="cfbench-test-home-")
 
 import pytest
 

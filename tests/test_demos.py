@@ -84,7 +84,7 @@ def test_corrupted_or_truncated_files_are_detected(tmp_path):
 
 
 def test_missing_dataset_is_generated_on_load(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the default, relative demos/ folder
+    monkeypatch.setenv("CFBENCH_HOME", str(tmp_path))  # the default demos/ folder is under the home
     dataset = load_demos(ENV, (10.0,), n=2)
     assert len(dataset.episodes) == 2 and dataset.label == "10"
     assert (tmp_path / "demos" / "manifest.json").exists()

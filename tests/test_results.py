@@ -1,17 +1,23 @@
 import copy
+import itertools
 import json
+import os
+import stat
 
+import numpy as np
 import pytest
 
 from cfbench.leaderboard import main as leaderboard_main
 from cfbench.leaderboard import regenerate, render_markdown, submit
+from cfbench.io import _FILE_MODE
 from cfbench.results import RecordError, read_all, read_record, validate, write_record
 
 
-def _record(policy="tracker", rate=2.5, successes=(True, False, True)):
+def _record(policy="tracker", rate=2.5, successes=(True, False, True), episodes=100):
+    """A valid record over the first ``episodes`` test seeds, ``successes`` repeating over them."""
     rows = [
-        {"seed": 20000 + i, "success": s, "collision": not s, "steps": 40 + i, "path_deviation": 1.5}
-        for i, s in enumerate(successes)
+        {"seed": 20000 + i, "success": s, "collision": not s, "steps": 40 + i % 7, "path_deviation": 1.5}
+        for i, s in zip(range(episodes), itertools.cycle(successes))
     ]
     return {
         "schema_version": 1,
@@ -23,9 +29,10 @@ def _record(policy="tracker", rate=2.5, successes=(True, False, True)):
         "target_hz": 20.0,
         "metrics": {
             "episodes": len(rows),
-            "success_rate": sum(successes) / len(rows),
-            "collision_rate": 1 - sum(successes) / len(rows),
-            "mean_steps_to_success": 41.0,
+            "success_rate": sum(r["success"] for r in rows) / len(rows),
+            "collision_rate": sum(r["collision"] for r in rows) / len(rows),
+            "mean_steps_to_success": float(np.mean([r["steps"] for r in rows if r["success"]])) if any(successes)
+            else None,
             "path_deviation": 1.5,
             "inference_ms_per_call": 0.1,
             "mean_batch_per_call": 3.0,
@@ -37,7 +44,7 @@ def _record(policy="tracker", rate=2.5, successes=(True, False, True)):
             "git_commit": "abc123",
             "git_dirty": False,
             "command": "cfbench-eval --policy tracker",
-            "test_seeds": [20000, 20003],
+            "test_seeds": [20000, 20000 + episodes],
             "config": {"policy": policy},
             "machine": {"cpu_count": 2},
             "cfbench_version": "0.1.0",
@@ -60,7 +67,7 @@ def _broken(mutate):
         (lambda r: r["metrics"].update(episodes=7), "episode rows"),
         (lambda r: r.update(env_id="PassagePassing"), "env_id"),
         (lambda r: r["episodes"][0].update(steps="many"), "episodes/0/steps"),
-        (lambda r: r["episodes"][1].update(seed=20000), "seeds repeat"),
+        (lambda r: r["episodes"][1].update(seed=20000), "not exactly the test seeds"),
         (lambda r: r.update(extra=1), "Additional properties"),
     ],
 )
@@ -72,7 +79,7 @@ def test_malformed_records_are_rejected_with_the_reason(mutate, message):
 def test_write_read_round_trip_is_atomic(tmp_path):
     path = write_record(_record(), tmp_path)
     assert read_record(path) == _record()
-    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp files left behind
+    assert [p.name for p in tmp_path.iterdir() if p.name != ".lock"] == [path.name]  # no temp files left behind
     with pytest.raises(RecordError):
         write_record(_broken(lambda r: r.pop("episodes")), tmp_path)
     assert read_record(path) == _record()  # a rejected write leaves the old record intact
@@ -99,10 +106,10 @@ def test_leaderboard_is_idempotent_and_rejects_duplicates(tmp_path):
     duplicate = tmp_path / "mine.json"
     duplicate.write_text(json.dumps(_record(rate=2.5)))
     with pytest.raises(RecordError, match="duplicates an experiment"):
-        submit(duplicate, results)
+        submit([duplicate], results)
     fresh = tmp_path / "fresh.json"
     fresh.write_text(json.dumps(_record(policy="dp-c", rate=2.5)))
-    submit(fresh, results)
+    submit([fresh], results)
     assert "| dp-c " in render_markdown(read_all(results))
     (results / "copy.json").write_text(json.dumps(_record(rate=2.5)))
     with pytest.raises(RecordError, match="duplicates the experiment"):
@@ -148,3 +155,104 @@ def test_only_code_changes_make_a_checkout_dirty(tmp_path):
     assert not code_dirty(tmp_path / "pkg")  # an earlier run's outputs
     (tmp_path / "pkg" / "code.py").write_text("v2")
     assert code_dirty(tmp_path / "pkg")
+
+
+# ------------------------------------------------------------ published results (issue 12)
+def _write(path, record):
+    path.write_text(json.dumps(record))
+    return path
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda r: r.update(env_id="cfbench/Foo-v0"), "'cfbench/Foo-v0' is not a cfbench env"),
+        (lambda r: r.update(variant="../../escaped"), "variant"),
+        (lambda r: r.update(variant="a|b"), "variant"),
+        (lambda r: r.update(policy="dp/c"), "policy"),
+        (lambda r: r["metrics"].update(eval_wall_s=float("nan")), "metrics/eval_wall_s is not a finite number"),
+        (lambda r: r["episodes"][0].update(path_deviation=float("inf")), "episodes/0/path_deviation"),
+        (lambda r: r.update(source_hz=[40.0]), "above the target rate"),
+        (lambda r: r["provenance"].update(test_seeds=[20000, 20101]), "not exactly the test seeds"),
+        (lambda r: r["episodes"].reverse(), "not exactly the test seeds"),
+        (lambda r: r["episodes"][1].update(success=True), "both success and collision"),
+    ],
+)
+def test_records_that_cannot_be_true_are_rejected(mutate, message):
+    with pytest.raises(RecordError, match=message):
+        validate(_broken(mutate))
+
+
+def test_a_bad_submission_writes_nothing_and_later_runs_still_work(tmp_path):
+    results, output = tmp_path / "results", tmp_path / "leaderboard.md"
+    write_record(_record(), results)
+    regenerate(results, output)
+    before = sorted(p.name for p in results.iterdir())
+    foo = _write(tmp_path / "foo.json", _broken(lambda r: r.update(env_id="cfbench/Foo-v0", variant="x")))
+    good = _write(tmp_path / "good.json", _broken(lambda r: r.update(variant="good")))
+    bad = _write(tmp_path / "bad.json", _broken(lambda r: r.update(variant="bad") or r.pop("metrics")))
+    for files in ([foo], [good, bad], [good, good]):  # unknown env, one bad of two, the same one twice
+        with pytest.raises(RecordError):
+            submit(files, results)
+        assert sorted(p.name for p in results.iterdir()) == before  # all or nothing
+    regenerate(results, output)  # the folder is as healthy as before
+    assert [p.name for p in submit([good], results)] == [
+        "PassagePassing__tracker-good__2.5hz__to20hz__seeds20000-20100.json"]
+
+
+def test_oversized_submission_is_refused_before_reading(tmp_path):
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (6 * 1024 * 1024))
+    with pytest.raises(RecordError, match="more than a result record can be"):
+        read_record(big)
+
+
+def test_a_rerun_with_another_config_does_not_replace_the_published_record(tmp_path):
+    path = write_record(_record(), tmp_path)
+    changed = _broken(lambda r: r["provenance"]["config"].update(n_obs_steps=3))
+    changed["metrics"]["eval_wall_s"] = 2.0
+    with pytest.raises(RecordError, match=r"another config \(n_obs_steps None -> 3\).*--variant"):
+        write_record(changed, tmp_path)
+    assert read_record(path) == _record()
+    rerun = _record()
+    rerun["metrics"]["eval_wall_s"] = 3.0  # the same config again: a re-run replaces its record
+    write_record(rerun, tmp_path)
+    assert read_record(path)["metrics"]["eval_wall_s"] == 3.0
+
+
+def test_partial_runs_are_listed_apart_and_never_plotted(tmp_path):
+    results, output = tmp_path / "results", tmp_path / "leaderboard.md"
+    write_record(_record(rate=5.0), results)
+    write_record(_record(rate=5.0, episodes=10, successes=(True,)), results)
+    regenerate(results, output)
+    text = output.read_text()
+    assert text.count("## PassagePassing") == 1 and "## Partial runs (not ranked)" in text
+    assert "5 Hz" in text and "67 (33)" in text
+    assert "`PassagePassing__tracker__5hz__to20hz__seeds20000-20010.json` | 100 (0) | 10 |" in text
+    plotted = (results / "plots" / "PassagePassing.png").read_bytes()
+    (results / "PassagePassing__tracker__5hz__to20hz__seeds20000-20010.json").unlink()
+    regenerate(results, output)
+    assert (results / "plots" / "PassagePassing.png").read_bytes() == plotted  # the smoke run drew nothing
+
+
+def test_missing_or_empty_results_folder_is_an_error_and_writes_nothing(tmp_path, capsys):
+    output = tmp_path / "leaderboard.md"
+    output.write_text("kept")
+    (tmp_path / "empty").mkdir()
+    for folder, message in [(tmp_path / "nonexistent", "does not exist"), (tmp_path / "empty", "holds no")]:
+        with pytest.raises(SystemExit) as exit_info:
+            leaderboard_main(["--results-dir", str(folder), "--output", str(output)])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+        assert output.read_text() == "kept"
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        from cfbench.io import _file_mode
+
+        assert _file_mode() == 0o644
+    finally:
+        os.umask(old)
+    path = write_record(_record(), tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == _FILE_MODE and _FILE_MODE & 0o044  # group and others may read

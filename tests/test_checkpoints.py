@@ -1,0 +1,58 @@
+"""The checkpoint cache never hands back weights it did not train: a finished run is checked
+against the SHA-256 in its summary, and a corrupt file is named with the way out."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from cfbench.io import CheckpointError
+from cfbench.runner import SUMMARY, TrainingSetup, train_or_load
+
+TINY = {"down_dims": [8, 16], "step_embed_dim": 8, "n_groups": 4, "batch_size": 8, "warmup_steps": 2}
+
+
+def _setup(tmp_path, steps=4, every=4, retrain=False, validation=0):
+    return TrainingSetup({**TINY, "train_steps": steps, "eval_every": every}, n_demos=2,
+                         validation_episodes=validation, demos_dir=tmp_path / "demos",
+                         checkpoints_dir=tmp_path / "ckpt", retrain=retrain)
+
+
+def _train(tmp_path, **kwargs):
+    return train_or_load("dp-c", "PassagePassing", (20.0,), _setup(tmp_path, **kwargs), progress=False)
+
+
+def test_a_finished_run_is_loaded_only_with_the_weights_it_trained(tmp_path):
+    policy, _ = _train(tmp_path)
+    run = next((tmp_path / "ckpt").rglob(SUMMARY)).parent
+    loaded, _ = _train(tmp_path)  # from the cache
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in policy.state_dict().items())
+
+    weights = run / "policy" / "model.safetensors"
+    save_file({k: torch.zeros_like(v) for k, v in load_file(weights).items()}, weights)  # zeroed weights
+    with pytest.raises(CheckpointError, match=r"model.safetensors is missing or not the weights this run trained"):
+        _train(tmp_path)
+    (run / SUMMARY).write_text('{"trunc')
+    with pytest.raises(CheckpointError, match=rf"{SUMMARY} is corrupt .*--retrain"):
+        _train(tmp_path)
+    retrained, summary = _train(tmp_path, retrain=True)  # --retrain: trained again, identical
+    assert all(torch.equal(v, retrained.state_dict()[k]) for k, v in policy.state_dict().items())
+    assert json.loads((run / SUMMARY).read_text())["weights_sha256"] == summary["weights_sha256"]
+
+
+@pytest.mark.parametrize("name", ["train_state.json", "train_state.safetensors", "best/model.safetensors"])
+def test_a_corrupt_training_state_is_named_on_resume(tmp_path, name):
+    _train(tmp_path, steps=8, every=4, validation=1)  # validated: a best/ checkpoint is kept
+    run = next((tmp_path / "ckpt").rglob(SUMMARY)).parent
+    (run / SUMMARY).unlink()  # as if interrupted after the last evaluation: the next call resumes
+    (run / name).write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match=rf"{name} is missing, corrupt or incomplete.*--retrain"):
+        _train(tmp_path, steps=8, every=4, validation=1)
+
+
+def test_validation_shows_its_own_progress(tmp_path, capsys):
+    """The training bar used to freeze for a minute at every validation, with no word why."""
+    train_or_load("dp-c", "PassagePassing", (20.0,), _setup(tmp_path, validation=2), progress=True)
+    err = capsys.readouterr().err
+    assert "train dp-c" in err and "validation:" in err

@@ -1,0 +1,121 @@
+"""The commands as a user meets them: a mistake is one line and exit code 2 (``--debug`` for the
+traceback), Ctrl-C is one line, --help is instant and shows defaults, folders are found from
+anywhere in the checkout."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cfbench import paths
+from cfbench.demos import main as demos_main
+from cfbench.runner import eval_main, train_main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _fails(main, argv, capsys, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert message in err, err
+    return err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--policy", "tracker", "--set", "horizon=3"], "unknown config field(s) ['horizon']"),
+    (["--policy", "dp-c", "--profile", "tpu"], "has no profile 'tpu'"),
+    (["--policy", "dp-c", "--set", "train_steps=0"], "train_steps=0 must be positive"),
+    (["--policy", "dp-c", "--set", "batch_size=0"], "batch_size=0 must be positive"),
+    (["--policy", "dp-c", "--set", "train_steps=abc"], "train_steps='abc' must be an integer"),
+    (["--policy", "dp-c", "--set", "seed=1.5"], "seed=1.5 must be an integer"),
+    (["--policy", "dp-c", "--set", "eval_every=0"], "eval_every=0 must be positive"),
+    (["--policy", "dp-c", "--set", "n_obs_steps=0"], "n_obs_steps=0 must be positive"),
+    (["--policy", "tracker", "--source-hz", "1e-9"], "between 0.5 and 200 Hz"),
+    (["--policy", "tracker", "--source-hz", "40"], "above the target rate"),
+    (["--policy", "tracker", "--threads", "-2"], "must be a positive integer"),
+    (["--policy", "tracker", "--test-seeds", "-5:2"], "seeds are 0 or more"),
+    (["--policy", "tracker", "--test-seeds", "10:12"], "overlap the training seeds 0:90"),
+    (["--policy", "tracker", "--test-seeds", "10040:10060"], "overlap the validation seeds"),
+    (["--policy", "tracker", "--variant", "../../escaped"], "bad variant name"),
+    (["--policy", "tracker", "--variant", "a|b"], "bad variant name"),
+    (["--policy", "tracker", "--episodes", "0"], "must be a positive integer"),
+])
+def test_eval_mistakes_are_one_line_with_exit_code_2(argv, message, capsys, tmp_path):
+    err = _fails(eval_main, [*argv, "--results-dir", str(tmp_path / "results")], capsys, message)
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "results").exists()  # refused before anything is written
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(ValueError, match="unknown config field"):
+        eval_main(["--policy", "tracker", "--set", "horizon=3", "--debug"])
+
+
+def test_seed_overlap_can_be_allowed(tmp_path):
+    eval_main(["--policy", "tracker", "--source-hz", "20", "--test-seeds", "10:12", "--allow-seed-overlap",
+               "--results-dir", str(tmp_path / "results")])
+    assert len(list((tmp_path / "results").glob("*seeds10-12.json"))) == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--first-seed", "-1"], "must be 0 or more"),
+    (["--n", "0"], "must be a positive integer"),
+    (["--hz", "0.001"], "between 0.5 and 200 Hz"),
+    (["--env", "Moon"], "unknown environment 'Moon'"),
+])
+def test_demos_mistakes_are_one_line(argv, message, capsys, tmp_path):
+    _fails(demos_main, [*argv, "--demos-dir", str(tmp_path)], capsys, message)
+
+
+def test_ctrl_c_during_training_is_one_line_saying_where_it_resumes(monkeypatch, capsys, tmp_path):
+    from policies.diffusion import DiffusionPolicy
+
+    def interrupted(self, dataset, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DiffusionPolicy, "fit", interrupted)
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--policy", "dp-c", "--source-hz", "20", "--n-demos", "2", "--demos-dir", str(tmp_path / "d"),
+                    "--checkpoints-dir", str(tmp_path / "c")])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 130
+    assert err.strip().splitlines()[-1].startswith("cfbench-train: interrupted: training state is saved")
+    assert "the same command resumes" in err and "Traceback" not in err
+
+
+def test_help_is_instant_and_shows_defaults():
+    """--help must not import torch (4.5 s); checked by what is imported, not by a clock."""
+    probe = "import sys, cfbench.runner, cfbench.leaderboard, cfbench.demos; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+    out = subprocess.run([sys.executable, "-c", "from cfbench.runner import eval_main; eval_main(['--help'])"],
+                         capture_output=True, text=True).stdout
+    assert "--retrain" in out and "(default: ['2.5'])" in out and "dispo" in out
+
+
+def test_folders_are_found_from_anywhere_in_the_checkout(monkeypatch, tmp_path):
+    monkeypatch.delenv(paths.HOME_VARIABLE)
+    monkeypatch.chdir(tmp_path)
+    assert paths.home() == ROOT and paths.results_dir() == ROOT / "results"
+    assert paths.runs_dir() == ROOT / "runs" / "results"  # where cfbench-eval writes: git ignores it
+    assert "runs/" in (ROOT / ".gitignore").read_text().split()
+    monkeypatch.setenv(paths.HOME_VARIABLE, str(tmp_path / "elsewhere"))
+    assert paths.demos_dir() == tmp_path / "elsewhere" / "demos"
+    assert paths.shown(tmp_path / "elsewhere" / "checkpoints" / "x") == "checkpoints/x"
+
+
+def test_eval_writes_to_the_scratch_area_by_default(tmp_path):
+    eval_main(["--policy", "tracker", "--source-hz", "20", "--episodes", "2"])
+    written = list(paths.runs_dir().glob("*.json"))
+    assert [p.name for p in written] == ["PassagePassing__tracker__20hz__to20hz__seeds20000-20002.json"]
+    assert (paths.runs_dir().parent / "leaderboard.md").exists() and not paths.results_dir().exists()
+
+
+def test_demo_generation_is_announced(capsys, tmp_path):
+    from cfbench.datasets import load_demos
+
+    load_demos("PassagePassing", (20.0,), n=1, demos_dir=tmp_path)
+    assert "generating 1 expert demos of PassagePassing at 20 Hz" in capsys.readouterr().err
