@@ -44,7 +44,7 @@ def main() -> int:
         for hz in RATES:
             if args.no_write:
                 seeds = seed_list(TEST_SEEDS)[: args.episodes]
-                metrics = evaluate(policies.make("tracker"), env, (hz,), seeds=seeds, progress=False)["metrics"]
+                metrics = evaluate(policies.make("tracker"), env, hz, seeds=seeds, progress=False)["metrics"]
             else:
                 record, _ = run("tracker", env, (hz,), episodes=args.episodes, results_dir=args.results_dir,
                                 command=["python", "benchmarks/calibration.py", *sys.argv[1:]], progress=False)

@@ -19,7 +19,7 @@ from cfbench import paths
 from cfbench.demos import dataset_id, manifest_entry, verify, write_dataset
 from cfbench.envs import resolve_env, short_name
 from cfbench.protocol import N_DEMOS, rates_label
-from cfbench.tree import tree_concat, tree_index
+from cfbench.tree import state_of, tree_concat, tree_index
 
 
 @dataclass
@@ -59,6 +59,16 @@ class DemoDataset:
         return rates_label(self.rates)
 
     @property
+    def reference_hz(self) -> float:
+        """The rate of the most frequent step over all demo samples (ties: the finer rate): the
+        paper's reference step. A policy trained on these demos observes and replans at it; for
+        alternating 2.5 + 5 Hz episodes it is 5 Hz (twice as many samples)."""
+        samples: dict[float, int] = {}
+        for episode in self.episodes:
+            samples[episode.source_hz] = samples.get(episode.source_hz, 0) + len(episode.actions)
+        return max(samples, key=lambda hz: (samples[hz], hz))
+
+    @property
     def state_layout(self):
         """The env's ``StateLayout`` (what each state entry is), read from its registered class."""
         import gymnasium as gym
@@ -73,6 +83,11 @@ class DemoDataset:
         With ``stride`` k > 1 the windows take every k-th sample: the demos resampled to
         1/k of their rate, at every phase (DiSPo's sample-rate augmentation). An action then
         targets the pose k samples ahead, and ``source_hz`` reports the resampled rate.
+
+        Padding (protocol v1): before its first sample the agent holds its start pose, so the
+        actions of steps before the start are that pose (the agent pose of the first
+        observation), never a target already on the way; observations before the start repeat
+        the first one; actions past the end repeat the last target.
         """
         if n_obs_steps < 1 or horizon < 1 or stride < 1:
             raise ValueError(f"n_obs_steps, horizon and stride must be >= 1, got {n_obs_steps}, {horizon}, {stride}")
@@ -80,15 +95,22 @@ class DemoDataset:
         for index, episode in enumerate(self.episodes):
             steps = len(episode.actions)
             poses = _next_poses(episode.actions, stride)
+            start_pose = start_pose_of(episode.observations, poses.shape[-1])
             starts = np.arange(steps) - stride * (n_obs_steps - 1)  # first step of each window
             obs_index = np.clip(starts[:, None] + stride * np.arange(n_obs_steps), 0, steps - 1)
-            act_index = np.clip(starts[:, None] + stride * np.arange(horizon), 0, steps - 1)
+            act_index = starts[:, None] + stride * np.arange(horizon)
             obs_parts.append(tree_index(episode.observations, obs_index))
-            act_parts.append(poses[act_index])
+            act_parts.append(np.where(act_index[..., None] < 0, start_pose, poses[np.clip(act_index, 0, steps - 1)]))
             rates.append(np.full(steps, episode.source_hz / stride))
             owners.append(np.full(steps, index))
         return Windows(tree_concat(obs_parts), np.concatenate(act_parts), np.concatenate(rates),
                        np.concatenate(owners))
+
+
+def start_pose_of(observations, pose_dim: int) -> np.ndarray:
+    """The agent's pose at the first observation: a state vector starts with the agent pose, in
+    the same coordinates as an action (cfbench.envs.core)."""
+    return np.asarray(state_of(observations)[0][:pose_dim], dtype=np.float32)
 
 
 def _next_poses(actions: np.ndarray, stride: int) -> np.ndarray:

@@ -6,9 +6,9 @@ talks to ``policies.base.Policy`` only. Training, records and the command lines 
 ``cfbench.runner``.
 
 Observation histories: a policy asking for ``n_obs_steps`` observations gets them spaced one
-execution step apart (``protocol.execution_hz``: today the slowest rate of a mixed dataset),
-oldest first, the first observation repeated before enough history exists — the spacing its
-training windows had.
+step of the reference rate apart (the rate of the most frequent step in its demos; for a
+mixed-rate dataset the paper's rule, docs/design.md section 6), oldest first, the first
+observation repeated before enough history exists — the spacing its training windows had.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 import cfbench  # noqa: F401  (registers the envs)
 from cfbench.envs import resolve_env, short_name
-from cfbench.protocol import TARGET_HZ, TEST_SEEDS, execution_hz, rates_label, seed_list
+from cfbench.protocol import TARGET_HZ, TEST_SEEDS, seed_list
 from cfbench.tree import tree_index, tree_stack
 from policies.base import EpisodeContext, Policy
 
@@ -54,7 +54,7 @@ class _Slot:
 def evaluate(
     policy: Policy,
     env: str,
-    rates: tuple[float, ...],
+    source_hz: float,
     *,
     target_hz: float = TARGET_HZ,
     seeds: list[int] | None = None,
@@ -63,14 +63,14 @@ def evaluate(
     progress: bool = True,
     desc: str | None = None,
 ) -> dict:
-    """Run one episode per seed of a policy trained on demos at ``rates``; returns the metrics
+    """Run one episode per seed of a policy that observes and replans at ``source_hz`` (the
+    reference rate of its demos, ``DemoDataset.reference_hz``); returns the metrics
     (``eval_wall_s`` included; training is the runner's) and the per-episode rows."""
     env_id = resolve_env(env)
     seeds = seed_list(TEST_SEEDS) if seeds is None else list(seeds)
     if not seeds:
         raise ValueError("no test seeds to evaluate on")
-    replan_hz = execution_hz(rates)
-    stride = max(1, round(target_hz / replan_hz))
+    stride = max(1, round(target_hz / source_hz))
     n_obs = policy.config.n_obs_steps
     num_envs = max(1, min(num_envs, len(seeds)))
     envs = make_vector_env(env_id, num_envs, policy.config.obs_mode, target_hz, vector)
@@ -83,14 +83,14 @@ def evaluate(
         obs, infos = envs.reset(seed=first)
         hold = np.array(infos["agent_pose"])
         _start_episodes(policy, envs, env_id, target_hz, slots, obs, seeds=dict(enumerate(first)))
-        bar = tqdm(total=len(seeds), desc=desc or f"{policy.name} {short_name(env_id)} {rates_label(rates)} Hz",
+        bar = tqdm(total=len(seeds), desc=desc or f"{policy.name} {short_name(env_id)} {source_hz:g} Hz",
                    unit="ep", disable=not progress, leave=False)
         while any(slot is not None for slot in slots):
             need = [i for i, slot in enumerate(slots) if slot is not None and not slot.queue]
             if need:
-                history = tree_stack([tree_stack(_history(slots[i].observations, n_obs, stride)) for i in need])
+                history = tree_stack([observation_history(slots[i].observations, n_obs, stride) for i in need])
                 t0 = time.perf_counter()
-                chunks = policy.act(history, slots=need, source_hz=replan_hz, target_hz=target_hz)
+                chunks = policy.act(history, slots=need, source_hz=source_hz, target_hz=target_hz)
                 act_seconds += time.perf_counter() - t0
                 act_calls += 1
                 act_batch += len(need)
@@ -163,9 +163,11 @@ def _start_episodes(policy, envs, env_id, control_hz, slots, obs, seeds: dict[in
         policy.reset(i, EpisodeContext(env_id=env_id, seed=seeds[i], control_hz=control_hz, expert=expert))
 
 
-def _history(observations: list, n_obs: int, stride: int) -> list:
+def observation_history(observations: list, n_obs: int, stride: int):
+    """The ``n_obs`` observations a policy sees now, ``stride`` control steps apart, oldest first,
+    the first observation repeated before enough exist: (n_obs, ...) arrays (a dict of them)."""
     last = len(observations) - 1
-    return [observations[max(0, last - stride * (n_obs - 1 - k))] for k in range(n_obs)]
+    return tree_stack([observations[max(0, last - stride * (n_obs - 1 - k))] for k in range(n_obs)])
 
 
 def _check_chunks(policy: Policy, chunks, batch: int, pose_dim: int) -> None:

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import re
 
+#: the protocol version records and cached runs belong to. 1: past actions before the first
+#: sample hold the start pose; mixed-rate demos run at the most frequent step; training seeds
+#: in the record; open-loop fidelity metrics (docs/design.md). Records of older protocols live
+#: in results/archive/protocol<N>/ and leave the leaderboard.
+PROTOCOL = 1
 #: demos are recorded from the expert on seeds 0, 1, ... (a seed the expert fails is skipped)
 TRAIN_SEED_START = 0
 #: demos per dataset: training seeds 0-89
@@ -56,11 +61,6 @@ def check_name(name: str, what: str) -> str:
 def rates_label(rates) -> str:
     """(2.5, 5.0) -> '2.5+5': the canonical label of a (mixed) source rate, in tables and file names."""
     return "+".join(f"{hz:g}" for hz in rates)
-
-
-def execution_hz(rates) -> float:
-    """The rate a policy trained on ``rates`` observes and replans at: today the slowest one."""
-    return min(rates)
 
 
 def mix_seed(seed: int, salt: int) -> int:

@@ -19,22 +19,37 @@ import jsonschema
 
 from cfbench.envs import ENV_IDS
 from cfbench.io import atomic_write_text, exclusive
-from cfbench.protocol import NAME_PATTERN, rates_label, seed_list
+from cfbench.protocol import NAME_PATTERN, PROTOCOL, rates_label, seed_list
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: a submitted file larger than this is refused before it is read (a 100-episode record is ~25 kB)
 MAX_RECORD_BYTES = 5 * 1024 * 1024
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
+_SPREAD = {"type": ["object", "null"], "required": ["mean", "p90"], "additionalProperties": False,
+           "properties": {"mean": {"type": "number"}, "p90": {"type": "number"}}}
 RECORD_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "cfbench result record",
     "type": "object",
-    "required": ["schema_version", "policy", "variant", "env_id", "source_hz", "target_hz", "metrics", "episodes",
-                 "provenance"],
+    "required": ["schema_version", "protocol", "policy", "variant", "train_seed", "env_id", "source_hz",
+                 "reference_hz", "target_hz", "metrics", "fidelity", "episodes", "provenance"],
     "additionalProperties": False,
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
+        "protocol": {"const": PROTOCOL, "description": "the benchmark protocol the record was made under"},
+        "train_seed": {"type": "integer", "minimum": 0, "description": "the policy's training seed (0 if untrained)"},
+        "reference_hz": {"type": "number", "exclusiveMinimum": 0,
+                         "description": "the rate the policy observed and replanned at: the demos' most frequent step"},
+        "fidelity": {
+            "type": "object",
+            "description": "open-loop errors of the policy's actions along the expert's path (validation seeds)",
+            "required": ["waypoint_error", "inbetween_error", "zigzag", "queries", "actions", "seeds"],
+            "additionalProperties": False,
+            "properties": {"waypoint_error": _SPREAD, "inbetween_error": _SPREAD, "zigzag": _SPREAD,
+                           "queries": {"type": "integer", "minimum": 0}, "actions": {"type": "integer", "minimum": 0},
+                           "seeds": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}},
+        },
         "policy": {"type": "string", "pattern": NAME_PATTERN},
         "variant": {"anyOf": [{"const": ""}, {"type": "string", "pattern": NAME_PATTERN}],
                     "description": "label distinguishing runs of one policy ('' for the default)"},
@@ -118,6 +133,9 @@ def validate(record: Any, source: str = "record") -> dict:
     if max(record["source_hz"]) > record["target_hz"]:
         raise RecordError(f"{source}: source rate {rates_label(record['source_hz'])} Hz is above the target rate "
                           f"{record['target_hz']:g} Hz")
+    if record["reference_hz"] not in record["source_hz"]:
+        raise RecordError(f"{source}: reference rate {record['reference_hz']:g} Hz is not one of the source rates "
+                          f"{rates_label(record['source_hz'])} Hz")
     rows, metrics = record["episodes"], record["metrics"]
     test_seeds = record["provenance"]["test_seeds"]
     if test_seeds[1] <= test_seeds[0] or [row["seed"] for row in rows] != seed_list(test_seeds):
@@ -147,20 +165,26 @@ def _non_finite(value: Any, where: str = "") -> str | None:
     return None
 
 
-def make_record(policy, variant: str, env_id: str, rates: tuple[float, ...], target_hz: float, outcome: dict,
-                training: dict | None, *, command: list[str], test_seeds: tuple[int, int]) -> dict:
+def make_record(policy, variant: str, env_id: str, rates: tuple[float, ...], reference_hz: float, target_hz: float,
+                outcome: dict, fidelity: dict, training: dict | None, *, train_seed: int, command: list[str],
+                test_seeds: tuple[int, int]) -> dict:
     """The record of one evaluation: the evaluator's ``outcome`` (metrics and episode rows), the
-    training summary of a learned policy (None for the Tracker) and how it all was made."""
+    open-loop ``fidelity``, the training summary of a learned policy (None for the Tracker) and
+    how it all was made."""
     metrics = {**outcome["metrics"], "train_wall_s": training["train_seconds"] if training else 0.0}
     record = {
         "schema_version": SCHEMA_VERSION,
+        "protocol": PROTOCOL,
         "policy": policy.name,
         "variant": variant,
+        "train_seed": train_seed,
         "privileged": policy.privileged,
         "env_id": env_id,
         "source_hz": list(rates),
+        "reference_hz": reference_hz,
         "target_hz": target_hz,
         "metrics": metrics,
+        "fidelity": fidelity,
         "episodes": outcome["episodes"],
         **({"training": training} if training else {}),
         "provenance": provenance(command, test_seeds, policy.config.to_dict()),
@@ -173,6 +197,7 @@ def run_key(record: dict) -> tuple:
     return (
         record["policy"],
         record["variant"],
+        record["train_seed"],
         record["env_id"],
         tuple(record["source_hz"]),
         record["target_hz"],
@@ -185,7 +210,7 @@ def record_filename(record: dict) -> str:
     label = record["policy"] + (f"-{record['variant']}" if record["variant"] else "")
     rates = rates_label(record["source_hz"])
     seeds = "-".join(str(s) for s in record["provenance"]["test_seeds"])
-    return f"{env}__{label}__{rates}hz__to{record['target_hz']:g}hz__seeds{seeds}.json"
+    return f"{env}__{label}__{rates}hz__to{record['target_hz']:g}hz__seeds{seeds}__train{record['train_seed']}.json"
 
 
 def write_record(record: dict, results_dir: str | Path) -> Path:

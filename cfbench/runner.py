@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -43,6 +44,7 @@ from cfbench.io import CheckpointError, atomic_write_text
 from cfbench.protocol import (
     MAX_RATE_HZ,
     N_DEMOS,
+    PROTOCOL,
     TARGET_HZ,
     TEST_SEEDS,
     TRAIN_SEED_START,
@@ -88,16 +90,18 @@ TRAINING_FIELDS = ("run_dir", "best_step", "best_score", "validation", "losses",
 
 # ------------------------------------------------------------------- the cache
 def run_dir(checkpoints_dir: Path, policy: policies.Policy, env_id: str, rates: tuple[float, ...],
-            demo_files: dict) -> Path:
-    """The run's folder, keyed by the (unfitted) config and the demo files' checksums."""
-    identity = json.dumps({"config": policy.config.to_dict(), "demos": demo_files}, sort_keys=True, default=list)
-    key = hashlib.sha256(identity.encode()).hexdigest()[:12]
+            demo_files: dict, protocol: int = PROTOCOL) -> Path:
+    """The run's folder, keyed by the (unfitted) config, the demo files' checksums and the
+    protocol that cuts them into windows (protocol 0 keys had no protocol entry)."""
+    identity = {"config": policy.config.to_dict(), "demos": demo_files, **({"protocol": protocol} if protocol else {})}
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=list).encode()).hexdigest()[:12]
     return Path(checkpoints_dir) / short_name(env_id) / policy.name / f"{rates_label(rates)}hz" / key
 
 
-def pretraining_dir(work: Path, identity: dict, dataset: DemoDataset) -> Path:
-    """The shared first phase's folder beside ``work``: keyed by the settings that phase reads
-    and the demos' states, actions, rates and seeds."""
+def pretraining_dir(work: Path, identity: dict, dataset: DemoDataset, protocol: int = PROTOCOL) -> Path:
+    """The shared first phase's folder beside ``work``: keyed by the settings that phase reads,
+    the protocol and the demos' states, actions, rates and seeds."""
+    identity = {**identity, **({"protocol": protocol} if protocol else {})}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=list).encode())
     for episode in dataset.episodes:
         for array in (state_of(episode.observations), episode.actions, np.array([episode.source_hz, episode.seed])):
@@ -125,7 +129,7 @@ def train_or_load(policy_name: str, env: str, rates: tuple[float, ...], setup: T
     seeds = seed_list(VALIDATION_SEEDS)[: setup.validation_episodes]
 
     def validate(candidate: policies.Policy) -> float:
-        outcome = evaluate(candidate, env_id, rates, seeds=seeds, progress=progress, desc="validation")
+        outcome = evaluate(candidate, env_id, dataset.reference_hz, seeds=seeds, progress=progress, desc="validation")
         return outcome["metrics"]["success_rate"]
 
     shared = {}
@@ -175,12 +179,21 @@ def _sha256(path: Path) -> str:
 
 
 # -------------------------------------------------------------------- one run
+def reference_rate(env_id: str, rates: tuple[float, ...], setup: TrainingSetup) -> float:
+    """The rate a policy trained on demos at ``rates`` observes and replans at: the demos' most
+    frequent step (for a mixed set read off the dataset, generated if need be)."""
+    if len(rates) == 1:
+        return rates[0]
+    return load_demos(env_id, rates, n=setup.n_demos, demos_dir=setup.demos_dir).reference_hz
+
+
 def run(
     policy_name: str,
     env: str,
     rates: tuple[float, ...],
     setup: TrainingSetup | None = None,
     *,
+    train_seed: int = 0,
     target_hz: float = TARGET_HZ,
     test_seeds: tuple[int, int] = TEST_SEEDS,
     episodes: int | None = None,
@@ -191,25 +204,39 @@ def run(
     command: list[str] | None = None,
     progress: bool = True,
 ) -> tuple[dict, Path]:
-    """Train (if the policy learns and no cached checkpoint matches), evaluate, write the record
-    (to the scratch area ``runs/results`` unless ``results_dir`` says otherwise)."""
+    """Train (if the policy learns and no cached checkpoint matches) with ``train_seed``, evaluate
+    on the test seeds, probe the open-loop fidelity on the validation seeds, write the record (to
+    the scratch area ``runs/results`` unless ``results_dir`` says otherwise)."""
     from cfbench.evaluate import evaluate
+    from cfbench.fidelity import probe
 
     setup = setup or TrainingSetup()
     if variant:
         check_name(variant, "variant")
     env_id = resolve_env(env)
+    reference_hz = reference_rate(env_id, rates, setup)
     training = None
-    if policies.policy_class(policy_name).trainable:
-        policy, summary = train_or_load(policy_name, env_id, rates, setup, progress=progress)
+    cls = policies.policy_class(policy_name)
+    if cls.trainable:
+        if "seed" in setup.overrides and setup.overrides["seed"] != train_seed:
+            raise ValueError("give the training seed with --train-seeds, not --set seed=...")
+        seeded = setup
+        if "seed" in {f.name for f in dataclasses.fields(cls.config_class)}:
+            seeded = dataclasses.replace(setup, overrides={**setup.overrides, "seed": train_seed})
+        elif train_seed != 0:
+            raise ValueError(f"policy {policy_name!r} has no seed setting: its only training seed is 0")
+        policy, summary = train_or_load(policy_name, env_id, rates, seeded, progress=progress)
         training = {key: summary[key] for key in TRAINING_FIELDS if key in summary}
+    elif train_seed != 0:
+        raise ValueError(f"policy {policy_name!r} is not trained: its only training seed is 0")
     else:
         policy = setup.make_policy(policy_name)
     seeds = seed_list(test_seeds)[:episodes]
-    outcome = evaluate(policy, env_id, rates, target_hz=target_hz, seeds=seeds, num_envs=num_envs, vector=vector,
-                       progress=progress)
-    record = make_record(policy, variant, env_id, rates, target_hz, outcome, training,
-                         command=command or sys.argv, test_seeds=(seeds[0], seeds[-1] + 1))
+    outcome = evaluate(policy, env_id, reference_hz, target_hz=target_hz, seeds=seeds, num_envs=num_envs,
+                       vector=vector, progress=progress)
+    fidelity = probe(policy, env_id, reference_hz, target_hz=target_hz)
+    record = make_record(policy, variant, env_id, rates, reference_hz, target_hz, outcome, fidelity, training,
+                         train_seed=train_seed, command=command or sys.argv, test_seeds=(seeds[0], seeds[-1] + 1))
     return record, write_record(record, results_dir or paths.runs_dir())
 
 
@@ -266,8 +293,10 @@ def training_setup(args: argparse.Namespace) -> TrainingSetup:
     validation = VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0]
     if args.val_episodes > validation:
         raise ValueError(f"--val-episodes {args.val_episodes}: there are {validation} validation seeds")
-    return TrainingSetup(overrides, args.profile, args.n_demos, args.val_episodes, args.demos_dir,
-                         args.checkpoints_dir, args.retrain)
+    setup = TrainingSetup(overrides, args.profile, args.n_demos, args.val_episodes, args.demos_dir,
+                          args.checkpoints_dir, args.retrain)
+    setup.make_policy(args.policy)  # a bad config value is named now, not after the demos are made
+    return setup
 
 
 def set_threads(threads: int | None) -> int:
@@ -361,6 +390,8 @@ def eval_main(argv: list[str]) -> None:
                         help="allow test seeds that overlap the training or validation seeds")
     parser.add_argument("--episodes", type=positive_int, default=None, help="evaluate only the first N test seeds")
     parser.add_argument("--variant", default="", help="label for this configuration in results and the leaderboard")
+    parser.add_argument("--train-seeds", nargs="+", type=non_negative_int, default=[0],
+                        help="training seeds: one run (and record) per seed")
     parser.add_argument("--num-envs", type=positive_int, default=10)
     parser.add_argument("--vector", choices=["sync", "async"], default="sync")
     parser.add_argument("--results-dir", type=Path, default=paths.runs_dir(),
@@ -386,17 +417,18 @@ def eval_main(argv: list[str]) -> None:
     set_threads(args.threads)
     rows = []
     for env in envs:
-        for rates in rate_sets:
+        for rates, train_seed in itertools.product(rate_sets, args.train_seeds):
             record, path = run(
-                args.policy, env, rates, setup, target_hz=args.target_hz, test_seeds=test_seeds,
+                args.policy, env, rates, setup, train_seed=train_seed, target_hz=args.target_hz, test_seeds=test_seeds,
                 episodes=args.episodes, variant=args.variant, num_envs=args.num_envs, vector=args.vector,
                 results_dir=args.results_dir, command=["cfbench-eval", *argv],
             )
             m = record["metrics"]
             rows.append({
-                "env": env, "source Hz": rates_label(rates), "success %": 100 * m["success_rate"],
+                "env": env, "source Hz": rates_label(rates), "seed": train_seed, "success %": 100 * m["success_rate"],
                 "collision %": 100 * m["collision_rate"], "steps to success": m["mean_steps_to_success"],
-                "path dev": m["path_deviation"], "episodes": m["episodes"], "train s": m["train_wall_s"],
+                "path dev": m["path_deviation"], "in-between err": (record["fidelity"]["inbetween_error"] or {}).get("mean"),
+                "episodes": m["episodes"], "train s": m["train_wall_s"],
                 "eval s": m["eval_wall_s"], "record": paths.shown(path),
             })
     table = pd.DataFrame(rows)

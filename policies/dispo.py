@@ -4,7 +4,7 @@ The sequence is [observation tokens (T_o), action tokens (T_o - 1 past, then the
 future ones)], each embedded linearly plus a learned type encoding; no positions: the SSM's
 step sizes carry time. Every DiSPo block is adaLN (scale, shift and gate from the diffusion
 step embedding) around a Mamba mixer *without* conv1d whose step sizes are stretched per token,
-Δ = r · softplus(f_Δ(u)). r = 1 is the step of the reference rate (the most frequent demo rate);
+Δ = r · softplus(f_Δ(u)). r = 1 is the step of the reference rate (the most frequent step over the demo samples);
 tokens at ω get r = ω_ref / ω. So a model trained at 2.5 Hz emits 20 Hz actions by giving the
 current and future action tokens r / 8 and asking for 8 times as many of them: no interpolation.
 
@@ -65,7 +65,7 @@ class DiSPoConfig(MambaDiffusionConfig):
     obs_loss_weight: float = 0.1
     #: sample-rate augmentation: windows also resampled to 1/k of their rate, for each k here
     augment_strides: tuple[int, ...] = (1, 2)
-    #: the rate whose step is r = 1: the most frequent rate in the training demos (set by fit)
+    #: the rate whose step is r = 1: the most frequent step over the training samples (set by fit)
     reference_hz: float = 0.0
     #: fine-tuning rounds double the rate from reference_hz up to this one
     target_hz: float = 20.0
@@ -164,8 +164,7 @@ class DiSPo(DiffusionPolicy):
         """Windows at every augmentation stride, each token with its step scale and a loss mask, and
         φ_r's target on the reference-rate windows (the rollout's observation spacing)."""
         c = self.config
-        rates, counts = np.unique([episode.source_hz for episode in dataset.episodes], return_counts=True)
-        c.reference_hz = float(rates[np.argmax(counts)])
+        c.reference_hz = dataset.reference_hz
         parts = []
         for stride in c.augment_strides:
             windows = dataset.windows(c.n_obs_steps, c.horizon, stride=stride)

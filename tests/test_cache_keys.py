@@ -1,6 +1,7 @@
-"""Refactors must not move results: the committed records' configs still load as they are, and
-the checkpoint-cache keys (run folders and DiSPo's shared pretraining folders) computed for
-them today are the ones they were trained under."""
+"""Refactors must not move results: the archived protocol-0 records' configs still load as they
+are, and the checkpoint-cache keys (run folders and DiSPo's shared pretraining folders)
+computed for them under protocol 0 are the ones they were trained under. (Protocol 1 keys add
+the protocol: a run cut into windows by other rules is another run.)"""
 
 import json
 from pathlib import Path
@@ -11,13 +12,13 @@ import policies
 from cfbench.datasets import load_demos
 from cfbench.demos import ExpertRunner, dataset_id, manifest_entry, write_dataset
 from cfbench.protocol import N_DEMOS
-from cfbench.results import read_all
 from cfbench.runner import pretraining_dir, run_dir
 
-RESULTS = Path(__file__).resolve().parent.parent / "results"
+ARCHIVE = Path(__file__).resolve().parent.parent / "results" / "archive" / "protocol0"
 #: config fields that ``fit`` fills in from the dataset: unset when a run's key is computed
 FITTED = ("obs_dim", "action_dim", "views", "state_layout", "reference_hz")
-TRAINED = [r for r in read_all(RESULTS) if "training" in r]
+RECORDS = [json.loads(path.read_text()) for path in sorted(ARCHIVE.glob("*.json"))]  # schema 1: read as is
+TRAINED = [r for r in RECORDS if "training" in r]
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +66,10 @@ def test_cache_keys_of_committed_records_are_unchanged(demos_dir):
         policy = policies.make(record["policy"], **{k: v for k, v in config.items() if k != "policy"})
         rates = tuple(record["source_hz"])
         files = manifest_entry(demos_dir, dataset_id(record["env_id"], rates))["files"]
-        work = run_dir(Path("checkpoints"), policy, record["env_id"], rates, files)
+        work = run_dir(Path("checkpoints"), policy, record["env_id"], rates, files, protocol=0)
         assert str(work) == record["training"]["run_dir"], _label(record)
         identity = policy.pretraining_identity()
         if identity is not None:
             dataset = load_demos(record["env_id"], rates, demos_dir=demos_dir, generate=False)
-            assert str(pretraining_dir(work, identity, dataset)) == record["training"]["phases"][0]["dir"], \
+            assert str(pretraining_dir(work, identity, dataset, protocol=0)) == record["training"]["phases"][0]["dir"], \
                 _label(record)

@@ -15,7 +15,7 @@ from cfbench.runner import TrainingSetup, train_or_load
 
 
 def test_tracker_calibration_holds_on_the_validation_seeds(env_name):
-    success = {hz: evaluate(policies.make("tracker"), env_name, (hz,), seeds=seed_list(VALIDATION_SEEDS),
+    success = {hz: evaluate(policies.make("tracker"), env_name, hz, seeds=seed_list(VALIDATION_SEEDS),
                             progress=False)["metrics"]["success_rate"] for hz in (2.5, 20.0)}
     assert success[20.0] >= 0.95 and success[2.5] <= 0.15, success
 

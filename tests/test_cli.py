@@ -30,7 +30,9 @@ def _fails(main, argv, capsys, message):
     (["--policy", "dp-c", "--set", "train_steps=0"], "train_steps=0 must be positive"),
     (["--policy", "dp-c", "--set", "batch_size=0"], "batch_size=0 must be positive"),
     (["--policy", "dp-c", "--set", "train_steps=abc"], "train_steps='abc' must be an integer"),
-    (["--policy", "dp-c", "--set", "seed=1.5"], "seed=1.5 must be an integer"),
+    (["--policy", "dp-c", "--set", "warmup_steps=1.5"], "warmup_steps=1.5 must be an integer"),
+    (["--policy", "dp-c", "--set", "seed=3"], "give the training seed with --train-seeds"),
+    (["--policy", "tracker", "--train-seeds", "1"], "its only training seed is 0"),
     (["--policy", "dp-c", "--set", "eval_every=0"], "eval_every=0 must be positive"),
     (["--policy", "dp-c", "--set", "n_obs_steps=0"], "n_obs_steps=0 must be positive"),
     (["--policy", "tracker", "--source-hz", "1e-9"], "between 0.5 and 200 Hz"),
@@ -57,7 +59,7 @@ def test_debug_shows_the_traceback():
 def test_seed_overlap_can_be_allowed(tmp_path):
     eval_main(["--policy", "tracker", "--source-hz", "20", "--test-seeds", "10:12", "--allow-seed-overlap",
                "--results-dir", str(tmp_path / "results")])
-    assert len(list((tmp_path / "results").glob("*seeds10-12.json"))) == 1
+    assert len(list((tmp_path / "results").glob("*seeds10-12__train0.json"))) == 1
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -110,7 +112,7 @@ def test_folders_are_found_from_anywhere_in_the_checkout(monkeypatch, tmp_path):
 def test_eval_writes_to_the_scratch_area_by_default(tmp_path):
     eval_main(["--policy", "tracker", "--source-hz", "20", "--episodes", "2"])
     written = list(paths.runs_dir().glob("*.json"))
-    assert [p.name for p in written] == ["PassagePassing__tracker__20hz__to20hz__seeds20000-20002.json"]
+    assert [p.name for p in written] == ["PassagePassing__tracker__20hz__to20hz__seeds20000-20002__train0.json"]
     assert (paths.runs_dir().parent / "leaderboard.md").exists() and not paths.results_dir().exists()
 
 

@@ -12,8 +12,10 @@ def _record(policy: str) -> dict:
     rows = [{"seed": 20000 + i, "success": i % 2 == 0, "collision": i % 2 == 1, "steps": 40, "path_deviation": 1.0}
             for i in range(100)]
     return {
-        "schema_version": 1, "policy": policy, "variant": "", "privileged": False,
-        "env_id": "cfbench/PassagePassing-v0", "source_hz": [2.5], "target_hz": 20.0,
+        "schema_version": 2, "protocol": 1, "policy": policy, "variant": "", "train_seed": 0, "privileged": False,
+        "env_id": "cfbench/PassagePassing-v0", "source_hz": [2.5], "reference_hz": 2.5, "target_hz": 20.0,
+        "fidelity": {"waypoint_error": None, "inbetween_error": None, "zigzag": None, "queries": 0, "actions": 0,
+                     "seeds": [10000, 10050]},
         "metrics": {"episodes": 100, "success_rate": 0.5, "collision_rate": 0.5, "mean_steps_to_success": 40.0,
                     "path_deviation": 1.0, "inference_ms_per_call": 0.1, "train_wall_s": 0.0, "eval_wall_s": 1.0},
         "episodes": rows,

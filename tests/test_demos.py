@@ -15,6 +15,7 @@ from cfbench.demos import (
     verify,
     write_dataset,
 )
+from cfbench.evaluate import observation_history
 
 ENV = "PassagePassing"
 
@@ -91,17 +92,28 @@ def test_missing_dataset_is_generated_on_load(tmp_path, monkeypatch):
     assert len(load_demos(ENV, (10.0,), n=3).episodes) == 3  # a different size is regenerated
 
 
-def test_training_windows_pad_like_diffusion_policy(tmp_path):
+def test_training_windows_hold_the_start_pose_before_the_first_sample(tmp_path):
     dataset = load_demos(ENV, (2.5,), n=2, demos_dir=tmp_path)
     windows = dataset.windows(n_obs_steps=2, horizon=16)
     episode = dataset.episodes[0]
     steps = len(episode.actions)
+    start_pose = episode.observations[0][:2]
     assert len(windows) == sum(len(e.actions) for e in dataset.episodes)
     assert windows.observations.shape[1:] == (2, episode.observations.shape[1])
     assert windows.actions.shape[1:] == (16, 2)
-    # First window: history padded with the first observation, actions start at step 0.
+    # First window: history padded with the first observation; the past action (the step before
+    # the start) is the start pose, held, not the first target 0.4 s ahead; then actions from step 0.
     assert np.array_equal(windows.observations[0, 0], episode.observations[0])
-    assert np.array_equal(windows.actions[0, 0], episode.actions[0])
+    assert np.array_equal(windows.actions[0, 0], start_pose)
+    assert np.array_equal(windows.actions[0, 1], episode.actions[0])
+    assert np.linalg.norm(episode.actions[0] - start_pose) > 5  # the expert is moving by then
+    # The evaluator's history at an episode's first step is the same layout: the first observation twice.
+    assert np.array_equal(windows.observations[0], observation_history([episode.observations[0]], 2, 8))
+    # Strided windows (DiSPo's augmentation) hold the start pose too.
+    strided = dataset.windows(n_obs_steps=3, horizon=6, stride=2)
+    assert np.array_equal(strided.actions[0, :2], np.stack([start_pose, start_pose]))
+    assert np.array_equal(strided.actions[1, 1], start_pose) and np.array_equal(strided.actions[2, 0], start_pose)
+    assert np.array_equal(strided.actions[2, 1], episode.actions[1])  # step 0's target 2 samples ahead
     # Last window of episode 0: actions padded with the final action.
     assert np.array_equal(windows.actions[steps - 1, -1], episode.actions[-1])
     assert np.array_equal(windows.observations[1, 1], episode.observations[1])

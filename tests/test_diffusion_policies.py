@@ -108,7 +108,7 @@ def test_pixel_policy_trains_one_step_and_acts(name, tmp_path):
     actions = policy.act(obs, slots=[0], source_hz=5.0, target_hz=20.0)
     assert actions.shape == (1, 4 * policy.config.n_action_steps, 2) and np.isfinite(actions).all()
     if name == "dp-c":  # the evaluator batches dict observations from a vector env
-        outcome = evaluate(policy, "PassagePassing", (5.0,), seeds=[20000, 20001], num_envs=2, progress=False)
+        outcome = evaluate(policy, "PassagePassing", 5.0, seeds=[20000, 20001], num_envs=2, progress=False)
         assert outcome["metrics"]["episodes"] == 2
 
 

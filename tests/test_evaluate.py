@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import policies
-from cfbench.evaluate import _history, evaluate
+from cfbench.evaluate import evaluate, observation_history
 from cfbench.runner import eval_main as main
 from cfbench.runner import TrainingSetup, parse_overrides, parse_seed_range, run
 from cfbench.results import read_record
@@ -15,8 +15,8 @@ SEEDS = list(range(20000, 20006))
 
 def test_tracker_evaluation_is_deterministic_and_records_every_seed():
     tracker = policies.make("tracker")
-    first = evaluate(tracker, "PassagePassing", (20.0,), seeds=SEEDS, num_envs=4, progress=False)
-    second = evaluate(policies.make("tracker"), "PassagePassing", (20.0,), seeds=SEEDS, num_envs=3, progress=False)
+    first = evaluate(tracker, "PassagePassing", 20.0, seeds=SEEDS, num_envs=4, progress=False)
+    second = evaluate(policies.make("tracker"), "PassagePassing", 20.0, seeds=SEEDS, num_envs=3, progress=False)
     assert [row["seed"] for row in first["episodes"]] == SEEDS
     assert first["episodes"] == second["episodes"]
     assert first["metrics"]["success_rate"] == 1.0
@@ -24,15 +24,15 @@ def test_tracker_evaluation_is_deterministic_and_records_every_seed():
 
 
 def test_coarse_tracker_fails_where_fine_tracker_succeeds():
-    coarse = evaluate(policies.make("tracker"), "PassagePassing", (2.5,), seeds=SEEDS, progress=False)
+    coarse = evaluate(policies.make("tracker"), "PassagePassing", 2.5, seeds=SEEDS, progress=False)
     assert coarse["metrics"]["success_rate"] < 0.5 and coarse["metrics"]["collision_rate"] > 0.5
 
 
 def test_history_is_spaced_at_the_source_rate():
     observations = list(range(20))
-    assert _history(observations, 2, 8) == [11, 19]
-    assert _history(observations[:3], 3, 8) == [0, 0, 2]
-    assert _history(observations, 1, 1) == [19]
+    assert observation_history(observations, 2, 8).tolist() == [11, 19]
+    assert observation_history(observations[:3], 3, 8).tolist() == [0, 0, 2]
+    assert observation_history(observations, 1, 1).tolist() == [19]
 
 
 @dataclass
@@ -84,7 +84,7 @@ class _BrokenPolicy(_ReplayMean):
 
 def test_policy_returning_wrong_shape_is_named():
     with pytest.raises(ValueError, match="'test-replay' returned action chunks of shape"):
-        evaluate(_BrokenPolicy(), "PassagePassing", (20.0,), seeds=[1], progress=False)
+        evaluate(_BrokenPolicy(), "PassagePassing", 20.0, seeds=[1], progress=False)
 
 
 def test_cli_argument_errors(capsys):
@@ -114,7 +114,7 @@ def test_cli_writes_record_table_and_leaderboard(tmp_path, capsys):
     assert len(list(tmp_path.glob("*.json"))) == 2
     # 3 of the 100 test seeds: listed apart, never ranked or plotted
     assert "## Partial runs (not ranked)" in board and "| tracker †" not in board
-    assert "PassagePassing__tracker__20hz__to20hz__seeds20000-20003.json` | 100 (0) | 3 |" in board
+    assert "PassagePassing__tracker__20hz__to20hz__seeds20000-20003__train0.json` | 100 (0) | 3 |" in board
     assert not (tmp_path / "plots").exists()
 
 
@@ -139,7 +139,7 @@ class _RaggedPolicy(_ReplayMean):
 def test_chunks_of_different_lengths_per_slot_are_executed():
     policy = _RaggedPolicy()
     policy.calls = []
-    outcome = evaluate(policy, "PassagePassing", (20.0,), seeds=[1, 2, 3], num_envs=3, progress=False)
+    outcome = evaluate(policy, "PassagePassing", 20.0, seeds=[1, 2, 3], num_envs=3, progress=False)
     assert outcome["metrics"]["episodes"] == 3
     assert policy.calls[0] == [1, 2, 3]  # then each slot asks again when its own chunk runs out
     assert policy.calls[1:3] == [[1], [1, 2]]
@@ -151,4 +151,4 @@ def test_wrong_number_of_ragged_chunks_is_named():
             return [np.zeros((2, 2))] * (len(slots) + 1)
 
     with pytest.raises(ValueError, match="returned action chunks of shape"):
-        evaluate(Short(), "PassagePassing", (20.0,), seeds=[1], progress=False)
+        evaluate(Short(), "PassagePassing", 20.0, seeds=[1], progress=False)

@@ -20,13 +20,19 @@ def _record(policy="tracker", rate=2.5, successes=(True, False, True), episodes=
         for i, s in zip(range(episodes), itertools.cycle(successes))
     ]
     return {
-        "schema_version": 1,
+        "schema_version": 2,
+        "protocol": 1,
         "policy": policy,
         "variant": "",
+        "train_seed": 0,
         "privileged": policy == "tracker",
         "env_id": "cfbench/PassagePassing-v0",
         "source_hz": [rate],
+        "reference_hz": rate,
         "target_hz": 20.0,
+        "fidelity": {"waypoint_error": {"mean": 0.0, "p90": 0.0}, "inbetween_error": {"mean": 2.0, "p90": 5.0},
+                     "zigzag": {"mean": -0.5, "p90": -1.0}, "queries": 50, "actions": 5000,
+                     "seeds": [10000, 10050]},
         "metrics": {
             "episodes": len(rows),
             "success_rate": sum(r["success"] for r in rows) / len(rows),
@@ -99,7 +105,7 @@ def test_leaderboard_is_idempotent_and_rejects_duplicates(tmp_path):
     output = tmp_path / "leaderboard.md"
     regenerate(results, output)
     text, plot = output.read_text(), (results / "plots" / "PassagePassing.png").read_bytes()
-    assert "| tracker †" in text and "67 (33)" in text and "100 (0)" in text
+    assert "| tracker †" in text and "67 [57–75] (33) ×1" in text and "100 [96–100] (0) ×1" in text
     regenerate(results, output)
     assert output.read_text() == text and (results / "plots" / "PassagePassing.png").read_bytes() == plot
 
@@ -197,7 +203,7 @@ def test_a_bad_submission_writes_nothing_and_later_runs_still_work(tmp_path):
         assert sorted(p.name for p in results.iterdir()) == before  # all or nothing
     regenerate(results, output)  # the folder is as healthy as before
     assert [p.name for p in submit([good], results)] == [
-        "PassagePassing__tracker-good__2.5hz__to20hz__seeds20000-20100.json"]
+        "PassagePassing__tracker-good__2.5hz__to20hz__seeds20000-20100__train0.json"]
 
 
 def test_oversized_submission_is_refused_before_reading(tmp_path):
@@ -226,11 +232,11 @@ def test_partial_runs_are_listed_apart_and_never_plotted(tmp_path):
     write_record(_record(rate=5.0, episodes=10, successes=(True,)), results)
     regenerate(results, output)
     text = output.read_text()
-    assert text.count("## PassagePassing") == 1 and "## Partial runs (not ranked)" in text
-    assert "5 Hz" in text and "67 (33)" in text
-    assert "`PassagePassing__tracker__5hz__to20hz__seeds20000-20010.json` | 100 (0) | 10 |" in text
+    assert text.count("\n## PassagePassing\n") == 1 and "## Partial runs (not ranked)" in text
+    assert "5 Hz" in text and "67 [57–75] (33) ×1" in text
+    assert "`PassagePassing__tracker__5hz__to20hz__seeds20000-20010__train0.json` | 100 (0) | 10 |" in text
     plotted = (results / "plots" / "PassagePassing.png").read_bytes()
-    (results / "PassagePassing__tracker__5hz__to20hz__seeds20000-20010.json").unlink()
+    (results / "PassagePassing__tracker__5hz__to20hz__seeds20000-20010__train0.json").unlink()
     regenerate(results, output)
     assert (results / "plots" / "PassagePassing.png").read_bytes() == plotted  # the smoke run drew nothing
 

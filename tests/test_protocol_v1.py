@@ -1,0 +1,103 @@
+"""Protocol v1: the reference (most frequent) rate for mixed demos, training seeds with error
+bars and paired comparisons, and open-loop fidelity metrics."""
+
+import numpy as np
+import pytest
+
+import policies
+from cfbench.datasets import DemoDataset, Episode, load_demos
+from cfbench.fidelity import probe
+from cfbench.leaderboard import compare, success_table
+from cfbench.runner import TrainingSetup, run
+from cfbench.stats import mcnemar_exact, success_interval, wilson
+
+SEEDS = [10000, 10001, 10002]
+
+
+def _dataset(rates_and_lengths):
+    episodes = [Episode(np.zeros((n + 1, 4)), np.zeros((n, 2)), hz, i) for i, (hz, n) in enumerate(rates_and_lengths)]
+    return DemoDataset("cfbench/PassagePassing-v0", tuple(sorted({hz for hz, _ in rates_and_lengths})), "state",
+                       episodes)
+
+
+def test_the_reference_rate_is_the_most_frequent_step_ties_to_the_finer():
+    assert _dataset([(2.5, 20), (5.0, 40), (2.5, 20), (5.0, 40)]).reference_hz == 5.0  # 80 samples against 40
+    assert _dataset([(2.5, 30), (2.5, 30), (5.0, 40)]).reference_hz == 2.5  # 60 against 40
+    assert _dataset([(2.5, 20), (5.0, 20)]).reference_hz == 5.0  # a tie goes to the finer rate
+
+
+def test_mixed_demos_run_at_the_reference_rate(tmp_path):
+    dataset = load_demos("ButtonTouch", (2.5, 5.0), n=4, demos_dir=tmp_path / "demos")
+    assert dataset.reference_hz == 5.0
+    record, _ = run("tracker", "ButtonTouch", (2.5, 5.0), TrainingSetup(n_demos=4, demos_dir=tmp_path / "demos"),
+                    episodes=2, results_dir=tmp_path / "results", progress=False)
+    assert record["reference_hz"] == 5.0 and record["protocol"] == 1 and record["train_seed"] == 0
+    dispo = policies.make("dispo", d_model=8, n_layer=1, d_state=4, train_steps=1, eval_every=1, batch_size=4,
+                          finetune_steps=0)
+    data = dispo.prepare(dataset)
+    assert dispo.config.reference_hz == 5.0  # r = 1 at 5 Hz, r = 2 on the 2.5 Hz windows
+    assert sorted(set(data["step_scale"][:, 0].tolist())) == [1.0, 2.0, 4.0]  # with the stride-2 augmentation
+
+
+def test_wilson_interval_and_two_level_bootstrap():
+    low, high = wilson(67, 100)
+    assert round(low, 3) == 0.573 and round(high, 3) == 0.754
+    assert wilson(0, 100)[0] == pytest.approx(0.0, abs=1e-12) and wilson(100, 100)[1] == 1.0
+    rng = np.random.default_rng(3)
+    same = [rng.random(100) < 0.6 for _ in range(3)]
+    spread = [rng.random(100) < p for p in (0.2, 0.6, 0.9)]
+    mean, low, high = success_interval(same)
+    assert low < mean < high and success_interval(same) == (mean, low, high)  # deterministic
+    assert success_interval(spread)[2] - success_interval(spread)[1] > 2 * (high - low)  # seeds that disagree
+
+
+def test_mcnemar_exact_p_values():
+    assert mcnemar_exact(0, 6) == pytest.approx(2 / 64)
+    assert mcnemar_exact(12, 3) == pytest.approx(2 * sum(__import__("math").comb(15, i) for i in range(4)) / 2**15)
+    assert mcnemar_exact(5, 5) == 1.0 and mcnemar_exact(0, 0) == 1.0
+
+
+def _seeded(policy, train_seed, successes):
+    from test_results import _record
+
+    record = _record(policy=policy, successes=successes)
+    record["train_seed"] = train_seed
+    return record
+
+
+def test_leaderboard_cells_pool_training_seeds_and_compare_states_the_paired_test():
+    records = [_seeded("dp-t", s, (True, True, False)) for s in range(3)] + [_seeded("dispo", 0, (True, False, False))]
+    table = success_table(records)
+    assert table.loc["dp-t", "2.5 Hz"].startswith("67 [") and table.loc["dp-t", "2.5 Hz"].endswith("×3")
+    assert table.loc["dispo", "2.5 Hz"].endswith("×1")
+    sentence = compare(records, "dp-t", "dispo", "PassagePassing", (2.5,))
+    # seed 0 only is shared; dp-t wins where i % 3 == 1 (33 episodes), dispo never wins alone
+    assert "100 paired test episodes, 1 training seed" in sentence and "dp-t succeeds in 33 episodes" in sentence
+    assert "dp-t is better" in sentence and "p = 2.33e-10" in sentence
+
+
+def test_the_tracker_from_20_hz_demos_has_no_open_loop_error():
+    fidelity = probe(policies.make("tracker"), "PassagePassing", 20.0, seeds=SEEDS)
+    assert fidelity["waypoint_error"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    assert fidelity["inbetween_error"] is None and fidelity["zigzag"] is None  # no slots between 20 Hz samples
+    assert fidelity["queries"] == len(SEEDS)  # one plan per episode
+
+
+def test_the_tracker_from_2_5_hz_demos_errs_by_the_chord_to_path_distance():
+    fidelity = probe(policies.make("tracker"), "PassagePassing", 2.5, seeds=SEEDS)
+    assert fidelity["waypoint_error"]["mean"] == pytest.approx(0.0, abs=1e-9)
+    import gymnasium as gym
+
+    distances = []
+    env = gym.make("cfbench/PassagePassing-v0")
+    for seed in SEEDS:  # independently: the 2.5 Hz chords against the path, at the 20 Hz times between samples
+        env.reset(seed=seed)
+        expert = env.unwrapped.expert_trajectory()
+        times = np.arange(1, int(expert.duration * 20 + 1e-9) + 1) / 20
+        times = times[np.round(times * 20) % 8 != 0]
+        knots = np.arange(0, expert.duration + 0.4, 0.4)
+        chord = np.stack([np.interp(times, knots, expert(knots)[:, d]) for d in range(2)], axis=1)
+        distances.append(np.linalg.norm(chord - expert(times)[:, :2], axis=1))
+    env.close()
+    assert fidelity["inbetween_error"]["mean"] == pytest.approx(np.concatenate(distances).mean(), rel=1e-6)
+    assert fidelity["zigzag"]["mean"] < 0  # straight chords: less jagged than the curved path
