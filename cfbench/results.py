@@ -270,7 +270,15 @@ def read_all(results_dir: str | Path, *, allow_empty: bool = False) -> list[dict
     return records
 
 
+#: set to say what else ran on the machine (timings in the record depend on it)
+SHARED_WITH_VARIABLE = "CFBENCH_SHARED_WITH"
+
+
 def provenance(command: list[str], test_seeds: tuple[int, int], config: dict) -> dict:
+    """How a record was made; ``shared_with`` is ``$CFBENCH_SHARED_WITH`` (what else ran), and the
+    machine's load average at the end of the run says whether anything did."""
+    import os
+
     from cfbench import __version__
 
     return {
@@ -284,7 +292,9 @@ def provenance(command: list[str], test_seeds: tuple[int, int], config: dict) ->
             "processor": platform.machine(),
             "cpu_count": _cpu_count(),
             "python": sys.version.split()[0],
+            "load_average_1min": round(os.getloadavg()[0], 2),
         },
+        "shared_with": os.environ.get(SHARED_WITH_VARIABLE, ""),
         "cfbench_version": __version__,
     }
 
