@@ -165,7 +165,8 @@ def plot_env(records: list[dict], env_id: str) -> bytes:
     target_rates = sorted({r["target_hz"] for r in env_records})
     for (label, _), group in _cells([r for r in env_records if len(r["source_hz"]) == 1]).items():
         mean, low, high, _ = success_summary(group)
-        series[label].append((group[0]["source_hz"][0], 100 * mean, 100 * (mean - low), 100 * (high - mean)))
+        series[label].append((group[0]["source_hz"][0], 100 * mean, 100 * max(0.0, mean - low),
+                              100 * max(0.0, high - mean)))
     fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
     for label in sorted(series, key=lambda s: (PRIVILEGED_MARK in s, s)):
         points = np.array(sorted(series[label]))
