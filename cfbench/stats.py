@@ -2,7 +2,9 @@
 
 - one training seed: the Wilson score interval on the pooled test episodes;
 - several training seeds: a two-level bootstrap (resample the seeds, then each chosen seed's
-  episodes), which carries the spread between training runs as well as the finite test set;
+  episodes), which carries the spread between training runs as well as the finite test set,
+  never narrower than the Wilson interval of the pooled episodes (resampling all-fail or
+  all-succeed outcomes has no spread at all: 0 of 300 is not "exactly 0 %");
 - two policies on the same test episodes: McNemar's exact test on the discordant pairs.
 """
 
@@ -42,7 +44,8 @@ def success_interval(per_seed: list[np.ndarray]) -> tuple[float, float, float]:
                                     for o in per_seed]) for _ in range(k)])
     estimates = resampled[np.arange(k)[None, :], seeds, np.arange(draws)[:, None]].mean(axis=1)
     low, high = np.percentile(estimates, [2.5, 97.5])
-    return float(np.mean(means)), float(low), float(high)
+    pooled_low, pooled_high = wilson(int(sum(np.sum(o) for o in per_seed)), sum(len(o) for o in per_seed))
+    return float(np.mean(means)), float(min(low, pooled_low)), float(max(high, pooled_high))
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:

@@ -49,6 +49,8 @@ def test_wilson_interval_and_two_level_bootstrap():
     mean, low, high = success_interval(same)
     assert low < mean < high and success_interval(same) == (mean, low, high)  # deterministic
     assert success_interval(spread)[2] - success_interval(spread)[1] > 2 * (high - low)  # seeds that disagree
+    none = success_interval([np.zeros(100)] * 3)  # three seeds, 0 of 300: not a zero-width interval
+    assert none[:2] == (0.0, 0.0) and none[2] == pytest.approx(wilson(0, 300)[1])
 
 
 def test_mcnemar_exact_p_values():
