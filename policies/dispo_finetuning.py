@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cfbench.datasets import Windows
+from cfbench.datasets import DemoDataset, Windows
 from cfbench.protocol import mix_seed
 from cfbench.tree import state_of
 from policies.frames import Frame
@@ -56,36 +56,44 @@ def finetune(policy, dataset, history: dict[str, Any], *, work_dir, validate, pr
 
 
 @torch.no_grad()
-def pseudo_demonstrations(policy, dataset, finer: int) -> dict[str, torch.Tensor]:
-    """Fine-tuning windows whose future actions are ``finer`` times denser than the demos'.
-
-    Only episodes at the reference rate are densified (a mixed-rate dataset keeps its other
-    episodes as they are, in the original windows). The loss mask keeps the demo's own
-    actions: the past ones and every ``finer``-th future one.
-    """
+def pseudo_windows(policy, dataset, finer: int) -> tuple[DemoDataset, Windows, np.ndarray]:
+    """The pseudo demonstrations in world coordinates: the reference-rate episodes' windows with
+    their future actions ``finer`` times denser than the demos' (the demo's own actions stay at
+    every ``finer``-th slot), and those slots. Only episodes at the reference rate are densified
+    (a mixed-rate dataset keeps its other episodes as they are, in the original windows)."""
     c = policy.config
     episodes = [e for e in dataset.episodes if e.source_hz == c.reference_hz]
-    subset = type(dataset)(dataset.env_id, dataset.rates, dataset.obs_mode, episodes)
+    subset = DemoDataset(dataset.env_id, dataset.rates, dataset.obs_mode, episodes)
     windows = subset.windows(c.n_obs_steps, c.horizon)
     n_past, n_future = c.n_obs_steps - 1, c.horizon - c.n_obs_steps + 1
     demo_slots = np.concatenate([np.arange(n_past), n_past + finer * np.arange(1, n_future + 1) - 1])
-    ratio = (c.reference_hz / windows.source_hz)[:, None]
-    step_scale = torch.as_tensor(policy.relative_step_scales(finer)[None] * ratio, dtype=torch.float32)
+    step_scale = _step_scales(policy, windows, finer)
     policy.model.eval()
     batches = np.array_split(np.arange(len(windows)), max(1, len(windows) // c.generation_batch))
     fine = np.concatenate([_inpaint(policy, subset, windows.subset(index), finer, demo_slots, step_scale[index])
                            for index in batches])  # (N, n_past + n_future * finer, pose), world coordinates
     dense = temporal_ensemble(windows, fine[:, n_past:], finer, c.ensemble_decay)
     actions = np.concatenate([windows.actions[:, :n_past], dense], axis=1)
-    pseudo = Windows(windows.observations, actions, windows.source_hz, windows.episode)
+    return subset, Windows(windows.observations, actions, windows.source_hz, windows.episode), demo_slots
+
+
+def pseudo_demonstrations(policy, dataset, finer: int) -> dict[str, torch.Tensor]:
+    """Fine-tuning tensors of the pseudo demonstrations: the loss mask keeps the demo's own
+    actions, the past ones and every ``finer``-th future one."""
+    subset, pseudo, demo_slots = pseudo_windows(policy, dataset, finer)
     data = policy.window_tensors(subset, pseudo)
-    data["step_scale"] = step_scale
-    mask = torch.zeros(len(windows), actions.shape[1])
+    data["step_scale"] = _step_scales(policy, pseudo, finer)
+    mask = torch.zeros(len(pseudo), pseudo.actions.shape[1])
     mask[:, demo_slots] = 1.0
     data["loss_mask"] = mask
     # φ_r learns from the original windows only
-    data["straightness_target"] = data["straightness_mask"] = torch.zeros(len(windows))
+    data["straightness_target"] = data["straightness_mask"] = torch.zeros(len(pseudo))
     return {k: v.to(policy.device) for k, v in data.items()}
+
+
+def _step_scales(policy, windows: Windows, finer: int) -> torch.Tensor:
+    ratio = (policy.config.reference_hz / windows.source_hz)[:, None]
+    return torch.as_tensor(policy.relative_step_scales(finer)[None] * ratio, dtype=torch.float32)
 
 
 def _inpaint(policy, dataset, windows: Windows, finer: int, demo_slots: np.ndarray,

@@ -1,0 +1,116 @@
+"""DiSPo ablations: train listed variants, measure them on the validation seeds only, one table.
+
+Each variant is a set of ``--set`` overrides of ``DiSPoConfig`` (every field says in its
+comment whether it follows the paper or is our design). For every (variant, env, source rate)
+the policy is trained through the runner's checkpoint cache (checkpoint selection on the
+validation seeds, as always), then measured on the validation seeds, never the test seeds:
+
+- validation success of the selected checkpoint (the training summary's best score);
+- open-loop fidelity along the expert's path (``cfbench.fidelity``): waypoint error,
+  in-between error, zig-zag;
+- pseudo-demonstration in-between error per fine-tuning multiplier: the selected model's pseudo
+  demos of the training episodes against the training seeds' own expert at the same times;
+- training time.
+
+    python benchmarks/dispo_ablation.py --variant base --variant sample prediction_type=sample \\
+        --env PassagePassing ButtonTouch --source-hz 2.5 5 --out runs/dispo_ablation.md
+
+Writes a markdown table and the same rows as JSON beside it (``.json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pandas as pd
+
+from cfbench import paths
+from cfbench.datasets import load_demos
+from cfbench.fidelity import probe
+from cfbench.io import atomic_write_text
+from cfbench.protocol import parse_rates, rates_label
+from cfbench.runner import TrainingSetup, parse_overrides, set_threads, train_or_load
+from policies.dispo_finetuning import finetune_rounds, pseudo_windows
+
+
+def pseudo_inbetween_error(policy, dataset, finer: int) -> float:
+    """Mean distance of the pseudo demos' in-between actions from the training expert's poses."""
+    _, windows, demo_slots = pseudo_windows(policy, dataset, finer)
+    n_past = policy.config.n_obs_steps - 1
+    seeds = [e.seed for e in dataset.episodes if e.source_hz == policy.config.reference_hz]  # windows.episode indexes these
+    env = gym.make(dataset.env_id)
+    experts = {}
+    for seed in sorted(set(seeds)):
+        env.reset(seed=seed)
+        experts[seed] = env.unwrapped.expert_trajectory()
+    env.close()
+    distances = []
+    in_between = np.setdiff1d(np.arange(n_past, windows.actions.shape[1]), demo_slots)
+    first_step = {}
+    for row, episode in enumerate(windows.episode):  # windows of an episode come in step order
+        step = row - first_step.setdefault(episode, row)
+        hz = windows.source_hz[row]
+        times = (step + (in_between - n_past + 1) / finer) / hz
+        expert = experts[seeds[episode]]
+        inside = times <= expert.duration
+        poses = expert(times[inside])[:, :2]
+        distances.append(np.linalg.norm(windows.actions[row, in_between[inside], :2] - poses, axis=1))
+    return float(np.concatenate(distances).mean())
+
+
+def measure(variant: str, overrides: dict, env: str, rates: tuple[float, ...], setup: TrainingSetup) -> dict:
+    setup = TrainingSetup({**setup.overrides, **overrides}, setup.profile, setup.n_demos, setup.validation_episodes,
+                          setup.demos_dir, setup.checkpoints_dir)
+    start = time.perf_counter()
+    policy, summary = train_or_load("dispo", env, rates, setup)
+    dataset = load_demos(env, rates, n=setup.n_demos, demos_dir=setup.demos_dir)
+    fidelity = probe(policy, env, dataset.reference_hz)
+    row = {"variant": variant, "env": env, "source Hz": rates_label(rates),
+           "val success %": 100 * summary["best_score"] if summary["best_score"] is not None else None}
+    for key in ("waypoint_error", "inbetween_error", "zigzag"):
+        row[key.replace("_error", " err")] = None if fidelity[key] is None else round(fidelity[key]["mean"], 2)
+    for finer in finetune_rounds(policy.config):
+        row[f"pseudo in-between {finer}x"] = round(pseudo_inbetween_error(policy, dataset, finer), 2)
+    row["train s"] = round(summary["train_seconds"])
+    row["measure s"] = round(time.perf_counter() - start)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variant", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
+                        help="a variant: its name, then its config overrides (repeat the option per variant)")
+    parser.add_argument("--env", nargs="+", default=["PassagePassing", "ButtonTouch"])
+    parser.add_argument("--source-hz", nargs="+", default=["2.5", "5"])
+    parser.add_argument("--set", dest="common", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="overrides every variant shares (e.g. a shorter budget for a smoke run)")
+    parser.add_argument("--n-demos", type=int, default=90)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--out", type=Path, default=paths.runs_dir().parent / "dispo_ablation.md")
+    args = parser.parse_args()
+    set_threads(args.threads)
+    setup = TrainingSetup(parse_overrides(args.common), n_demos=args.n_demos)
+    rows = []
+    for name, *overrides in args.variant:
+        for env in args.env:
+            for text in args.source_hz:
+                rows.append(measure(name, parse_overrides(overrides), env, parse_rates(text), setup))
+                print(rows[-1], file=sys.stderr)
+    table = pd.DataFrame(rows)
+    header = (f"DiSPo ablation (validation seeds only): `{' '.join(['python', *sys.argv])}`\n\n"
+              + "\n".join(f"- `{name}`: {' '.join(overrides) or '(defaults)'}" for name, *overrides in args.variant))
+    atomic_write_text(args.out, header + "\n\n" + table.to_markdown(index=False) + "\n")
+    atomic_write_text(args.out.with_suffix(".json"), json.dumps(rows, indent=1))
+    print(table.to_string(index=False))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
