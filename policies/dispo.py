@@ -79,6 +79,10 @@ class DiSPoConfig(MambaDiffusionConfig):
     step_scale_mode: str = "fixed"
     #: φ_r's range: r_a from ω_ref / ω_target up to this many times coarser
     max_speedup: float = 2.0
+    #: initial noise of the fine action tokens: "independent" per token (the paper), or "shared" by
+    #: the tokens of one source step (our design, audit cause 3: each fine token otherwise carries its
+    #: own noise through the skip paths, a zig-zag; the per-token marginal stays N(0, 1))
+    fine_noise: str = "independent"
     #: φ_r's target is 1 for a straight chunk path, falling to 0 where the path's largest distance
     #: from its chord reaches this fraction of its length
     straightness_tolerance: float = 0.1
@@ -94,6 +98,8 @@ class DiSPoConfig(MambaDiffusionConfig):
         super().__post_init__()
         if not self.augment_strides:
             raise ValueError("augment_strides must name at least one stride (1 = the demos' own rate)")
+        if self.fine_noise not in ("independent", "shared"):
+            raise ValueError(f"fine_noise must be 'independent' or 'shared', got {self.fine_noise!r}")
         if self.step_scale_mode not in ("fixed", "adaptive"):
             raise ValueError(f"step_scale_mode must be 'fixed' or 'adaptive', got {self.step_scale_mode!r}")
         if not self.max_speedup >= 1:
@@ -261,6 +267,17 @@ class DiSPo(DiffusionPolicy):
         straightness = torch.sigmoid(self.model.net.step_scale_predictor(features))
         return self.config.reference_hz / target_hz * self.config.max_speedup ** straightness
 
+    def initial_noise(self, batch: int, n_actions: int, finer: int, generator: torch.Generator) -> torch.Tensor:
+        """Starting noise (batch, n_actions, action_dim) of sequences whose future actions are
+        ``finer`` per source step; see ``fine_noise``."""
+        c = self.config
+        if c.fine_noise == "independent":
+            return torch.randn((batch, n_actions, c.action_dim), generator=generator)
+        n_past = c.n_obs_steps - 1
+        past = torch.randn((batch, n_past, c.action_dim), generator=generator)
+        per_step = torch.randn((batch, (n_actions - n_past) // finer, c.action_dim), generator=generator)
+        return torch.cat([past, per_step.repeat_interleave(finer, dim=1)], dim=1)
+
     def actions_per_step(self, obs_history, source_hz: float, target_hz: float) -> np.ndarray:
         """Actions each slot's next chunk gives one source step: target_hz / source_hz with fixed
         step scales; with adaptive ones, φ_r's step rounded to a whole number of actions."""
@@ -280,8 +297,9 @@ class DiSPo(DiffusionPolicy):
         for count in np.unique(per_step):
             rows = np.flatnonzero(per_step == count)
             step_scale, n_actions = self.rollout_step_scales(len(rows), source_hz, count * source_hz)
+            noise = torch.cat([self.initial_noise(1, n_actions, count, self._generators[slots[i]]) for i in rows])
             actions = self.sample_actions(tree_index(obs_history, rows), [slots[i] for i in rows],
-                                          n_actions=n_actions, step_scale=step_scale)
+                                          n_actions=n_actions, noise=noise.to(self.device), step_scale=step_scale)
             start = c.n_obs_steps - 1  # the current action: the first to apply
             for i, chunk in zip(rows, actions):
                 chunks[i] = chunk[start : start + c.n_action_steps * count]

@@ -107,7 +107,7 @@ def _inpaint(policy, dataset, windows: Windows, finer: int, demo_slots: np.ndarr
     step_scale = step_scale.to(device)
     n_actions = step_scale.shape[1] - c.n_obs_steps
     generator = torch.Generator().manual_seed(mix_seed(c.seed, finer))
-    noise = torch.randn((len(windows), n_actions, c.action_dim), generator=generator).to(device)
+    noise = policy.initial_noise(len(windows), n_actions, finer, generator).to(device)
 
     def write_demo_actions(x: torch.Tensor, next_timestep) -> torch.Tensor:
         if next_timestep is None:

@@ -195,3 +195,24 @@ def test_adaptive_step_scales_emit_coarser_chunks_where_predicted(trained, coars
     monkeypatch.setattr(trained, "predicted_action_scale", lambda *args: torch.tensor([1 / 4]))
     alone = trained.act(obs[1:2], slots=[1], source_hz=2.5, target_hz=20.0)
     np.testing.assert_allclose(alone[0], chunks[1], atol=1e-4)  # grouping by step size leaves a slot's chunk
+
+
+def test_shared_fine_noise_gives_one_draw_per_source_step(trained, coarse_demos, monkeypatch):
+    c = trained.config
+    n_past, n_coarse, finer = c.n_obs_steps - 1, c.horizon - c.n_obs_steps + 1, 8
+    n_actions = n_past + n_coarse * finer
+    independent = trained.initial_noise(2, n_actions, finer, torch.Generator().manual_seed(5))
+    assert torch.equal(independent, torch.randn((2, n_actions, 2), generator=torch.Generator().manual_seed(5)))
+    monkeypatch.setattr(c, "fine_noise", "shared")
+    shared = trained.initial_noise(2, n_actions, finer, torch.Generator().manual_seed(5))
+    assert shared.shape == (2, n_actions, 2)
+    groups = shared[:, n_past:].reshape(2, n_coarse, finer, 2)
+    assert torch.equal(groups, groups[:, :, :1].expand_as(groups))  # the fine tokens of a step share it
+    assert not torch.equal(groups[:, 0, 0], groups[:, 1, 0]) and not torch.equal(shared[0], shared[1])
+    assert torch.equal(shared, trained.initial_noise(2, n_actions, finer, torch.Generator().manual_seed(5)))
+    obs = _history(coarse_demos, c.n_obs_steps)
+    first, again = _act(trained, obs, 2.5, 20.0), _act(trained, obs, 2.5, 20.0)
+    np.testing.assert_array_equal(first, again)  # deterministic per episode seed
+    assert first.shape == (1, c.n_action_steps * 8, 2) and np.isfinite(first).all()
+    with pytest.raises(ValueError, match="fine_noise"):
+        policies.make("dispo", fine_noise="lowpass")
