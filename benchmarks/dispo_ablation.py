@@ -21,6 +21,7 @@ Writes a markdown table and the same rows as JSON beside it (``.json``).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -65,8 +66,7 @@ def pseudo_inbetween_error(policy, dataset, finer: int) -> float:
 
 
 def measure(variant: str, overrides: dict, env: str, rates: tuple[float, ...], setup: TrainingSetup) -> dict:
-    setup = TrainingSetup({**setup.overrides, **overrides}, setup.profile, setup.n_demos, setup.validation_episodes,
-                          setup.demos_dir, setup.checkpoints_dir)
+    setup = dataclasses.replace(setup, overrides={**setup.overrides, **overrides})
     start = time.perf_counter()
     policy, summary = train_or_load("dispo", env, rates, setup)
     dataset = load_demos(env, rates, n=setup.n_demos, demos_dir=setup.demos_dir)

@@ -407,8 +407,6 @@ def eval_main(argv: list[str]) -> None:
     check_target_rate(args.target_hz, rate_sets)
     test_seeds = parse_seed_range(args.test_seeds)
     check_test_seeds(test_seeds, args.n_demos, args.allow_seed_overlap)
-    if args.variant:
-        check_name(args.variant, "variant")
 
     import pandas as pd
 
