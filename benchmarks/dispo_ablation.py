@@ -8,8 +8,9 @@ validation seeds, as always), then measured on the validation seeds, never the t
 - validation success of the selected checkpoint (the training summary's best score);
 - open-loop fidelity along the expert's path (``cfbench.fidelity``): waypoint error,
   in-between error, zig-zag;
-- pseudo-demonstration in-between error per fine-tuning multiplier: the selected model's pseudo
-  demos of the training episodes against the training seeds' own expert at the same times;
+- pseudo-demonstration in-between error per fine-tuning multiplier (2x, 4x, ... up to the target
+  rate, also for variants without fine-tuning): the selected model's pseudo demos of the
+  training episodes against the training seeds' own expert at the same times;
 - training time.
 
     python benchmarks/dispo_ablation.py --variant base --variant sample prediction_type=sample \\
@@ -75,7 +76,7 @@ def measure(variant: str, overrides: dict, env: str, rates: tuple[float, ...], s
            "val success %": 100 * summary["best_score"] if summary["best_score"] is not None else None}
     for key in ("waypoint_error", "inbetween_error", "zigzag"):
         row[key.replace("_error", " err")] = None if fidelity[key] is None else round(fidelity[key]["mean"], 2)
-    for finer in finetune_rounds(policy.config):
+    for finer in finetune_rounds(dataclasses.replace(policy.config, finetune_steps=1)):  # also without fine-tuning
         row[f"pseudo in-between {finer}x"] = round(pseudo_inbetween_error(policy, dataset, finer), 2)
     row["train s"] = round(summary["train_seconds"])
     row["measure s"] = round(time.perf_counter() - start)

@@ -76,7 +76,7 @@ class DemoDataset:
 
         return load_env_creator(gym.spec(self.env_id).entry_point).state_layout
 
-    def windows(self, n_obs_steps: int, horizon: int, stride: int = 1) -> Windows:
+    def windows(self, n_obs_steps: int, horizon: int, stride: int = 1, action_stride: int | None = None) -> Windows:
         """Windows of ``n_obs_steps`` observations ending at step t and ``horizon`` actions
         starting at the first of those steps (diffusion_policy's layout).
 
@@ -84,23 +84,35 @@ class DemoDataset:
         1/k of their rate, at every phase (DiSPo's sample-rate augmentation). An action then
         targets the pose k samples ahead, and ``source_hz`` reports the resampled rate.
 
+        With ``action_stride`` k_a < k (k a multiple of it) the actions from step t on are
+        k / k_a times denser than the observations (DiSPo's r_a < r_o with real targets): the
+        n_obs_steps - 1 past actions stay k apart, then come (horizon - n_obs_steps + 1) * k / k_a
+        actions k_a samples apart, covering the same time as the k-strided window.
+
         Padding (protocol v1): before its first sample the agent holds its start pose, so the
         actions of steps before the start are that pose (the agent pose of the first
         observation), never a target already on the way; observations before the start repeat
         the first one; actions past the end repeat the last target.
         """
-        if n_obs_steps < 1 or horizon < 1 or stride < 1:
-            raise ValueError(f"n_obs_steps, horizon and stride must be >= 1, got {n_obs_steps}, {horizon}, {stride}")
+        action_stride = stride if action_stride is None else action_stride
+        if n_obs_steps < 1 or horizon < n_obs_steps or stride < 1 or action_stride < 1:
+            raise ValueError(f"need n_obs_steps >= 1, horizon >= n_obs_steps and strides >= 1, got "
+                             f"{n_obs_steps}, {horizon}, {stride}, {action_stride}")
+        if stride % action_stride:
+            raise ValueError(f"stride {stride} must be a multiple of action_stride {action_stride}")
+        n_past, n_future = n_obs_steps - 1, (horizon - n_obs_steps + 1) * (stride // action_stride)
         obs_parts, act_parts, rates, owners = [], [], [], []
         for index, episode in enumerate(self.episodes):
             steps = len(episode.actions)
-            poses = _next_poses(episode.actions, stride)
-            start_pose = start_pose_of(episode.observations, poses.shape[-1])
-            starts = np.arange(steps) - stride * (n_obs_steps - 1)  # first step of each window
+            start_pose = start_pose_of(episode.observations, episode.actions.shape[-1])
+            starts = np.arange(steps) - stride * n_past  # first step of each window
             obs_index = np.clip(starts[:, None] + stride * np.arange(n_obs_steps), 0, steps - 1)
-            act_index = starts[:, None] + stride * np.arange(horizon)
+            past = starts[:, None] + stride * np.arange(n_past)
+            future = np.arange(steps)[:, None] + action_stride * np.arange(n_future)
+            actions = np.concatenate([_strided_actions(episode.actions, past, stride, start_pose),
+                                      _strided_actions(episode.actions, future, action_stride, start_pose)], axis=1)
             obs_parts.append(tree_index(episode.observations, obs_index))
-            act_parts.append(np.where(act_index[..., None] < 0, start_pose, poses[np.clip(act_index, 0, steps - 1)]))
+            act_parts.append(actions)
             rates.append(np.full(steps, episode.source_hz / stride))
             owners.append(np.full(steps, index))
         return Windows(tree_concat(obs_parts), np.concatenate(act_parts), np.concatenate(rates),
@@ -113,12 +125,11 @@ def start_pose_of(observations, pose_dim: int) -> np.ndarray:
     return np.asarray(state_of(observations)[0][:pose_dim], dtype=np.float32)
 
 
-def _next_poses(actions: np.ndarray, stride: int) -> np.ndarray:
-    """Action of step t at 1/stride of the rate: the target pose ``stride`` samples ahead
-    (the episode's last target once that runs past its end)."""
-    if stride == 1:
-        return actions
-    return actions[np.minimum(np.arange(len(actions)) + stride - 1, len(actions) - 1)]
+def _strided_actions(actions: np.ndarray, steps: np.ndarray, stride: int, start_pose: np.ndarray) -> np.ndarray:
+    """Actions of ``steps`` at 1/stride of the rate: the target pose ``stride`` samples ahead
+    (the episode's last target once that runs past its end); the start pose before the start."""
+    ahead = actions[np.clip(steps + stride - 1, 0, len(actions) - 1)]
+    return np.where(steps[..., None] < 0, start_pose, ahead)
 
 
 def load_demos(

@@ -64,7 +64,23 @@ class DiSPoConfig(MambaDiffusionConfig):
     #: λ, weight of the observation reconstruction loss
     obs_loss_weight: float = 0.1
     #: sample-rate augmentation: windows also resampled to 1/k of their rate, for each k here
+    #: (the paper: any rate below the demos'; (1, 2) is what round 1 trained)
     augment_strides: tuple[int, ...] = (1, 2)
+    #: for each stride k and each f here dividing k, also windows whose current and future actions
+    #: are f times denser than their observations (k / f samples apart): r_a < r_o trained with
+    #: real targets. (1,) = the paper (actions at the observations' rate); our design, audit cause 5
+    augment_action_finer: tuple[int, ...] = (1,)
+    #: action targets: "pose" (task-frame poses, as every policy) or "per_step" (each window's poses
+    #: divided by its observation step scale r_o, so windows of every stride share the normaliser's
+    #: range: one normalised unit stays small; our design, audit cause 1). No-op where r_o = 1
+    action_units: str = "pose"
+    #: scan direction of each block: "causal" (the paper) or "bidirectional" (our design, audit
+    #: cause 2: a second mixer scans the tokens in reverse, so later tokens, e.g. an inpainted
+    #: waypoint, inform earlier ones; outputs summed; twice the scan cost)
+    scan_direction: str = "causal"
+    #: the scan's B̄: "euler" (B̄ = ΔB, mamba-ssm's kernels; what round 1 trained) or "zoh" (the
+    #: paper's Eq. 1, zero-order hold: k steps of Δ/k equal one step of Δ)
+    discretization: str = "euler"
     #: the rate whose step is r = 1: the most frequent step over the training samples (set by fit)
     reference_hz: float = 0.0
     #: fine-tuning rounds double the rate from reference_hz up to this one
@@ -88,7 +104,8 @@ class DiSPoConfig(MambaDiffusionConfig):
     straightness_tolerance: float = 0.1
 
     LIMITS: ClassVar[dict[str, str]] = {
-        "obs_loss_weight": "non-negative", "augment_strides": "positive", "reference_hz": "non-negative",
+        "obs_loss_weight": "non-negative", "augment_strides": "positive", "augment_action_finer": "positive",
+        "reference_hz": "non-negative",
         "target_hz": "positive", "finetune_steps": "non-negative", "ensemble_decay": "non-negative",
         "generation_batch": "positive", "straightness_tolerance": "positive"}
     #: settings only the fine-tuning rounds read: runs differing in them share their pretraining
@@ -98,8 +115,13 @@ class DiSPoConfig(MambaDiffusionConfig):
         super().__post_init__()
         if not self.augment_strides:
             raise ValueError("augment_strides must name at least one stride (1 = the demos' own rate)")
-        if self.fine_noise not in ("independent", "shared"):
-            raise ValueError(f"fine_noise must be 'independent' or 'shared', got {self.fine_noise!r}")
+        choices = {"fine_noise": ("independent", "shared"), "action_units": ("pose", "per_step"),
+                   "scan_direction": ("causal", "bidirectional"), "discretization": ("euler", "zoh")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if 1 not in self.augment_action_finer:
+            raise ValueError("augment_action_finer must include 1 (windows with actions at the observations' rate)")
         if self.step_scale_mode not in ("fixed", "adaptive"):
             raise ValueError(f"step_scale_mode must be 'fixed' or 'adaptive', got {self.step_scale_mode!r}")
         if not self.max_speedup >= 1:
@@ -107,30 +129,37 @@ class DiSPoConfig(MambaDiffusionConfig):
 
 
 class DiSPoBlock(nn.Module):
-    """adaLN-Zero around a step-scaled Mamba mixer without conv1d: x + g(k) * Mixer(LN(x)(1 + s(k)) + b(k), r)."""
+    """adaLN-Zero around a step-scaled Mamba mixer without conv1d: x + g(k) * Mixer(LN(x)(1 + s(k)) + b(k), r);
+    bidirectional: Mixer(h, r) + flip(ReverseMixer(flip(h), flip(r)))."""
 
-    def __init__(self, d_model: int, d_state: int, expand: int):
+    def __init__(self, d_model: int, d_state: int, expand: int, bidirectional: bool = False, zoh: bool = False):
         super().__init__()
         self.norm = nn.LayerNorm(d_model, elementwise_affine=False)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(d_model, 3 * d_model))
         nn.init.zeros_(self.modulation[1].weight)  # every block starts as the identity
         nn.init.zeros_(self.modulation[1].bias)
-        self.mixer = MambaMixer(d_model, d_state=d_state, d_conv=0, expand=expand)
+        self.mixer = MambaMixer(d_model, d_state=d_state, d_conv=0, expand=expand, zoh=zoh)
+        self.reverse_mixer = (MambaMixer(d_model, d_state=d_state, d_conv=0, expand=expand, zoh=zoh)
+                              if bidirectional else None)
 
     def forward(self, tokens: torch.Tensor, step: torch.Tensor, step_scale: torch.Tensor) -> torch.Tensor:
         shift, scale, gate = self.modulation(step)[:, None].chunk(3, dim=-1)
-        return tokens + gate * self.mixer(self.norm(tokens) * (1 + scale) + shift, step_scale)
+        hidden = self.norm(tokens) * (1 + scale) + shift
+        mixed = self.mixer(hidden, step_scale)
+        if self.reverse_mixer is not None:
+            mixed = mixed + self.reverse_mixer(hidden.flip(1), step_scale.flip(-1)).flip(1)
+        return tokens + gate * mixed
 
 
 class DiSPoNet(nn.Module):
     def __init__(self, action_dim: int, obs_feature_dim: int, obs_dim: int, n_obs_steps: int, d_model: int,
-                 n_layer: int, d_state: int, expand: int):
+                 n_layer: int, d_state: int, expand: int, bidirectional: bool = False, zoh: bool = False):
         super().__init__()
         self.step_encoder = StepEncoder(d_model, hidden_factor=2)
         self.obs_embedding = nn.Linear(obs_feature_dim, d_model)
         self.action_embedding = nn.Linear(action_dim, d_model)
         self.type_encoding = nn.Parameter(torch.zeros(2, d_model))  # [observation, action]
-        self.blocks = nn.ModuleList(DiSPoBlock(d_model, d_state, expand) for _ in range(n_layer))
+        self.blocks = nn.ModuleList(DiSPoBlock(d_model, d_state, expand, bidirectional, zoh) for _ in range(n_layer))
         self.norm = nn.LayerNorm(d_model)
         self.action_head = nn.Linear(d_model, action_dim)
         self.obs_head = nn.Linear(d_model, obs_dim)
@@ -163,26 +192,38 @@ class DiSPo(DiffusionPolicy):
     def build_net(self, feature_dim: int) -> nn.Module:
         c = self.config
         return DiSPoNet(c.action_dim, feature_dim, c.obs_dim, c.n_obs_steps, c.d_model, c.n_layer, c.d_state,
-                        c.expand)
+                        c.expand, bidirectional=c.scan_direction == "bidirectional", zoh=c.discretization == "zoh")
 
     # ---------------------------------------------------------------- training
     def prepare(self, dataset) -> dict[str, torch.Tensor]:
-        """Windows at every augmentation stride, each token with its step scale and a loss mask, and
-        φ_r's target on the reference-rate windows (the rollout's observation spacing)."""
+        """Windows at every augmentation (stride, action density) pair, each token with its step
+        scale and a loss mask, and φ_r's target on the reference-rate windows (the rollout's
+        observation spacing)."""
         c = self.config
         c.reference_hz = dataset.reference_hz
         parts = []
         for stride in c.augment_strides:
-            windows = dataset.windows(c.n_obs_steps, c.horizon, stride=stride)
-            data = self.window_tensors(dataset, windows)
-            scale = torch.as_tensor(c.reference_hz / windows.source_hz, dtype=torch.float32)
-            data["step_scale"] = scale[:, None].expand(-1, c.n_obs_steps + c.horizon).contiguous()
-            data["loss_mask"] = torch.ones(len(windows), c.horizon)
-            data["straightness_target"] = torch.as_tensor(self.straightness_targets(windows), dtype=torch.float32)
-            data["straightness_mask"] = torch.as_tensor((stride == 1) & (windows.source_hz == c.reference_hz),
-                                                        dtype=torch.float32)
-            parts.append(data)
+            for finer in (f for f in c.augment_action_finer if stride % f == 0):
+                windows = dataset.windows(c.n_obs_steps, c.horizon, stride=stride, action_stride=stride // finer)
+                data = self.window_tensors(dataset, windows)
+                observation_scale = c.reference_hz / windows.source_hz
+                data["step_scale"] = torch.as_tensor(observation_scale[:, None] * self.relative_step_scales(finer)[None],
+                                                     dtype=torch.float32)
+                data["loss_mask"] = torch.ones(len(windows), windows.actions.shape[1])
+                data["straightness_target"] = torch.as_tensor(self.straightness_targets(windows), dtype=torch.float32)
+                data["straightness_mask"] = torch.as_tensor(
+                    (stride == 1) & (finer == 1) & (windows.source_hz == c.reference_hz), dtype=torch.float32)
+                parts.append(data)
         return concat_window_tensors(parts)
+
+    def window_tensors(self, dataset, windows: Windows) -> dict[str, torch.Tensor]:
+        """The chunking policies' tensors; with ``action_units="per_step"`` the actions divided by
+        each window's observation step scale r_o (1 for windows at the reference rate)."""
+        data = super().window_tensors(dataset, windows)
+        if self.config.action_units == "per_step":
+            observation_scale = torch.as_tensor(self.config.reference_hz / windows.source_hz, dtype=torch.float32)
+            data["actions"] = data["actions"] / observation_scale[:, None, None]
+        return data
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         c = self.config
@@ -278,6 +319,11 @@ class DiSPo(DiffusionPolicy):
         per_step = torch.randn((batch, (n_actions - n_past) // finer, c.action_dim), generator=generator)
         return torch.cat([past, per_step.repeat_interleave(finer, dim=1)], dim=1)
 
+    def action_unit(self, source_hz: float) -> float:
+        """What one unit of the network's actions is worth in task-frame poses at rollout: the
+        observation step scale r_o with per-step units, else 1."""
+        return self.config.reference_hz / source_hz if self.config.action_units == "per_step" else 1.0
+
     def actions_per_step(self, obs_history, source_hz: float, target_hz: float) -> np.ndarray:
         """Actions each slot's next chunk gives one source step: target_hz / source_hz with fixed
         step scales; with adaptive ones, φ_r's step rounded to a whole number of actions."""
@@ -299,7 +345,8 @@ class DiSPo(DiffusionPolicy):
             step_scale, n_actions = self.rollout_step_scales(len(rows), source_hz, count * source_hz)
             noise = torch.cat([self.initial_noise(1, n_actions, count, self._generators[slots[i]]) for i in rows])
             actions = self.sample_actions(tree_index(obs_history, rows), [slots[i] for i in rows],
-                                          n_actions=n_actions, noise=noise.to(self.device), step_scale=step_scale)
+                                          n_actions=n_actions, noise=noise.to(self.device), step_scale=step_scale,
+                                          action_unit=self.action_unit(source_hz))
             start = c.n_obs_steps - 1  # the current action: the first to apply
             for i, chunk in zip(rows, actions):
                 chunks[i] = chunk[start : start + c.n_action_steps * count]

@@ -119,7 +119,8 @@ def _inpaint(policy, dataset, windows: Windows, finer: int, demo_slots: np.ndarr
 
     x = policy.denoise(noise, features, generator, after_step=write_demo_actions, step_scale=step_scale)
     frame = Frame(c.frame, c.state_layout, state_of(windows.observations)[:, -1])
-    return frame.poses_to_world(policy.model.action_normalizer.unnormalize(x).cpu().numpy())
+    unit = policy.action_unit(c.reference_hz)  # the windows are at the reference rate
+    return frame.poses_to_world(unit * policy.model.action_normalizer.unnormalize(x).cpu().numpy())
 
 
 def temporal_ensemble(windows: Windows, fine: np.ndarray, finer: int, decay: float) -> np.ndarray:
@@ -148,8 +149,9 @@ def temporal_ensemble(windows: Windows, fine: np.ndarray, finer: int, decay: flo
 
 def concat_window_tensors(parts: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Concatenate window tensors whose action sequences differ in length (pseudo windows are
-    longer): shorter ones are padded at the end with their last entry, masked out of the loss.
-    The scan is causal, so trailing padding changes nothing before it."""
+    longer): shorter ones are padded at the end with their last entry, masked out of the loss,
+    at step scale 0, so that no time passes over them: they change no state, in either scan
+    direction, and the real tokens' outputs are those of the unpadded window."""
     n_actions = max(part["actions"].shape[1] for part in parts)
 
     def pad(x: torch.Tensor, extra: int, value: float | None = None) -> torch.Tensor:
@@ -161,6 +163,6 @@ def concat_window_tensors(parts: list[dict[str, torch.Tensor]]) -> dict[str, tor
     padded = []
     for part in parts:
         extra = n_actions - part["actions"].shape[1]
-        padded.append({**part, "actions": pad(part["actions"], extra), "step_scale": pad(part["step_scale"], extra),
-                       "loss_mask": pad(part["loss_mask"], extra, 0.0)})
+        padded.append({**part, "actions": pad(part["actions"], extra),
+                       "step_scale": pad(part["step_scale"], extra, 0.0), "loss_mask": pad(part["loss_mask"], extra, 0.0)})
     return {key: torch.cat([part[key] for part in padded]) for key in padded[0]}

@@ -52,9 +52,11 @@ class MambaDiffusionConfig(DiffusionConfig):
 
 class MambaMixer(nn.Module):
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_min: float = 1e-3,
-                 dt_max: float = 0.1, dt_init_floor: float = 1e-4):
-        """``d_conv=0`` leaves out the convolution (DiSPo's blocks have none)."""
+                 dt_max: float = 0.1, dt_init_floor: float = 1e-4, zoh: bool = False):
+        """``d_conv=0`` leaves out the convolution (DiSPo's blocks have none); ``zoh``: the scan's
+        zero-order-hold discretisation instead of mamba-ssm's Euler one (``policies/scan.py``)."""
         super().__init__()
+        self.zoh = zoh
         d_inner = expand * d_model
         self.d_state, self.dt_rank = d_state, math.ceil(d_model / 16)
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
@@ -84,10 +86,11 @@ class MambaMixer(nn.Module):
         A = -torch.exp(self.A_log)
         B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # (batch, N, L)
         if step_scale is None:
-            y = selective_scan_fn(x, dt, A, B, C, self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True)
+            y = selective_scan_fn(x, dt, A, B, C, self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True,
+                                  zoh=self.zoh)
         else:
             delta = scaled_delta(dt, step_scale, self.dt_proj.bias)
-            y = selective_scan_fn(x, delta, A, B, C, self.D, z=z, delta_softplus=False)
+            y = selective_scan_fn(x, delta, A, B, C, self.D, z=z, delta_softplus=False, zoh=self.zoh)
         return self.out_proj(y.transpose(1, 2))
 
 

@@ -11,6 +11,11 @@ Three implementations behind one function, chosen by the tensors' device:
 
 ``scaled_delta`` is DiSPo's step scaling: delta = r * softplus(dt + bias), passed to the scan
 with ``delta_softplus=False``.
+
+Discretisation: mamba-ssm's kernels use B̄ = ΔB (Euler); ``zoh=True`` gives the paper's Eq. 1,
+zero-order hold, B̄ = (exp(ΔA) - 1) / A · B, under which k steps of Δ/k with a held input equal
+one step of Δ (what lets a step scale r split a step exactly). mamba-ssm has no ZOH kernel, so
+CUDA tensors with ``zoh`` take the reference.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ BACKEND_VARIABLE = "CFBENCH_SCAN"
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                       return_last_state=False):
+                       return_last_state=False, zoh=False):
     """mamba-ssm's reference semantics, computed in float32 (float64 stays float64).
 
     u, delta, z: (batch, dim, L); A: (dim, N); B, C: (dim, N), (batch, N, L) or
@@ -52,8 +57,10 @@ def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
         delta = F.softplus(delta)
     batch, dim, length = u.shape
     B, C = (_per_channel(x, dim, length) for x in (B, C))  # (batch or 1, dim, N, L)
-    decay = torch.exp(torch.einsum("bdl,dn->bdln", delta, A))
-    drive = torch.einsum("bdl,bdnl,bdl->bdln", delta, B.expand(batch, -1, -1, -1), u)
+    delta_A = torch.einsum("bdl,dn->bdln", delta, A)
+    decay = torch.exp(delta_A)
+    hold = torch.expm1(delta_A) / A[:, None] if zoh else delta[..., None]  # B̄ / B: ZOH, or Euler's Δ
+    drive = hold * torch.einsum("bdnl,bdl->bdln", B.expand(batch, -1, -1, -1), u)
     state = u.new_zeros(batch, dim, A.shape[1])
     outputs = []
     for t in range(length):
@@ -78,10 +85,10 @@ def _per_channel(x: torch.Tensor, dim: int, length: int) -> torch.Tensor:
 
 
 def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                      return_last_state=False):
+                      return_last_state=False, zoh=False):
     """Selective scan on the best implementation for the tensors' device (see module doc)."""
     _check(u, delta, A, B, C, D, z, delta_bias)
-    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, zoh)
     backend = os.environ.get(BACKEND_VARIABLE, "auto")
     if backend not in ("auto", "reference", "fast"):
         raise ValueError(f"{BACKEND_VARIABLE} must be 'auto', 'reference' or 'fast', got {backend!r}")
@@ -89,8 +96,8 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
         return selective_scan_ref(*args)
     if u.is_cuda:
         cuda_scan = _mamba_kernel()
-        if cuda_scan is not None:
-            return cuda_scan(*args)
+        if cuda_scan is not None and not zoh:
+            return cuda_scan(*args[:-1])
         if backend == "fast":
             raise RuntimeError("mamba_ssm is not installed: pip install cfbench[cuda]")
         return selective_scan_ref(*args)
@@ -103,15 +110,16 @@ def scaled_delta(dt: torch.Tensor, r: torch.Tensor | float, bias: torch.Tensor |
 
     dt: (batch, dim, L); bias: (dim,); r: a number, (L,), (batch, L) or (batch, 1, L). With r = 1
     the scan equals the unscaled one; r < 1 makes finer steps (e.g. 2.5 / 20 for 20 Hz actions
-    from a 2.5 Hz model). Pass the result with ``delta_softplus=False``.
+    from a 2.5 Hz model). r = 0 leaves the state untouched: a padding token is invisible to
+    the tokens around it, in either scan direction. Pass the result with ``delta_softplus=False``.
     """
     if bias is not None:
         dt = dt + bias[:, None]
     r = torch.as_tensor(r, dtype=dt.dtype, device=dt.device)
     if r.dim() == 2:
         r = r[:, None, :]
-    if (r <= 0).any():
-        raise ValueError("step-scale factors r must be positive")
+    if (r < 0).any():
+        raise ValueError("step-scale factors r must be >= 0 (0: a padding token no time passes over)")
     return r * F.softplus(dt)
 
 
@@ -187,9 +195,9 @@ def _load_library() -> ctypes.CDLL:
     sizes, pointers = [ctypes.c_int64] * 4, [ctypes.c_void_p] * 8  # (dim, L, N, groups), the inputs
     for suffix in ("f32", "f64"):
         getattr(library, f"scan_forward_{suffix}").argtypes = (
-            [ctypes.c_int64] + sizes + pointers + [ctypes.c_int] + [ctypes.c_void_p] * 2)
+            [ctypes.c_int64] + sizes + pointers + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2)
         getattr(library, f"scan_backward_{suffix}").argtypes = (
-            [ctypes.c_int64] * 2 + sizes + pointers + [ctypes.c_int] + [ctypes.c_void_p] * 9)
+            [ctypes.c_int64] * 2 + sizes + pointers + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 9)
     return library
 
 
@@ -215,7 +223,7 @@ class _FusedScan(torch.autograd.Function):
     last state (batch, N, dim)."""
 
     @staticmethod
-    def forward(ctx, library, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
+    def forward(ctx, library, u, delta, A, B, C, D, z, delta_bias, delta_softplus, zoh):
         suffix = "f64" if u.dtype == torch.float64 else "f32"
         batch, length, dim = u.shape
         sizes = (dim, length, A.shape[0], B.shape[1])
@@ -223,9 +231,9 @@ class _FusedScan(torch.autograd.Function):
         out = torch.empty_like(u)
         last_state = u.new_empty(batch, A.shape[0], dim)
         getattr(library, f"scan_forward_{suffix}")(batch, *sizes, *map(_pointer, tensors), int(delta_softplus),
-                                                   out.data_ptr(), last_state.data_ptr())
+                                                   int(zoh), out.data_ptr(), last_state.data_ptr())
         ctx.save_for_backward(*tensors)
-        ctx.library, ctx.suffix, ctx.sizes, ctx.delta_softplus = library, suffix, sizes, delta_softplus
+        ctx.library, ctx.suffix, ctx.sizes, ctx.flags = library, suffix, sizes, (int(delta_softplus), int(zoh))
         ctx.mark_non_differentiable(last_state)
         return out, last_state
 
@@ -244,15 +252,15 @@ class _FusedScan(torch.autograd.Function):
         grad_bias = A.new_empty(parts, dim) if delta_bias is not None else None
         getattr(ctx.library, f"scan_backward_{ctx.suffix}")(
             u.shape[0], parts, *ctx.sizes, *map(_pointer, (u, delta, A, B, C, D, z, delta_bias)),
-            int(ctx.delta_softplus), grad_out.data_ptr(), grad_u.data_ptr(), grad_delta.data_ptr(), grad_A.data_ptr(),
+            *ctx.flags, grad_out.data_ptr(), grad_u.data_ptr(), grad_delta.data_ptr(), grad_A.data_ptr(),
             grad_B.data_ptr(), grad_C.data_ptr(), _pointer(grad_D), _pointer(grad_z), _pointer(grad_bias))
         total = lambda x: None if x is None else x.sum(0)  # noqa: E731
         return (None, grad_u, grad_delta, total(grad_A), grad_B, grad_C, total(grad_D), grad_z, total(grad_bias),
-                None)
+                None, None)
 
 
 def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                       return_last_state=False):
+                       return_last_state=False, zoh=False):
     """The fused CPU path (an error if it cannot be built); float64 stays float64, else float32."""
     _check(u, delta, A, B, C, D, z, delta_bias)
     library = _fast_library(required=True)
@@ -276,6 +284,6 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
 
     out, last_state = _FusedScan.apply(library, channels_last(u), channels_last(delta), A.to(compute).T.contiguous(),
                                        input_matrix(B), input_matrix(C), vector(D), channels_last(z),
-                                       vector(delta_bias), bool(delta_softplus))
+                                       vector(delta_bias), bool(delta_softplus), bool(zoh))
     out = out.transpose(1, 2).to(dtype_in)
     return (out, last_state.transpose(1, 2)) if return_last_state else out

@@ -5,8 +5,9 @@
 // torch has already loaded, so the scan runs on torch's own thread team (torch.set_num_threads)
 // instead of a second pool fighting it for the cores.
 // Semantics are mamba-ssm's selective_scan_ref:
-//   dt = softplus?(delta + bias); h_t = exp(dt A) h_{t-1} + dt B_t u_t; y_t = C_t . h_t + D u_t;
-//   out = y * silu(z).
+//   dt = softplus?(delta + bias); h_t = exp(dt A) h_{t-1} + q B_t u_t; y_t = C_t . h_t + D u_t;
+//   out = y * silu(z); with q = dt (Euler, mamba-ssm) or, with zoh, q = (exp(dt A) - 1) / A
+//   (zero-order hold, the DiSPo paper's Eq. 1).
 // Layouts (all contiguous, channels last so that the innermost loops run over kLanes adjacent
 // channels of one group and vectorise, exp included, through glibc's vector math library):
 //   u, delta, z, out: (batch, L, dim); A: (N, dim); B, C: (batch, groups, L, N) (channel d reads
@@ -28,17 +29,26 @@ inline T softplus(T x) { return std::max(x, T(0)) + std::log1p(std::exp(-std::ab
 template <typename T>
 inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 
+// d/dA of the zero-order hold (exp(dt A) - 1) / A, as dt^2 g(x) with x = dt A and
+// g(x) = (x e^x - e^x + 1) / x^2; its series near 0, where the closed form cancels.
+template <typename T>
+inline T zoh_slope(T dt, T x, T decay) {
+    const T series = T(0.5) + x / T(3) + x * x / T(8);
+    const T closed = (x * decay - std::expm1(x)) / (x * x + T(1e-300));
+    return dt * dt * (std::abs(x) < T(1e-2) ? series : closed);
+}
+
 template <typename T>
 struct Scan {
     int64_t dim, L, N, groups;
     const T *u, *delta, *A, *B, *C, *D, *z, *bias;
-    bool softplus_delta;
+    bool softplus_delta, zoh;
 
     // Per-thread work space for one block of channels.
     struct Block {
-        std::vector<T> dt, du, y, h, H, E;
+        std::vector<T> dt, du, hu, y, h, H, E;
         Block(int64_t L, int64_t N, bool keep_states)
-            : dt(L * kLanes), du(kLanes), y(L * kLanes), h(N * kLanes),
+            : dt(L * kLanes), du(kLanes), hu(kLanes), y(L * kLanes), h(N * kLanes),
               H(keep_states ? (L + 1) * N * kLanes : 0), E(keep_states ? L * N * kLanes : 0) {}
     };
 
@@ -80,13 +90,16 @@ struct Scan {
                 const T* __restrict__ a = A + n * dim + d0;
                 const T bn = Bg[t * N + n], cn = Cg[t * N + n];
                 T* __restrict__ hn = h + n * kLanes;
+                if (zoh)  // q u for this state entry's channels; Euler's dt u is du for all of them
+                    for (int64_t l = 0; l < w; ++l) s.hu[l] = std::expm1(dt[l] * a[l]) / a[l] * u[at + l];
+                const T* __restrict__ drive = zoh ? s.hu.data() : du;
                 if (keep) {
                     T* __restrict__ Hn = s.H.data() + ((t + 1) * N + n) * kLanes;
                     T* __restrict__ En = s.E.data() + (t * N + n) * kLanes;
 #pragma GCC ivdep
                     for (int64_t l = 0; l < w; ++l) {
                         const T decay = std::exp(dt[l] * a[l]);
-                        hn[l] = decay * hn[l] + du[l] * bn;
+                        hn[l] = decay * hn[l] + drive[l] * bn;
                         y[l] += cn * hn[l];
                         Hn[l] = hn[l];
                         En[l] = decay;
@@ -94,7 +107,7 @@ struct Scan {
                 } else {
 #pragma GCC ivdep
                     for (int64_t l = 0; l < w; ++l) {
-                        hn[l] = std::exp(dt[l] * a[l]) * hn[l] + du[l] * bn;
+                        hn[l] = std::exp(dt[l] * a[l]) * hn[l] + drive[l] * bn;
                         y[l] += cn * hn[l];
                     }
                 }
@@ -134,6 +147,16 @@ struct Scan {
     // are this slice's partial sums over the batch (zeroed here), summed by the caller.
     void backward(int64_t b0, int64_t b1, const T* gout, T* gu, T* gdelta, T* gA, T* gB, T* gC, T* gD,
                   T* gz, T* gbias) const {
+        if (zoh)
+            backward_impl<true>(b0, b1, gout, gu, gdelta, gA, gB, gC, gD, gz, gbias);
+        else
+            backward_impl<false>(b0, b1, gout, gu, gdelta, gA, gB, gC, gD, gz, gbias);
+    }
+
+    // One instantiation per discretisation, so that each inner loop compiles on its own.
+    template <bool kZoh>
+    void backward_impl(int64_t b0, int64_t b1, const T* gout, T* gu, T* gdelta, T* gA, T* gB, T* gC, T* gD,
+                       T* gz, T* gbias) const {
         std::fill(gA, gA + N * dim, T(0));
         if (gD) std::fill(gD, gD + dim, T(0));
         if (gbias) std::fill(gbias, gbias + dim, T(0));
@@ -178,15 +201,29 @@ struct Scan {
                     T* __restrict__ gAn = gA + n * dim + d0;
                     const T bn = Bg[t * N + n], cn = Cg[t * N + n];
                     T sum_gc = T(0), sum_gb = T(0);
+                    if constexpr (kZoh) {
 #pragma GCC ivdep
-                    for (int64_t l = 0; l < w; ++l) {
-                        const T gh = gn_carry[l] + gy[l] * cn;  // dLoss/dh_t
-                        sum_gc += gy[l] * ht[l];
-                        gstep[l] += gh * (a[l] * decay[l] * hprev[l] + bn * ut[l]);
-                        gAn[l] += gh * dt[l] * decay[l] * hprev[l];
-                        sum_gb += gh * dt[l] * ut[l];
-                        gut[l] += gh * dt[l] * bn;
-                        gn_carry[l] = gh * decay[l];  // flows on to h_{t-1}
+                        for (int64_t l = 0; l < w; ++l) {
+                            const T gh = gn_carry[l] + gy[l] * cn;  // dLoss/dh_t
+                            const T x = dt[l] * a[l], q = std::expm1(x) / a[l];
+                            sum_gc += gy[l] * ht[l];
+                            gstep[l] += gh * decay[l] * (a[l] * hprev[l] + bn * ut[l]);
+                            gAn[l] += gh * (dt[l] * decay[l] * hprev[l] + zoh_slope(dt[l], x, decay[l]) * bn * ut[l]);
+                            sum_gb += gh * q * ut[l];
+                            gut[l] += gh * q * bn;
+                            gn_carry[l] = gh * decay[l];
+                        }
+                    } else {
+#pragma GCC ivdep
+                        for (int64_t l = 0; l < w; ++l) {
+                            const T gh = gn_carry[l] + gy[l] * cn;  // dLoss/dh_t
+                            sum_gc += gy[l] * ht[l];
+                            gstep[l] += gh * (a[l] * decay[l] * hprev[l] + bn * ut[l]);
+                            gAn[l] += gh * dt[l] * decay[l] * hprev[l];
+                            sum_gb += gh * dt[l] * ut[l];
+                            gut[l] += gh * dt[l] * bn;
+                            gn_carry[l] = gh * decay[l];  // flows on to h_{t-1}
+                        }
                     }
                     gCg[t * N + n] += sum_gc;
                     gBg[t * N + n] += sum_gb;
@@ -206,18 +243,19 @@ struct Scan {
 template <typename T>
 Scan<T> make_scan(int64_t dim, int64_t L, int64_t N, int64_t groups, const void* u, const void* delta,
                   const void* A, const void* B, const void* C, const void* D, const void* z, const void* bias,
-                  int softplus_delta) {
+                  int softplus_delta, int zoh) {
     return Scan<T>{dim, L, N, groups,
                    static_cast<const T*>(u), static_cast<const T*>(delta), static_cast<const T*>(A),
                    static_cast<const T*>(B), static_cast<const T*>(C), static_cast<const T*>(D),
-                   static_cast<const T*>(z), static_cast<const T*>(bias), softplus_delta != 0};
+                   static_cast<const T*>(z), static_cast<const T*>(bias), softplus_delta != 0, zoh != 0};
 }
 
 }  // namespace
 
 #define SCAN_ARGS int64_t dim, int64_t L, int64_t N, int64_t groups, const void *u, const void *delta, \
-    const void *A, const void *B, const void *C, const void *D, const void *z, const void *bias, int softplus_delta
-#define SCAN_PASS dim, L, N, groups, u, delta, A, B, C, D, z, bias, softplus_delta
+    const void *A, const void *B, const void *C, const void *D, const void *z, const void *bias, int softplus_delta, \
+    int zoh
+#define SCAN_PASS dim, L, N, groups, u, delta, A, B, C, D, z, bias, softplus_delta, zoh
 
 // The backward pass splits the batch into `parts` contiguous slices, one per thread; gA, gD
 // and gbias then hold one partial sum per part ((parts, N, dim), (parts, dim)).

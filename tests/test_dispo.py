@@ -216,3 +216,117 @@ def test_shared_fine_noise_gives_one_draw_per_source_step(trained, coarse_demos,
     assert first.shape == (1, c.n_action_steps * 8, 2) and np.isfinite(first).all()
     with pytest.raises(ValueError, match="fine_noise"):
         policies.make("dispo", fine_noise="lowpass")
+
+
+def _net_outputs(net, sample, features, step_scale):
+    torch.manual_seed(0)
+    return net(sample, torch.full((len(sample),), 5), features, step_scale)
+
+
+@pytest.mark.parametrize("direction", ["causal", "bidirectional"])
+def test_scan_direction_decides_whether_later_tokens_inform_earlier_ones(direction):
+    """Causal: editing the last action token leaves every earlier output as it was. Bidirectional
+    (the reverse pass): earlier outputs change, the first action token's included."""
+    policy = policies.make("dispo", **TINY, scan_direction=direction, action_dim=2, obs_dim=4)
+    net = policy.build_net(8).eval()
+    for block in net.blocks:  # away from adaLN-Zero's identity start, so that the mixers count
+        torch.nn.init.normal_(block.modulation[1].weight, std=0.5)
+    g = torch.Generator().manual_seed(0)
+    features, sample = torch.randn(2, 2, 8, generator=g), torch.randn(2, 12, 2, generator=g)
+    step_scale = torch.ones(2, 14)
+    edited = sample.clone()
+    edited[:, -1] += 3.0
+    with torch.no_grad():
+        before, after = _net_outputs(net, sample, features, step_scale), _net_outputs(net, edited, features, step_scale)
+    earlier_changed = (after[:, :-1] - before[:, :-1]).abs().amax(dim=-1)
+    if direction == "causal":
+        assert torch.equal(after[:, :-1], before[:, :-1])
+    else:
+        assert (earlier_changed > 1e-7).all()  # small at init (short step sizes), never zero
+
+
+@pytest.mark.parametrize("direction", ["causal", "bidirectional"])
+def test_padding_at_zero_step_scale_changes_no_real_output(direction):
+    """Windows of different lengths train in one batch (pseudo demos, stride pairs): the padded
+    tokens, at step scale 0, leave the real tokens' outputs as they are without padding."""
+    policy = policies.make("dispo", **TINY, scan_direction=direction, action_dim=2, obs_dim=4)
+    net = policy.build_net(8).eval()
+    for block in net.blocks:
+        torch.nn.init.normal_(block.modulation[1].weight, std=0.5)
+    g = torch.Generator().manual_seed(1)
+    features, sample = torch.randn(1, 2, 8, generator=g), torch.randn(1, 10, 2, generator=g)
+    padded = torch.cat([sample, sample[:, -1:].expand(-1, 5, -1)], dim=1)
+    scale = torch.ones(1, 12)
+    with torch.no_grad():
+        plain = _net_outputs(net, sample, features, scale)
+        with_padding = _net_outputs(net, padded, features, torch.cat([scale, torch.zeros(1, 5)], dim=1))
+    torch.testing.assert_close(with_padding[:, :10], plain, rtol=1e-5, atol=1e-6)
+
+
+def test_windows_with_denser_actions_take_real_targets(coarse_demos):
+    """Observations 4 samples apart, actions 2 apart (r_a = r_o / 2): the past action at the
+    observations' spacing, then twice as many actions covering the same time, all demo targets."""
+    episode = coarse_demos.episodes[0]
+    windows = coarse_demos.windows(2, 4, stride=4, action_stride=2)
+    steps, t = len(episode.actions), 5
+    np.testing.assert_array_equal(windows.observations[t], episode.observations[[t - 4, t]])
+    past = episode.actions[t - 4 + 3]
+    future = episode.actions[np.minimum(t + 2 * np.arange(6) + 1, steps - 1)]
+    np.testing.assert_array_equal(windows.actions[t], np.concatenate([past[None], future]))
+    assert windows.source_hz[t] == 2.5 / 4
+    with pytest.raises(ValueError, match="multiple"):
+        coarse_demos.windows(2, 4, stride=3, action_stride=2)
+
+
+def test_stride_pairs_get_their_step_scales_and_pad_to_one_length(coarse_demos):
+    policy = policies.make("dispo", **TINY, augment_strides=(1, 2, 4), augment_action_finer=(1, 2))
+    c = policy.config
+    data = policy.prepare(coarse_demos)
+    per_pair = len(coarse_demos.windows(c.n_obs_steps, c.horizon))
+    pairs = [(1, 1), (2, 1), (2, 2), (4, 1), (4, 2)]  # (stride, finer)
+    assert len(data["actions"]) == len(pairs) * per_pair
+    longest = c.n_obs_steps - 1 + (c.horizon - c.n_obs_steps + 1) * 2
+    assert data["actions"].shape[1] == longest
+    for i, (stride, finer) in enumerate(pairs):
+        rows = slice(i * per_pair, (i + 1) * per_pair)
+        n_actions = c.n_obs_steps - 1 + (c.horizon - c.n_obs_steps + 1) * finer
+        expected = stride * policy.relative_step_scales(finer)
+        torch.testing.assert_close(data["step_scale"][rows, : len(expected)],
+                                   torch.as_tensor(expected, dtype=torch.float32).expand(per_pair, -1))
+        assert torch.all(data["step_scale"][rows, len(expected):] == 0)  # padding: no time passes
+        assert torch.all(data["loss_mask"][rows, :n_actions] == 1) and torch.all(data["loss_mask"][rows, n_actions:] == 0)
+    assert data["straightness_mask"][:per_pair].all() and not data["straightness_mask"][per_pair:].any()
+    with pytest.raises(ValueError, match="include 1"):
+        policies.make("dispo", augment_action_finer=(2,))
+
+
+def test_per_step_units_divide_each_window_by_its_observation_step(coarse_demos):
+    plain = policies.make("dispo", **TINY, augment_strides=(1, 2)).prepare(coarse_demos)
+    per_step = policies.make("dispo", **TINY, augment_strides=(1, 2), action_units="per_step").prepare(coarse_demos)
+    half = len(plain["actions"]) // 2
+    torch.testing.assert_close(per_step["actions"][:half], plain["actions"][:half])  # r_o = 1: unchanged
+    torch.testing.assert_close(per_step["actions"][half:], plain["actions"][half:] / 2)
+
+
+def test_per_step_units_roll_out_in_poses(tmp_path):
+    """A model trained in per-step units on 2.5 + 5 Hz demos (reference 5 Hz) observing at 2.5 Hz
+    (r_o = 2) gives back poses: its normalised actions times r_o, in the world frame."""
+    mixed = load_demos("PassagePassing", (2.5, 5.0), n=2, demos_dir=tmp_path)
+    policy = policies.make("dispo", **TINY, action_units="per_step", train_steps=2, eval_every=2)
+    policy.fit(mixed, progress=False)
+    assert policy.config.reference_hz == 5.0 and policy.action_unit(2.5) == 2.0 and policy.action_unit(5.0) == 1.0
+    obs = _history(mixed, policy.config.n_obs_steps)
+    noise = torch.randn(1, policy.config.horizon, 2, generator=torch.Generator().manual_seed(0))
+    kwargs = dict(n_actions=policy.config.horizon, step_scale=torch.full((1, 12), 2.0))
+    _act(policy, obs, 2.5, 5.0)  # seeds slot 0
+    in_poses = policy.sample_actions(obs, [0], noise=noise, **kwargs)
+    in_units = policy.sample_actions(obs, [0], noise=noise, action_unit=2.0, **kwargs)
+    start = obs[0, -1, :2]
+    np.testing.assert_allclose(in_units[0, :, :2] - start, 2 * (in_poses[0, :, :2] - start), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("discretization", ["euler", "zoh"])
+def test_discretization_reaches_every_scan(discretization):
+    policy = policies.make("dispo", **TINY, discretization=discretization, scan_direction="bidirectional")
+    net = policy.build_net(8)
+    assert {m.zoh for b in net.blocks for m in (b.mixer, b.reverse_mixer)} == {discretization == "zoh"}

@@ -39,9 +39,9 @@ def make_inputs(batch, dim, length, n, *, b_shape="variable", groups=1, with_z=T
 fused = scan.selective_scan_cpu
 
 
-def outputs_and_grads(function, inputs, softplus):
+def outputs_and_grads(function, inputs, softplus, zoh=False):
     leaves = {k: v for k, v in inputs.items() if v is not None}
-    out, last = function(**inputs, delta_softplus=softplus, return_last_state=True)
+    out, last = function(**inputs, delta_softplus=softplus, return_last_state=True, zoh=zoh)
     weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
     grads = torch.autograd.grad((out * weights).sum(), list(leaves.values()))
     return out, last, dict(zip(leaves, grads))
@@ -60,12 +60,13 @@ CASES = [
 
 
 @needs_compiler
+@pytest.mark.parametrize("zoh", [False, True], ids=["euler", "zoh"])
 @pytest.mark.parametrize("batch,dim,length,n,b_shape,groups,with_z,with_bias,softplus", CASES)
 def test_fast_path_matches_reference_values_and_all_gradients(batch, dim, length, n, b_shape, groups, with_z,
-                                                              with_bias, softplus):
+                                                              with_bias, softplus, zoh):
     inputs = make_inputs(batch, dim, length, n, b_shape=b_shape, groups=groups, with_z=with_z, with_bias=with_bias)
-    ref_out, ref_last, ref_grads = outputs_and_grads(selective_scan_ref, inputs, softplus)
-    out, last, grads = outputs_and_grads(fused, inputs, softplus)
+    ref_out, ref_last, ref_grads = outputs_and_grads(selective_scan_ref, inputs, softplus, zoh)
+    out, last, grads = outputs_and_grads(fused, inputs, softplus, zoh)
     torch.testing.assert_close(out, ref_out, rtol=RTOL, atol=ATOL)
     torch.testing.assert_close(last, ref_last, rtol=RTOL, atol=ATOL)
     assert grads.keys() == ref_grads.keys()
@@ -74,13 +75,14 @@ def test_fast_path_matches_reference_values_and_all_gradients(batch, dim, length
 
 
 @needs_compiler
+@pytest.mark.parametrize("zoh", [False, True], ids=["euler", "zoh"])
 @pytest.mark.parametrize("b_shape,groups", [("variable", 1), ("grouped", 2), ("fixed", 1)])
-def test_fast_path_gradcheck_float64(b_shape, groups):
+def test_fast_path_gradcheck_float64(b_shape, groups, zoh):
     inputs = make_inputs(2, 4, 5, 3, b_shape=b_shape, groups=groups, dtype=torch.float64)
     names = list(inputs)
 
     def function(*tensors):
-        return fused(**dict(zip(names, tensors)), delta_softplus=True)
+        return fused(**dict(zip(names, tensors)), delta_softplus=True, zoh=zoh)
 
     assert torch.autograd.gradcheck(function, tuple(inputs.values()), eps=1e-6, atol=1e-5)
 
@@ -94,20 +96,54 @@ def test_scaled_delta_with_r_one_equals_unscaled_scan():
     torch.testing.assert_close(scaled_delta(dt, torch.full((6,), 0.125), bias), 0.125 * scaled_delta(dt, 1.0, bias))
 
 
-def test_scaled_delta_rejects_non_positive_r():
-    with pytest.raises(ValueError, match="positive"):
-        scaled_delta(torch.zeros(1, 2, 3), torch.tensor([1.0, 0.0, 1.0]))
+def test_scaled_delta_rejects_negative_r():
+    with pytest.raises(ValueError, match=">= 0"):
+        scaled_delta(torch.zeros(1, 2, 3), torch.tensor([1.0, -0.5, 1.0]))
 
 
-def test_finer_steps_follow_the_same_continuous_dynamics():
-    """Why step scaling works: 8 steps of dt/8 on a held input reach about the state one step of dt
-    reaches (the Euler-like drive agrees to first order in dt: 0.0958 against 0.1 here)."""
-    A = -torch.ones(1, 1)
-    coarse = selective_scan_ref(torch.ones(1, 1, 1), torch.full((1, 1, 1), 0.1), A, torch.ones(1, 1),
-                                torch.ones(1, 1), return_last_state=True)[1]
-    fine = selective_scan_ref(torch.ones(1, 1, 8), torch.full((1, 1, 8), 0.1 / 8), A, torch.ones(1, 1),
-                              torch.ones(1, 1), return_last_state=True)[1]
-    torch.testing.assert_close(fine, coarse, rtol=0.05, atol=0)
+def _split_step(scan_function, zoh, pieces):
+    """Last states of a linear SSM (fixed B, C, held input) after one step of dt and after
+    ``pieces`` steps of dt / pieces; float64, several channels and state entries."""
+    g = torch.Generator().manual_seed(3)
+    u = torch.randn(2, 3, 1, generator=g, dtype=torch.float64)
+    dt = torch.rand(2, 3, 1, generator=g, dtype=torch.float64) * 0.5 + 0.05
+    A = -torch.rand(3, 4, generator=g, dtype=torch.float64) * 3 - 0.1
+    B, C = torch.randn(3, 4, generator=g, dtype=torch.float64), torch.randn(3, 4, generator=g, dtype=torch.float64)
+    one = scan_function(u, dt, A, B, C, return_last_state=True, zoh=zoh)[1]
+    split = scan_function(u.expand(-1, -1, pieces), dt.expand(-1, -1, pieces) / pieces, A, B, C,
+                          return_last_state=True, zoh=zoh)[1]
+    return one, split
+
+
+@pytest.mark.parametrize("function", [selective_scan_ref, pytest.param(fused, marks=needs_compiler)],
+                         ids=["reference", "fused"])
+def test_zoh_splits_a_step_exactly(function):
+    """Paper Eq. 1: with zero-order hold, 8 steps of Δ/8 on a held input equal one step of Δ (a
+    finer step scale r describes the same continuous system), to float64 precision."""
+    one, split = _split_step(function, zoh=True, pieces=8)
+    torch.testing.assert_close(split, one, rtol=1e-12, atol=1e-12)
+
+
+def test_euler_splits_a_step_only_to_first_order():
+    """mamba-ssm's B̄ = ΔB: 8 steps of Δ/8 miss one step of Δ by O(Δ·|A|) (why ZOH is an option)."""
+    one, split = _split_step(selective_scan_ref, zoh=False, pieces=8)
+    error = ((split - one).abs() / one.abs().clamp(min=1e-9)).max()
+    assert 1e-3 < error < 1.0
+    torch.testing.assert_close(split, one, rtol=1.0, atol=0.2)
+
+
+@pytest.mark.parametrize("zoh", [False, True], ids=["euler", "zoh"])
+def test_zero_step_scale_makes_a_token_invisible(zoh):
+    """r = 0 (padding): the state passes the token unchanged, so the tokens after it see the
+    same state as if it were not there."""
+    inputs = {k: (v.detach() if v is not None else None) for k, v in make_inputs(2, 4, 6, 3, with_bias=False).items()}
+    dt = inputs.pop("delta")
+    delta = scaled_delta(dt, torch.tensor([1.0, 1.0, 0.0, 0.0, 1.0, 1.0]))
+    out = selective_scan_fn(**inputs, delta=delta, zoh=zoh)
+    keep = [0, 1, 4, 5]
+    short = {k: (v[..., keep] if k in ("u", "z", "B", "C") else v) for k, v in inputs.items()}
+    expected = selective_scan_fn(**short, delta=delta[..., keep], zoh=zoh)
+    torch.testing.assert_close(out[..., keep], expected)
 
 
 @pytest.mark.parametrize("bad,match", [
