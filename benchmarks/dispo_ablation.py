@@ -1,7 +1,8 @@
 """DiSPo ablations: train listed variants, measure them on the validation seeds only, one table.
 
 Each variant is a set of ``--set`` overrides of ``DiSPoConfig`` (every field says in its
-comment whether it follows the paper or is our design). For every (variant, env, source rate)
+comment whether it follows the paper or is our design); a variant named like one the config
+declares (``paper``, ``no-ft``) starts from that one's overrides. For every (variant, env, source rate)
 the policy is trained through the runner's checkpoint cache (checkpoint selection on the
 validation seeds, as always), then measured on the validation seeds, never the test seeds:
 
@@ -34,9 +35,10 @@ import pandas as pd
 
 from cfbench import paths
 from cfbench.datasets import load_demos
+from cfbench.evaluate import evaluate
 from cfbench.fidelity import probe
 from cfbench.io import atomic_write_text
-from cfbench.protocol import parse_rates, rates_label
+from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
 from cfbench.runner import TrainingSetup, parse_overrides, set_threads, train_or_load
 from policies.dispo_finetuning import finetune_rounds, pseudo_windows
 
@@ -66,11 +68,24 @@ def pseudo_inbetween_error(policy, dataset, finer: int) -> float:
     return float(np.concatenate(distances).mean())
 
 
+#: settings only the rollout reads (with fixed step scales): a variant changing only these reuses
+#: the trained model of the variant without them, set on it after loading
+ROLLOUT_ONLY = ("n_action_steps", "num_inference_steps")
+
+
 def measure(variant: str, overrides: dict, env: str, rates: tuple[float, ...], setup: TrainingSetup) -> dict:
-    setup = dataclasses.replace(setup, overrides={**setup.overrides, **overrides})
+    rollout = {k: v for k, v in overrides.items() if k in ROLLOUT_ONLY}
+    training = {k: v for k, v in overrides.items() if k not in ROLLOUT_ONLY}
+    setup = dataclasses.replace(setup, overrides={**setup.overrides, **training}, variant=variant)
     start = time.perf_counter()
     policy, summary = train_or_load("dispo", env, rates, setup)
     dataset = load_demos(env, rates, n=setup.n_demos, demos_dir=setup.demos_dir)
+    if rollout:
+        if policy.config.step_scale_mode != "fixed":
+            raise ValueError(f"{sorted(rollout)} change what φ_r learns: train with them (adaptive step scales)")
+        policy.config = dataclasses.replace(policy.config, **rollout)  # checked like any config
+        outcome = evaluate(policy, env, dataset.reference_hz, seeds=seed_list(VALIDATION_SEEDS), progress=False)
+        summary = {**summary, "best_score": outcome["metrics"]["success_rate"]}  # the same model, re-validated
     fidelity = probe(policy, env, dataset.reference_hz)
     row = {"variant": variant, "env": env, "source Hz": rates_label(rates),
            "val success %": 100 * summary["best_score"] if summary["best_score"] is not None else None}

@@ -78,9 +78,12 @@ class TrainingSetup:
     checkpoints_dir: Path = dataclasses.field(default_factory=paths.checkpoints_dir)
     #: train again even if the cache holds a finished (or corrupt) run of this config
     retrain: bool = False
+    #: the results' label for this configuration; a variant the policy's config declares (e.g.
+    #: DiSPo's "paper") also applies its overrides, under ``overrides``
+    variant: str = ""
 
     def make_policy(self, policy_name: str) -> policies.Policy:
-        return policies.make(policy_name, profile=self.profile, **self.overrides)
+        return policies.make(policy_name, profile=self.profile, variant=self.variant, **self.overrides)
 
 
 #: what a record keeps of a training run's summary
@@ -197,7 +200,6 @@ def run(
     target_hz: float = TARGET_HZ,
     test_seeds: tuple[int, int] = TEST_SEEDS,
     episodes: int | None = None,
-    variant: str = "",
     num_envs: int = 10,
     vector: str = "sync",
     results_dir: Path | None = None,
@@ -211,6 +213,7 @@ def run(
     from cfbench.fidelity import probe
 
     setup = setup or TrainingSetup()
+    variant = setup.variant
     if variant:
         check_name(variant, "variant")
     env_id = resolve_env(env)
@@ -282,6 +285,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoints-dir", type=Path, default=paths.checkpoints_dir())
     parser.add_argument("--retrain", action="store_true",
                         help="train again even if the cache holds a finished (or corrupt) run of this config")
+    parser.add_argument("--variant", default="",
+                        help="label for this configuration in results and the leaderboard; a variant the policy "
+                             "declares (--show-config lists them, e.g. dispo's 'paper') also sets its config")
 
 
 def training_setup(args: argparse.Namespace) -> TrainingSetup:
@@ -294,7 +300,7 @@ def training_setup(args: argparse.Namespace) -> TrainingSetup:
     if args.val_episodes > validation:
         raise ValueError(f"--val-episodes {args.val_episodes}: there are {validation} validation seeds")
     setup = TrainingSetup(overrides, args.profile, args.n_demos, args.val_episodes, args.demos_dir,
-                          args.checkpoints_dir, args.retrain)
+                          args.checkpoints_dir, args.retrain, args.variant)
     setup.make_policy(args.policy)  # a bad config value is named now, not after the demos are made
     return setup
 
@@ -317,9 +323,15 @@ def show_config(policy_name: str, setup: TrainingSetup) -> str:
             for f in dataclasses.fields(policy.config)]
     width = max(len(name) for name, _, _ in rows)
     value_width = min(24, max(len(value) for _, value, _ in rows))
-    lines = [f"{policy_name} config (profile {setup.profile}); set any key with --set KEY=VALUE", ""]
+    variant = f", variant {setup.variant}" if setup.variant else ""
+    lines = [f"{policy_name} config (profile {setup.profile}{variant}); set any key with --set KEY=VALUE", ""]
     for name, value, doc in rows:
         lines.append(f"{name:<{width}}  {value:<{value_width}}  {doc}")
+    declared = type(policy.config).variants
+    if declared:
+        lines += ["", "declared variants (--variant NAME):"]
+        lines += [f"  {name}: " + " ".join(f"{k}={json.dumps(v, default=list)}" for k, v in values.items())
+                  for name, values in declared.items()]
     return "\n".join(lines)
 
 
@@ -389,7 +401,6 @@ def eval_main(argv: list[str]) -> None:
     parser.add_argument("--allow-seed-overlap", action="store_true",
                         help="allow test seeds that overlap the training or validation seeds")
     parser.add_argument("--episodes", type=positive_int, default=None, help="evaluate only the first N test seeds")
-    parser.add_argument("--variant", default="", help="label for this configuration in results and the leaderboard")
     parser.add_argument("--train-seeds", nargs="+", type=non_negative_int, default=[0],
                         help="training seeds: one run (and record) per seed")
     parser.add_argument("--num-envs", type=positive_int, default=10)
@@ -418,7 +429,7 @@ def eval_main(argv: list[str]) -> None:
         for rates, train_seed in itertools.product(rate_sets, args.train_seeds):
             record, path = run(
                 args.policy, env, rates, setup, train_seed=train_seed, target_hz=args.target_hz, test_seeds=test_seeds,
-                episodes=args.episodes, variant=args.variant, num_envs=args.num_envs, vector=args.vector,
+                episodes=args.episodes, num_envs=args.num_envs, vector=args.vector,
                 results_dir=args.results_dir, command=["cfbench-eval", *argv],
             )
             m = record["metrics"]

@@ -87,6 +87,9 @@ class PolicyConfig:
     #: field -> "positive", "non-negative" or "fraction" ([0, 1)); checked at construction with the
     #: other classes' limits, together with every field's type
     LIMITS: ClassVar[dict[str, str]] = {"n_obs_steps": "positive"}
+    #: named configurations, each a set of overrides of the defaults, run with ``--variant NAME``
+    #: (e.g. DiSPo's "paper"); any other variant name is only a label for the results
+    variants: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
@@ -207,13 +210,16 @@ class Policy(ABC):
         return directory
 
 
-def make(name: str, profile: str | None = None, **overrides) -> Policy:
-    """Build a policy from its registered name, an optional named profile and config overrides."""
+def make(name: str, profile: str | None = None, variant: str = "", **overrides) -> Policy:
+    """Build a policy from its registered name, an optional named profile, an optional variant
+    (its overrides if the config declares it, else only a label) and config overrides, applied
+    in that order."""
     cls = policy_class(name)
     profiles = getattr(cls.config_class, "profiles", {})
     if profile is not None and profile not in profiles and not (profile == "cpu" and not profiles):
         raise ValueError(f"policy {name!r} has no profile {profile!r}; profiles: {sorted(profiles) or ['cpu']}")
-    config = cls.config_class.from_dict({**profiles.get(profile, {}), **overrides})
+    variant_overrides = cls.config_class.variants.get(variant, {})
+    config = cls.config_class.from_dict({**profiles.get(profile, {}), **variant_overrides, **overrides})
     return cls(config)
 
 

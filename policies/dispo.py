@@ -108,8 +108,17 @@ class DiSPoConfig(MambaDiffusionConfig):
         "reference_hz": "non-negative",
         "target_hz": "positive", "finetune_steps": "non-negative", "ensemble_decay": "non-negative",
         "generation_batch": "positive", "straightness_tolerance": "positive"}
-    #: settings only the fine-tuning rounds read: runs differing in them share their pretraining
-    FINETUNE_FIELDS: ClassVar[tuple[str, ...]] = ("target_hz", "finetune_steps", "ensemble_decay", "generation_batch")
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        # the paper's configuration (sections III-IV) where our defaults depart from it
+        "paper": {"prediction_type": "epsilon", "discretization": "zoh", "scan_direction": "causal",
+                  "augment_action_finer": (1,), "action_units": "pose", "fine_noise": "independent"},
+        "no-ft": {"finetune_steps": 0},  # pretraining only: what the fine-tuning rounds add
+        "adaptive-r": {"step_scale_mode": "adaptive"},  # φ_r picks each chunk's step (paper section III-C)
+    }
+    #: settings pretraining does not read (the fine-tuning rounds and the rollout do): runs
+    #: differing only in them share their pretraining
+    FINETUNE_FIELDS: ClassVar[tuple[str, ...]] = ("target_hz", "finetune_steps", "ensemble_decay", "generation_batch",
+                                                  "fine_noise")
 
     def __post_init__(self):
         super().__post_init__()

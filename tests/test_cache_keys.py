@@ -43,7 +43,7 @@ def _json(values: dict) -> dict:
 def _as_protocol0(policy: str, config: dict) -> dict:
     """Today's config as protocol 0 knew it: the fields added since dropped, if at their default."""
     added = ADDED_SINCE.get(policy, {})
-    assert all(config[key] == value for key, value in added.items())
+    assert all(config.get(key, value) == value for key, value in added.items())
     return {key: value for key, value in _json(config).items() if key not in added}
 
 

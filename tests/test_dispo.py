@@ -330,3 +330,12 @@ def test_discretization_reaches_every_scan(discretization):
     policy = policies.make("dispo", **TINY, discretization=discretization, scan_direction="bidirectional")
     net = policy.build_net(8)
     assert {m.zoh for b in net.blocks for m in (b.mixer, b.reverse_mixer)} == {discretization == "zoh"}
+
+
+def test_declared_variants_set_their_config_and_others_are_labels():
+    paper = policies.make("dispo", variant="paper")
+    assert (paper.config.prediction_type, paper.config.discretization, paper.config.scan_direction) == (
+        "epsilon", "zoh", "causal")
+    assert policies.make("dispo", variant="no-ft").config.finetune_steps == 0
+    assert policies.make("dispo", variant="paper", prediction_type="sample").config.prediction_type == "sample"
+    assert policies.make("dispo", variant="my-label").config == policies.make("dispo").config

@@ -75,3 +75,12 @@ def test_show_config_lists_every_key_with_its_value_and_meaning(capsys):
     assert set(rows) == {f.name for f in dataclasses.fields(policies.policy_class("dp-c").config_class)}
     assert "[256, 512, 1024]" in rows["down_dims"] and "U-Net levels" in rows["down_dims"]  # the gpu profile
     assert rows["horizon"].split()[1] == "12"  # --set applies
+
+
+def test_show_config_applies_a_declared_variant_and_lists_them(capsys):
+    train_main(["--policy", "dispo", "--show-config", "--variant", "paper", "--set", "discretization=euler"])
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line for line in out.splitlines()[2:] if line and not line.startswith(" ")}
+    assert rows["prediction_type"].split()[1] == '"epsilon"'  # the variant's
+    assert rows["discretization"].split()[1] == '"euler"'  # --set applies over it
+    assert "declared variants" in out and "  paper: " in out and "  no-ft: finetune_steps=0" in out
