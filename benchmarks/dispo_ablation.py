@@ -70,7 +70,7 @@ def pseudo_inbetween_error(policy, dataset, finer: int) -> float:
 
 #: settings only the rollout reads (with fixed step scales): a variant changing only these reuses
 #: the trained model of the variant without them, set on it after loading
-ROLLOUT_ONLY = ("n_action_steps", "num_inference_steps")
+ROLLOUT_ONLY = ("n_action_steps", "num_inference_steps", "replan_every")
 
 
 def measure(variant: str, overrides: dict, env: str, rates: tuple[float, ...], setup: TrainingSetup) -> dict:

@@ -74,6 +74,10 @@ class DiSPoConfig(MambaDiffusionConfig):
     #: divided by its observation step scale r_o, so windows of every stride share the normaliser's
     #: range: one normalised unit stays small; our design, audit cause 1). No-op where r_o = 1
     action_units: str = "pose"
+    #: target-rate actions executed before replanning; 0 = all n_action_steps source steps of the
+    #: chunk (the paper). DiSPo emits target-rate actions, so it can close the loop at any control
+    #: step: a model trained on 2.5 Hz demos still replans on fresh observations (our design)
+    replan_every: int = 0
     #: scan direction of each block: "causal" (the paper) or "bidirectional" (our design, audit
     #: cause 2: a second mixer scans the tokens in reverse, so later tokens, e.g. an inpainted
     #: waypoint, inform earlier ones; outputs summed; twice the scan cost)
@@ -107,7 +111,7 @@ class DiSPoConfig(MambaDiffusionConfig):
         "obs_loss_weight": "non-negative", "augment_strides": "positive", "augment_action_finer": "positive",
         "reference_hz": "non-negative",
         "target_hz": "positive", "finetune_steps": "non-negative", "ensemble_decay": "non-negative",
-        "generation_batch": "positive", "straightness_tolerance": "positive"}
+        "generation_batch": "positive", "straightness_tolerance": "positive", "replan_every": "non-negative"}
     variants: ClassVar[dict[str, dict[str, Any]]] = {
         # the paper's configuration (sections III-IV) where our defaults depart from it
         "paper": {"prediction_type": "epsilon", "discretization": "zoh", "scan_direction": "causal",
@@ -118,7 +122,7 @@ class DiSPoConfig(MambaDiffusionConfig):
     #: settings pretraining does not read (the fine-tuning rounds and the rollout do): runs
     #: differing only in them share their pretraining
     FINETUNE_FIELDS: ClassVar[tuple[str, ...]] = ("target_hz", "finetune_steps", "ensemble_decay", "generation_batch",
-                                                  "fine_noise")
+                                                  "fine_noise", "replan_every")
 
     def __post_init__(self):
         super().__post_init__()
@@ -357,8 +361,9 @@ class DiSPo(DiffusionPolicy):
                                           n_actions=n_actions, noise=noise.to(self.device), step_scale=step_scale,
                                           action_unit=self.action_unit(source_hz))
             start = c.n_obs_steps - 1  # the current action: the first to apply
+            executed = min(c.replan_every, c.n_action_steps * count) if c.replan_every else c.n_action_steps * count
             for i, chunk in zip(rows, actions):
-                chunks[i] = chunk[start : start + c.n_action_steps * count]
+                chunks[i] = chunk[start : start + executed]
         return np.stack(chunks) if len(np.unique(per_step)) == 1 else chunks
 
 

@@ -22,7 +22,7 @@ TRAINED = [r for r in RECORDS if "training" in r]
 #: config fields added since protocol 0, with the default that behaves as before: a protocol-0
 #: config is today's config without them
 ADDED_SINCE = {"dispo": {"fine_noise": "independent", "augment_action_finer": (1,), "action_units": "pose",
-                         "scan_direction": "causal", "discretization": "euler"}}
+                         "scan_direction": "causal", "discretization": "euler", "replan_every": 0}}
 
 
 @pytest.fixture(scope="module")

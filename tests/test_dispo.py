@@ -339,3 +339,13 @@ def test_declared_variants_set_their_config_and_others_are_labels():
     assert policies.make("dispo", variant="no-ft").config.finetune_steps == 0
     assert policies.make("dispo", variant="paper", prediction_type="sample").config.prediction_type == "sample"
     assert policies.make("dispo", variant="my-label").config == policies.make("dispo").config
+
+
+def test_replan_every_cuts_the_chunk_to_that_many_target_rate_actions(trained, coarse_demos, monkeypatch):
+    obs = _history(coarse_demos, trained.config.n_obs_steps)
+    full = _act(trained, obs, 2.5, 20.0)
+    assert full.shape[1] == trained.config.n_action_steps * 8
+    monkeypatch.setattr(trained.config, "replan_every", 3)
+    np.testing.assert_array_equal(_act(trained, obs, 2.5, 20.0), full[:, :3])  # the same chunk, executed shorter
+    monkeypatch.setattr(trained.config, "replan_every", 1000)
+    np.testing.assert_array_equal(_act(trained, obs, 2.5, 20.0), full)
