@@ -96,7 +96,7 @@ def run_dir(checkpoints_dir: Path, policy: policies.Policy, env_id: str, rates: 
             demo_files: dict, protocol: int = PROTOCOL) -> Path:
     """The run's folder, keyed by the (unfitted) config, the demo files' checksums and the
     protocol that cuts them into windows (protocol 0 keys had no protocol entry)."""
-    identity = {"config": policy.config.to_dict(), "demos": demo_files, **({"protocol": protocol} if protocol else {})}
+    identity = {"config": policy.config.identity(), "demos": demo_files, **({"protocol": protocol} if protocol else {})}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=list).encode()).hexdigest()[:12]
     return Path(checkpoints_dir) / short_name(env_id) / policy.name / f"{rates_label(rates)}hz" / key
 

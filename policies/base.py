@@ -90,6 +90,9 @@ class PolicyConfig:
     #: named configurations, each a set of overrides of the defaults, run with ``--variant NAME``
     #: (e.g. DiSPo's "paper"); any other variant name is only a label for the results
     variants: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: fields added after runs were cached, each with the value that behaves as before it existed:
+    #: at that value a field is left out of ``identity()``, so cached runs stay valid
+    NEUTRAL: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
@@ -112,6 +115,15 @@ class PolicyConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"policy": self.name, **dataclasses.asdict(self)}
 
+    def identity(self) -> dict[str, Any]:
+        """What names a trained model (cache keys, resumption checks): ``to_dict()`` without the
+        fields at their ``NEUTRAL`` value."""
+        neutral = {}
+        for cls in reversed(type(self).__mro__):
+            neutral.update(vars(cls).get("NEUTRAL", {}))
+        values = self.to_dict()
+        return {k: v for k, v in values.items() if k not in neutral or _plain(v) != _plain(neutral[k])}
+
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PolicyConfig:
         values = {k: v for k, v in values.items() if k != "policy"}
@@ -120,6 +132,10 @@ class PolicyConfig:
         if unknown:
             raise ValueError(f"{cls.name}: unknown config field(s) {unknown}; known: {sorted(known)}")
         return cls(**values)
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=list))
 
 
 def config_docs(config_class: type[PolicyConfig]) -> dict[str, str]:

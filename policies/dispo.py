@@ -119,6 +119,9 @@ class DiSPoConfig(MambaDiffusionConfig):
         "no-ft": {"finetune_steps": 0},  # pretraining only: what the fine-tuning rounds add
         "adaptive-r": {"step_scale_mode": "adaptive"},  # φ_r picks each chunk's step (paper section III-C)
     }
+    NEUTRAL: ClassVar[dict[str, Any]] = {
+        "fine_noise": "independent", "augment_action_finer": (1,), "action_units": "pose", "replan_every": 0,
+        "scan_direction": "causal", "discretization": "euler"}
     #: settings pretraining does not read (the fine-tuning rounds and the rollout do): runs
     #: differing only in them share their pretraining
     FINETUNE_FIELDS: ClassVar[tuple[str, ...]] = ("target_hz", "finetune_steps", "ensemble_decay", "generation_batch",
@@ -289,7 +292,7 @@ class DiSPo(DiffusionPolicy):
         return self.phase_identity(0)
 
     def phase_identity(self, phase: int) -> dict[str, Any]:
-        identity = self.config.to_dict()
+        identity = self.config.identity()
         return identity if phase else {k: v for k, v in identity.items() if k not in self.config.FINETUNE_FIELDS}
 
     # ----------------------------------------------------------------- rollout

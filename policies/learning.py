@@ -226,7 +226,7 @@ class LearnedPolicy(Policy):
     def phase_identity(self, phase: int) -> dict[str, Any]:
         """The settings a training phase's saved state belongs to: resuming under other ones is
         refused. Subclasses may leave out fields that only later phases read."""
-        return self.config.to_dict()
+        return self.config.identity()
 
     def _save_state(self, work_dir: Path, optimizer, schedule, ema, generator, history, phase: int) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}

@@ -19,10 +19,6 @@ ARCHIVE = Path(__file__).resolve().parent.parent / "results" / "archive" / "prot
 FITTED = ("obs_dim", "action_dim", "views", "state_layout", "reference_hz")
 RECORDS = [json.loads(path.read_text()) for path in sorted(ARCHIVE.glob("*.json"))]  # schema 1: read as is
 TRAINED = [r for r in RECORDS if "training" in r]
-#: config fields added since protocol 0, with the default that behaves as before: a protocol-0
-#: config is today's config without them
-ADDED_SINCE = {"dispo": {"fine_noise": "independent", "augment_action_finer": (1,), "action_units": "pose",
-                         "scan_direction": "causal", "discretization": "euler", "replan_every": 0}}
 
 
 @pytest.fixture(scope="module")
@@ -40,21 +36,6 @@ def _json(values: dict) -> dict:
     return json.loads(json.dumps(values, default=list))
 
 
-def _as_protocol0(policy: str, config: dict) -> dict:
-    """Today's config as protocol 0 knew it: the fields added since dropped, if at their default."""
-    added = ADDED_SINCE.get(policy, {})
-    assert all(config.get(key, value) == value for key, value in added.items())
-    return {key: value for key, value in _json(config).items() if key not in added}
-
-
-class _AsRecorded:
-    """The policy as the runner saw it when the record was made (its config without later fields)."""
-
-    def __init__(self, policy):
-        self.name, config = policy.name, _as_protocol0(policy.name, policy.config.to_dict())
-        self.config = type("Config", (), {"to_dict": staticmethod(lambda: config)})
-
-
 def _unfitted(record: dict) -> dict:
     config = dict(record["provenance"]["config"])
     defaults = _json(policies.make(record["policy"]).config.to_dict())
@@ -66,18 +47,19 @@ def _label(record):
 
 
 def test_committed_configs_load_unchanged():
+    """Fields added since are filled in at their neutral value (config.NEUTRAL), which ``identity``
+    leaves out: what is left is the config as recorded."""
     assert len(TRAINED) >= 60
     for record in TRAINED:
         config = record["provenance"]["config"]
-        loaded = policies.policy_class(record["policy"]).config_class.from_dict(config).to_dict()
-        assert _as_protocol0(record["policy"], loaded) == config, _label(record)
+        loaded = policies.policy_class(record["policy"]).config_class.from_dict(config)
+        assert _json(loaded.identity()) == config, _label(record)
 
 
 def test_default_configs_are_those_of_the_default_records():
     for record in TRAINED:
         if record["variant"] == "":
-            today = policies.make(record["policy"]).config.to_dict()
-            assert _unfitted(record) == _as_protocol0(record["policy"], today), _label(record)
+            assert _unfitted(record) == _json(policies.make(record["policy"]).config.identity()), _label(record)
 
 
 def test_cache_keys_of_committed_records_are_unchanged(demos_dir):
@@ -86,11 +68,20 @@ def test_cache_keys_of_committed_records_are_unchanged(demos_dir):
         policy = policies.make(record["policy"], **{k: v for k, v in config.items() if k != "policy"})
         rates = tuple(record["source_hz"])
         files = manifest_entry(demos_dir, dataset_id(record["env_id"], rates))["files"]
-        work = run_dir(Path("checkpoints"), _AsRecorded(policy), record["env_id"], rates, files, protocol=0)
+        work = run_dir(Path("checkpoints"), policy, record["env_id"], rates, files, protocol=0)
         assert str(work) == record["training"]["run_dir"], _label(record)
         identity = policy.pretraining_identity()
         if identity is not None:
-            identity = _as_protocol0(policy.name, identity)
             dataset = load_demos(record["env_id"], rates, demos_dir=demos_dir, generate=False)
             assert str(pretraining_dir(work, identity, dataset, protocol=0)) == record["training"]["phases"][0]["dir"], \
                 _label(record)
+
+
+def test_a_field_away_from_its_neutral_value_names_another_run():
+    base = policies.make("dispo")
+    for field, other in (("scan_direction", "bidirectional"), ("replan_every", 2), ("augment_action_finer", (1, 2))):
+        assert field in base.config.NEUTRAL and field not in base.config.identity()
+        changed = policies.make("dispo", **{field: other})
+        assert changed.config.identity()[field] == other
+        assert run_dir(Path("c"), changed, "cfbench/PassagePassing-v0", (2.5,), {}) != run_dir(
+            Path("c"), base, "cfbench/PassagePassing-v0", (2.5,), {})
