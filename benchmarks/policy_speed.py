@@ -1,6 +1,7 @@
 """Learned-policy speed: training steps/s and inference latency per action chunk.
 
-For each diffusion policy (default CPU profile, PassagePassing state observations) it times
+For each diffusion policy (default CPU profile, PassagePassing state observations; DiSPo also
+as its ``paper`` variant, causal scan and zero-order hold) it times
 training steps on real demo windows and the rollout latency of one action chunk for a single
 env with DDPM (100 denoising steps) and DDIM (10 steps), side by side, and prints the ratio.
 
@@ -22,11 +23,12 @@ from cfbench.datasets import load_demos
 from cfbench.runner import set_threads
 from policies.base import EpisodeContext
 
-LEARNED = ("dp-c", "dp-t", "d-ma", "dispo")
+#: (policy, declared variant)
+LEARNED = (("dp-c", ""), ("dp-t", ""), ("d-ma", ""), ("dispo", ""), ("dispo", "paper"))
 
 
-def train_rate(name: str, dataset, steps: int) -> tuple[float, policies.Policy]:
-    policy = policies.make(name, train_steps=steps, eval_every=steps, warmup_steps=1)
+def train_rate(name: str, variant: str, dataset, steps: int) -> tuple[float, policies.Policy]:
+    policy = policies.make(name, variant=variant, train_steps=steps, eval_every=steps, warmup_steps=1)
     policy.fit(dataset, progress=False)  # includes set-up; time a second, identical run below
     start = time.perf_counter()
     policy.fit(dataset, progress=False)
@@ -55,12 +57,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as demos:
         dataset = load_demos("PassagePassing", (20.0,), n=10, demos_dir=demos)
     rows = []
-    for name in LEARNED:
-        rate, policy = train_rate(name, dataset, args.steps)
+    for name, variant in LEARNED:
+        rate, policy = train_rate(name, variant, dataset, args.steps)
         history = np.stack([dataset.episodes[0].observations[:1]] * policy.config.n_obs_steps, axis=1)
         ddpm = chunk_latency_ms(policy, history, "ddpm", args.repeats)
         ddim = chunk_latency_ms(policy, history, "ddim", args.repeats)
-        rows.append({"policy": name, "params": sum(p.numel() for p in policy.model.parameters()),
+        label = f"{name} ({variant})" if variant else name
+        rows.append({"policy": label, "params": sum(p.numel() for p in policy.model.parameters()),
                      "batch": policy.config.batch_size, "train steps/s": rate,
                      "DDPM-100 ms/chunk": ddpm, "DDIM-10 ms/chunk": ddim, "DDPM/DDIM": ddpm / ddim})
     print(f"torch {torch.__version__}, {threads} threads, PassagePassing state obs, default CPU profiles")

@@ -29,13 +29,23 @@ inline T softplus(T x) { return std::max(x, T(0)) + std::log1p(std::exp(-std::ab
 template <typename T>
 inline T sigmoid(T x) { return T(1) / (T(1) + std::exp(-x)); }
 
-// d/dA of the zero-order hold (exp(dt A) - 1) / A, as dt^2 g(x) with x = dt A and
-// g(x) = (x e^x - e^x + 1) / x^2; its series near 0, where the closed form cancels.
+// The zero-order hold q = (exp(dt A) - 1) / A = dt h(x), x = dt A, h(x) = (e^x - 1) / x, from the
+// decay e^x already computed (vectorised, unlike expm1); its series near 0, where the closed
+// form cancels (and x = 0 for padding, dt = 0).
+template <typename T>
+inline T zoh_hold(T dt, T x, T decay) {
+    const bool small = std::abs(x) < T(1e-2);
+    const T series = T(1) + x * (T(1) / T(2) + x * (T(1) / T(6) + x * (T(1) / T(24) + x / T(120))));
+    return dt * (small ? series : (decay - T(1)) / (small ? T(1) : x));
+}
+
+// d/dA of the same, dt^2 g(x) with g(x) = (x e^x - e^x + 1) / x^2; series below |x| = 0.1.
 template <typename T>
 inline T zoh_slope(T dt, T x, T decay) {
-    const T series = T(0.5) + x / T(3) + x * x / T(8);
-    const T closed = (x * decay - std::expm1(x)) / (x * x + T(1e-300));
-    return dt * dt * (std::abs(x) < T(1e-2) ? series : closed);
+    const bool small = std::abs(x) < T(0.1);
+    const T series = T(1) / T(2) + x * (T(1) / T(3) + x * (T(1) / T(8) + x * (T(1) / T(30) + x / T(144))));
+    const T safe = small ? T(1) : x;
+    return dt * dt * (small ? series : (x * decay - decay + T(1)) / (safe * safe));
 }
 
 template <typename T>
@@ -46,9 +56,9 @@ struct Scan {
 
     // Per-thread work space for one block of channels.
     struct Block {
-        std::vector<T> dt, du, hu, y, h, H, E;
+        std::vector<T> dt, du, y, h, H, E;
         Block(int64_t L, int64_t N, bool keep_states)
-            : dt(L * kLanes), du(kLanes), hu(kLanes), y(L * kLanes), h(N * kLanes),
+            : dt(L * kLanes), du(kLanes), y(L * kLanes), h(N * kLanes),
               H(keep_states ? (L + 1) * N * kLanes : 0), E(keep_states ? L * N * kLanes : 0) {}
     };
 
@@ -90,16 +100,19 @@ struct Scan {
                 const T* __restrict__ a = A + n * dim + d0;
                 const T bn = Bg[t * N + n], cn = Cg[t * N + n];
                 T* __restrict__ hn = h + n * kLanes;
-                if (zoh)  // q u for this state entry's channels; Euler's dt u is du for all of them
-                    for (int64_t l = 0; l < w; ++l) s.hu[l] = std::expm1(dt[l] * a[l]) / a[l] * u[at + l];
-                const T* __restrict__ drive = zoh ? s.hu.data() : du;
+                if (zoh) {
+                    T* Hn = keep ? s.H.data() + ((t + 1) * N + n) * kLanes : nullptr;
+                    T* En = keep ? s.E.data() + (t * N + n) * kLanes : nullptr;
+                    forward_zoh_entry(dt, a, u + at, bn, cn, w, hn, y, Hn, En);
+                    continue;
+                }
                 if (keep) {
                     T* __restrict__ Hn = s.H.data() + ((t + 1) * N + n) * kLanes;
                     T* __restrict__ En = s.E.data() + (t * N + n) * kLanes;
 #pragma GCC ivdep
                     for (int64_t l = 0; l < w; ++l) {
                         const T decay = std::exp(dt[l] * a[l]);
-                        hn[l] = decay * hn[l] + drive[l] * bn;
+                        hn[l] = decay * hn[l] + du[l] * bn;
                         y[l] += cn * hn[l];
                         Hn[l] = hn[l];
                         En[l] = decay;
@@ -107,10 +120,27 @@ struct Scan {
                 } else {
 #pragma GCC ivdep
                     for (int64_t l = 0; l < w; ++l) {
-                        hn[l] = std::exp(dt[l] * a[l]) * hn[l] + drive[l] * bn;
+                        hn[l] = std::exp(dt[l] * a[l]) * hn[l] + du[l] * bn;
                         y[l] += cn * hn[l];
                     }
                 }
+            }
+        }
+    }
+
+    // One state entry's step with zero-order hold: the decay computed once, for both the state
+    // and q = zoh_hold; H and E (when given) receive the state and the decay for the backward pass.
+    static void forward_zoh_entry(const T* __restrict__ dt, const T* __restrict__ a, const T* __restrict__ u, T bn,
+                                  T cn, int64_t w, T* __restrict__ hn, T* __restrict__ y, T* __restrict__ Hn,
+                                  T* __restrict__ En) {
+#pragma GCC ivdep
+        for (int64_t l = 0; l < w; ++l) {
+            const T x = dt[l] * a[l], decay = std::exp(x);
+            hn[l] = decay * hn[l] + zoh_hold(dt[l], x, decay) * u[l] * bn;
+            y[l] += cn * hn[l];
+            if (Hn) {
+                Hn[l] = hn[l];
+                En[l] = decay;
             }
         }
     }
@@ -205,7 +235,7 @@ struct Scan {
 #pragma GCC ivdep
                         for (int64_t l = 0; l < w; ++l) {
                             const T gh = gn_carry[l] + gy[l] * cn;  // dLoss/dh_t
-                            const T x = dt[l] * a[l], q = std::expm1(x) / a[l];
+                            const T x = dt[l] * a[l], q = zoh_hold(dt[l], x, decay[l]);
                             sum_gc += gy[l] * ht[l];
                             gstep[l] += gh * decay[l] * (a[l] * hprev[l] + bn * ut[l]);
                             gAn[l] += gh * (dt[l] * decay[l] * hprev[l] + zoh_slope(dt[l], x, decay[l]) * bn * ut[l]);
