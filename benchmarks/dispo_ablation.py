@@ -17,7 +17,11 @@ validation seeds, as always), then measured on the validation seeds, never the t
     python benchmarks/dispo_ablation.py --variant base --variant sample prediction_type=sample \\
         --env PassagePassing ButtonTouch --source-hz 2.5 5 --out runs/dispo_ablation.md
 
-Writes a markdown table and the same rows as JSON beside it (``.json``).
+Writes a markdown table and the same rows as JSON beside it (``.json``). Tables of separate
+runs (e.g. two streams side by side) join into one, each row with its variant's overrides and
+every run's command listed, numbers untouched::
+
+    python benchmarks/dispo_ablation.py --merge runs/a.json runs/b.json --out docs/dispo-ablation.md
 """
 
 from __future__ import annotations
@@ -98,10 +102,30 @@ def measure(variant: str, overrides: dict, env: str, rates: tuple[float, ...], s
     return row
 
 
+def merge(tables: list[Path], out: Path) -> pd.DataFrame:
+    """One table from the JSON rows of several runs, in the order given; each run's markdown
+    header (beside its JSON) gives its command and its variants' overrides."""
+    rows, commands = [], []
+    for path in tables:
+        header = path.with_suffix(".md").read_text().split("\n\n")[:2]
+        commands.append(header[0].split(": ", 1)[1])
+        overrides = dict(line[3:].split("`: ", 1) for line in header[1].splitlines())
+        for row in json.loads(path.read_text()):
+            rows.append({"variant": row["variant"], "overrides": overrides.get(row["variant"], ""),
+                         **{k: v for k, v in row.items() if k != "variant"}})
+    table = pd.DataFrame(rows)
+    text = ("DiSPo ablation (validation seeds only), joined from the runs of:\n\n"
+            + "\n".join(f"- {command}" for command in commands) + "\n\n" + table.to_markdown(index=False) + "\n")
+    atomic_write_text(out, text)
+    return table
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--variant", nargs="+", action="append", required=True, metavar=("NAME", "KEY=VALUE"),
+    parser.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"),
                         help="a variant: its name, then its config overrides (repeat the option per variant)")
+    parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
+                        help="join the tables of earlier runs (their .json rows) into --out instead of training")
     parser.add_argument("--env", nargs="+", default=["PassagePassing", "ButtonTouch"])
     parser.add_argument("--source-hz", nargs="+", default=["2.5", "5"])
     parser.add_argument("--set", dest="common", nargs="*", default=[], metavar="KEY=VALUE",
@@ -110,6 +134,12 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=paths.runs_dir().parent / "dispo_ablation.md")
     args = parser.parse_args()
+    if args.merge:
+        print(merge(args.merge, args.out).to_string(index=False))
+        print(f"wrote {args.out}")
+        return 0
+    if not args.variant:
+        parser.error("name at least one --variant (or --merge earlier tables)")
     set_threads(args.threads)
     setup = TrainingSetup(parse_overrides(args.common), n_demos=args.n_demos)
     rows = []
