@@ -115,12 +115,23 @@ class PolicyConfig:
     def to_dict(self) -> dict[str, Any]:
         return {"policy": self.name, **dataclasses.asdict(self)}
 
+    @classmethod
+    def from_saved(cls, values: dict[str, Any]) -> PolicyConfig:
+        """A config written by an earlier version (checkpoint, record): a field it does not have
+        takes its ``NEUTRAL`` value, what that version ran, not today's default."""
+        return cls.from_dict({**cls.neutral(), **values})
+
+    @classmethod
+    def neutral(cls) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for klass in reversed(cls.__mro__):
+            values.update(vars(klass).get("NEUTRAL", {}))
+        return values
+
     def identity(self) -> dict[str, Any]:
         """What names a trained model (cache keys, resumption checks): ``to_dict()`` without the
         fields at their ``NEUTRAL`` value."""
-        neutral = {}
-        for cls in reversed(type(self).__mro__):
-            neutral.update(vars(cls).get("NEUTRAL", {}))
+        neutral = self.neutral()
         values = self.to_dict()
         return {k: v for k, v in values.items() if k not in neutral or _plain(v) != _plain(neutral[k])}
 
@@ -253,7 +264,7 @@ def load(directory: str | Path) -> Policy:
     if not isinstance(values, dict) or "policy" not in values:
         raise CheckpointError(f"checkpoint config {config_path} does not name its policy")
     cls = policy_class(values["policy"])
-    policy = cls(cls.config_class.from_dict(values))
+    policy = cls(cls.config_class.from_saved(values))
     try:
         tensors = tensors_from_bytes(weights_path.read_bytes())
     except Exception as error:  # safetensors raises its own error types for bad headers

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+import policies
 from cfbench.io import CheckpointError
 from cfbench.runner import SUMMARY, TrainingSetup, train_or_load
 
@@ -56,3 +57,19 @@ def test_validation_shows_its_own_progress(tmp_path, capsys):
     train_or_load("dp-c", "PassagePassing", (20.0,), _setup(tmp_path, validation=2), progress=True)
     err = capsys.readouterr().err
     assert "train dp-c" in err and "validation:" in err
+
+
+def test_a_checkpoint_saved_before_a_field_existed_loads_as_it_ran(tmp_path):
+    """DiSPo's default scan became bidirectional after round 1; a round-1 checkpoint's config has
+    no scan_direction and must load causal (its NEUTRAL value), with its weights."""
+    old = policies.make("dispo", d_model=16, n_layer=1, d_state=4, scan_direction="causal", discretization="euler",
+                        action_dim=2, obs_dim=4)
+    old.model = old.build_model()
+    old.save(tmp_path / "old")
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    for field in ("scan_direction", "discretization", "augment_action_finer", "replan_every"):
+        del config[field]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    loaded = policies.load(tmp_path / "old")
+    assert (loaded.config.scan_direction, loaded.config.discretization) == ("causal", "euler")
+    assert policies.make("dispo").config.scan_direction == "bidirectional"  # new configs: today's default
