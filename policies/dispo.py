@@ -67,7 +67,6 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cfbench.datasets import Windows
@@ -269,17 +268,31 @@ class DiSPo(DiffusionPolicy):
         return data
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        """Denoising MSE on the unmasked action tokens + λ · observation reconstruction + φ_r's loss.
+        Rows padded to a common length (step scale 0 at the end) run through the network cut to
+        their own length, one group per length: the padding changes no real output, so this is
+        the padded batch's loss at a fraction of the cost (fine-tuning mixes 12- and 73-token rows)."""
         c = self.config
         features, noisy, steps, target = self.noised(batch, generator)
-        predicted, reconstruction = self.model.net(noisy, steps, features, batch["step_scale"], reconstruct=True)
-        mask = batch["loss_mask"][..., None]
-        action_loss = ((predicted - target).square() * mask).sum() / (mask.sum() * target.shape[-1])
         states = self.model.obs_encoder.state_normalizer.normalize(batch["state"])
+        mask = batch["loss_mask"][..., None]
+        lengths = (batch["step_scale"] > 0).sum(dim=1)
+        action_error = reconstruction_error = 0.0
+        for length in lengths.unique().tolist():
+            rows = (lengths == length).nonzero().squeeze(1)
+            n_actions = length - features.shape[1]
+            predicted, reconstruction = self.model.net(noisy[rows, :n_actions], steps[rows], features[rows],
+                                                       batch["step_scale"][rows, :length], reconstruct=True)
+            action_error = action_error + ((predicted - target[rows, :n_actions]).square()
+                                           * mask[rows, :n_actions]).sum()
+            reconstruction_error = reconstruction_error + (reconstruction - states[rows]).square().sum()
+        action_loss = action_error / (mask.sum() * target.shape[-1])
+        reconstruction_loss = reconstruction_error / states.numel()
         straightness = torch.sigmoid(self.model.net.step_scale_predictor(features.detach()))
         weight = batch["straightness_mask"]
         straightness_loss = (((straightness - batch["straightness_target"]).square() * weight).sum()
                              / weight.sum().clamp(min=1))
-        return action_loss + c.obs_loss_weight * F.mse_loss(reconstruction, states) + straightness_loss
+        return action_loss + c.obs_loss_weight * reconstruction_loss + straightness_loss
 
     def straightness_targets(self, windows: Windows) -> np.ndarray:
         """φ_r's target per window, in [0, 1]: 1 where the path of the chunk a rollout executes

@@ -349,3 +349,28 @@ def test_replan_every_cuts_the_chunk_to_that_many_target_rate_actions(trained, c
     np.testing.assert_array_equal(_act(trained, obs, 2.5, 20.0), full[:, :3])  # the same chunk, executed shorter
     monkeypatch.setattr(trained.config, "replan_every", 1000)
     np.testing.assert_array_equal(_act(trained, obs, 2.5, 20.0), full)
+
+
+def test_loss_cut_to_each_rows_length_equals_the_padded_batch_loss(coarse_demos):
+    """Rows of different lengths (here stride pairs) go through the network one length at a
+    time; the loss is the one of the whole padded batch, whose padding changes no real output."""
+    policy = policies.make("dispo", **TINY, augment_strides=(1, 2), augment_action_finer=(1, 2), train_steps=1,
+                           eval_every=1)
+    policy.fit(coarse_demos, progress=False)
+    for block in policy.model.net.blocks:
+        torch.nn.init.normal_(block.modulation[1].weight, std=0.5)
+    data = policy.prepare(coarse_demos)
+    rows = torch.arange(0, len(data["actions"]), 7)  # every length present
+    batch = {k: v[rows] for k, v in data.items()}
+    assert len((batch["step_scale"] > 0).sum(1).unique()) == 2
+    grouped = policy.loss(batch, torch.Generator().manual_seed(0))
+    features, noisy, steps, target = policy.noised(batch, torch.Generator().manual_seed(0))
+    predicted, reconstruction = policy.model.net(noisy, steps, features, batch["step_scale"], reconstruct=True)
+    mask = batch["loss_mask"][..., None]
+    states = policy.model.obs_encoder.state_normalizer.normalize(batch["state"])
+    straightness = torch.sigmoid(policy.model.net.step_scale_predictor(features))
+    weight = batch["straightness_mask"]
+    padded = (((predicted - target).square() * mask).sum() / (mask.sum() * target.shape[-1])
+              + policy.config.obs_loss_weight * (reconstruction - states).square().mean()
+              + ((straightness - batch["straightness_target"]).square() * weight).sum() / weight.sum().clamp(min=1))
+    torch.testing.assert_close(grouped, padded, rtol=1e-5, atol=1e-7)
