@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 
 import torch
 
@@ -20,6 +19,7 @@ import policies
 from cfbench.datasets import load_demos
 from cfbench.runner import set_threads
 from policies.dispo_finetuning import concat_window_tensors, pseudo_demonstrations
+from timing import best_ms  # benchmarks/timing.py, beside this script
 
 
 def padded_loss(policy, batch, generator):
@@ -33,12 +33,7 @@ def padded_loss(policy, batch, generator):
 
 
 def step_ms(loss, policy, batch, repeats: int) -> float:
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        loss(policy, batch, torch.Generator().manual_seed(0)).backward()
-        times.append(time.perf_counter() - start)
-    return 1000 * min(times[1:])
+    return best_ms(lambda: loss(policy, batch, torch.Generator().manual_seed(0)).backward(), repeats)
 
 
 def main() -> None:

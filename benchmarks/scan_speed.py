@@ -12,13 +12,13 @@ beside its default Euler one.
 from __future__ import annotations
 
 import argparse
-import time
 
 import pandas as pd
 import torch
 
 from cfbench.runner import set_threads
 from policies.scan import selective_scan_cpu, selective_scan_ref
+from timing import best_ms  # benchmarks/timing.py, beside this script
 
 SHAPES = [(128, 128, 20, 16), (256, 256, 24, 16)]  # (B, D, L, N)
 
@@ -35,15 +35,12 @@ def inputs(batch: int, dim: int, length: int, n: int) -> dict[str, torch.Tensor]
 
 
 def forward_backward_ms(scan, tensors: dict[str, torch.Tensor], repeats: int, **options) -> float:
-    """Best of ``repeats`` (after one warm-up): the least disturbed measurement."""
-    times = []
-    for _ in range(repeats + 1):
+    def run():
         for t in tensors.values():
             t.grad = None
-        start = time.perf_counter()
         scan(**tensors, delta_softplus=True, **options).sum().backward()
-        times.append(time.perf_counter() - start)
-    return 1000 * min(times[1:])
+
+    return best_ms(run, repeats)
 
 
 def main() -> None:

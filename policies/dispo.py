@@ -163,14 +163,13 @@ class DiSPoConfig(MambaDiffusionConfig):
         if not self.augment_strides:
             raise ValueError("augment_strides must name at least one stride (1 = the demos' own rate)")
         choices = {"fine_noise": ("independent", "shared"), "action_units": ("pose", "per_step"),
-                   "scan_direction": ("causal", "bidirectional"), "discretization": ("euler", "zoh")}
+                   "scan_direction": ("causal", "bidirectional"), "discretization": ("euler", "zoh"),
+                   "step_scale_mode": ("fixed", "adaptive")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if 1 not in self.augment_action_finer:
             raise ValueError("augment_action_finer must include 1 (windows with actions at the observations' rate)")
-        if self.step_scale_mode not in ("fixed", "adaptive"):
-            raise ValueError(f"step_scale_mode must be 'fixed' or 'adaptive', got {self.step_scale_mode!r}")
         if not self.max_speedup >= 1:
             raise ValueError(f"max_speedup must be >= 1, got {self.max_speedup}")
 
@@ -253,9 +252,7 @@ class DiSPo(DiffusionPolicy):
             for finer in (f for f in c.augment_action_finer if stride % f == 0):
                 windows = dataset.windows(c.n_obs_steps, c.horizon, stride=stride, action_stride=stride // finer)
                 data = self.window_tensors(dataset, windows)
-                observation_scale = c.reference_hz / windows.source_hz
-                data["step_scale"] = torch.as_tensor(observation_scale[:, None] * self.relative_step_scales(finer)[None],
-                                                     dtype=torch.float32)
+                data["step_scale"] = self.window_step_scales(windows, finer)
                 data["loss_mask"] = torch.ones(len(windows), windows.actions.shape[1])
                 data["straightness_target"] = torch.as_tensor(self.straightness_targets(windows), dtype=torch.float32)
                 data["straightness_mask"] = torch.as_tensor(
@@ -268,7 +265,7 @@ class DiSPo(DiffusionPolicy):
         each window's observation step scale r_o (1 for windows at the reference rate)."""
         data = super().window_tensors(dataset, windows)
         if self.config.action_units == "per_step":
-            observation_scale = torch.as_tensor(self.config.reference_hz / windows.source_hz, dtype=torch.float32)
+            observation_scale = torch.as_tensor(self.observation_step_scales(windows), dtype=torch.float32)
             data["actions"] = data["actions"] / observation_scale[:, None, None]
         return data
 
@@ -348,6 +345,17 @@ class DiSPo(DiffusionPolicy):
         c = self.config
         n_future = (c.horizon - c.n_obs_steps + 1) * finer
         return np.concatenate([np.ones(2 * c.n_obs_steps - 1), np.full(n_future, 1.0 / finer)])
+
+    def observation_step_scales(self, windows: Windows) -> np.ndarray:
+        """Each training window's observation step scale r_o = ω_ref / ω (its observations are
+        one step of its own rate apart)."""
+        return self.config.reference_hz / windows.source_hz
+
+    def window_step_scales(self, windows: Windows, finer: int) -> torch.Tensor:
+        """Step scales of training windows whose future actions are ``finer`` per observation
+        step, (len(windows), tokens): ``relative_step_scales(finer)`` times each window's r_o."""
+        scales = self.observation_step_scales(windows)[:, None] * self.relative_step_scales(finer)[None]
+        return torch.as_tensor(scales, dtype=torch.float32)
 
     def rollout_step_scales(self, batch: int, source_hz: float, target_hz: float) -> tuple[torch.Tensor, int]:
         """The network's step scales r for a rollout, (batch, tokens), and its number of action tokens.

@@ -67,7 +67,7 @@ def pseudo_windows(policy, dataset, finer: int) -> tuple[DemoDataset, Windows, n
     windows = subset.windows(c.n_obs_steps, c.horizon)
     n_past, n_future = c.n_obs_steps - 1, c.horizon - c.n_obs_steps + 1
     demo_slots = np.concatenate([np.arange(n_past), n_past + finer * np.arange(1, n_future + 1) - 1])
-    step_scale = _step_scales(policy, windows, finer)
+    step_scale = policy.window_step_scales(windows, finer)
     policy.model.eval()
     batches = np.array_split(np.arange(len(windows)), max(1, len(windows) // c.generation_batch))
     fine = np.concatenate([_inpaint(policy, subset, windows.subset(index), finer, demo_slots, step_scale[index])
@@ -82,18 +82,13 @@ def pseudo_demonstrations(policy, dataset, finer: int) -> dict[str, torch.Tensor
     actions, the past ones and every ``finer``-th future one."""
     subset, pseudo, demo_slots = pseudo_windows(policy, dataset, finer)
     data = policy.window_tensors(subset, pseudo)
-    data["step_scale"] = _step_scales(policy, pseudo, finer)
+    data["step_scale"] = policy.window_step_scales(pseudo, finer)
     mask = torch.zeros(len(pseudo), pseudo.actions.shape[1])
     mask[:, demo_slots] = 1.0
     data["loss_mask"] = mask
     # φ_r learns from the original windows only
     data["straightness_target"] = data["straightness_mask"] = torch.zeros(len(pseudo))
     return {k: v.to(policy.device) for k, v in data.items()}
-
-
-def _step_scales(policy, windows: Windows, finer: int) -> torch.Tensor:
-    ratio = (policy.config.reference_hz / windows.source_hz)[:, None]
-    return torch.as_tensor(policy.relative_step_scales(finer)[None] * ratio, dtype=torch.float32)
 
 
 def _inpaint(policy, dataset, windows: Windows, finer: int, demo_slots: np.ndarray,
