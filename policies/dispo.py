@@ -85,6 +85,11 @@ from policies.mamba import MambaDiffusionConfig, MambaMixer, rescale_residual_pr
 from policies.modules import StepEncoder
 
 
+#: the paper's configuration (sections III-IV) where our defaults depart from it
+PAPER_SETTINGS = {"prediction_type": "epsilon", "discretization": "zoh", "scan_direction": "causal",
+                  "augment_action_finer": (1,), "action_units": "pose", "fine_noise": "independent"}
+
+
 @dataclass
 class DiSPoConfig(MambaDiffusionConfig):
     #: action tokens at the training rate: T_o - 1 past, the current one and T_a future ones
@@ -144,10 +149,9 @@ class DiSPoConfig(MambaDiffusionConfig):
         "target_hz": "positive", "finetune_steps": "non-negative", "ensemble_decay": "non-negative",
         "generation_batch": "positive", "straightness_tolerance": "positive", "replan_every": "non-negative"}
     variants: ClassVar[dict[str, dict[str, Any]]] = {
-        # the paper's configuration (sections III-IV) where our defaults depart from it
-        "paper": {"prediction_type": "epsilon", "discretization": "zoh", "scan_direction": "causal",
-                  "augment_action_finer": (1,), "action_units": "pose", "fine_noise": "independent"},
+        "paper": PAPER_SETTINGS,
         "no-ft": {"finetune_steps": 0},  # pretraining only: what the fine-tuning rounds add
+        "paper-no-ft": {**PAPER_SETTINGS, "finetune_steps": 0},
         "adaptive-r": {"step_scale_mode": "adaptive"},  # φ_r picks each chunk's step (paper section III-C)
     }
     NEUTRAL: ClassVar[dict[str, Any]] = {

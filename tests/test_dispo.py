@@ -1,5 +1,7 @@
 """DiSPo: step-scaled rollouts at the target rate, sample-rate augmentation, persistence."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -337,6 +339,8 @@ def test_declared_variants_set_their_config_and_others_are_labels():
     assert (paper.config.prediction_type, paper.config.discretization, paper.config.scan_direction) == (
         "epsilon", "zoh", "causal")
     assert policies.make("dispo", variant="no-ft").config.finetune_steps == 0
+    paper_no_ft = policies.make("dispo", variant="paper-no-ft").config
+    assert paper_no_ft == replace(paper.config, finetune_steps=0) and paper.config.finetune_steps > 0
     assert policies.make("dispo", variant="paper", prediction_type="sample").config.prediction_type == "sample"
     assert policies.make("dispo", variant="my-label").config == policies.make("dispo").config
 
