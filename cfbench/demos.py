@@ -48,10 +48,12 @@ def control_rate_for(hz: float) -> float:
 
 
 def dataset_id(env: str, rates: tuple[float, ...], obs_mode: str = "state") -> str:
-    kebab = "".join("-" + c.lower() if c.isupper() else c for c in short_name(resolve_env(env))).lstrip("-")
+    """Minari id: the dataset's version is its env's, so a new env version gets new demos."""
+    env_id = resolve_env(env)
+    kebab = "".join("-" + c.lower() if c.isupper() else c for c in short_name(env_id)).lstrip("-")
     rate_part = "-".join(f"{r:g}".replace(".", "p") + "hz" for r in rates)
     mode_part = "" if obs_mode == "state" else "-" + obs_mode.replace("_", "-")
-    return f"cfbench/{kebab}/expert-{rate_part}{mode_part}-v0"
+    return f"cfbench/{kebab}/expert-{rate_part}{mode_part}-v{env_id.rsplit('-v', 1)[1]}"
 
 
 # ------------------------------------------------------------------- expert runs

@@ -62,10 +62,13 @@ def evaluate(
     vector: str = "sync",
     progress: bool = True,
     desc: str | None = None,
+    final_poses: bool = False,
 ) -> dict:
     """Run one episode per seed of a policy that observes and replans at ``source_hz`` (the
     reference rate of its demos, ``DemoDataset.reference_hz``); returns the metrics
-    (``eval_wall_s`` included; training is the runner's) and the per-episode rows."""
+    (``eval_wall_s`` included; training is the runner's) and the per-episode rows, with the
+    agent's pose where the episode ended if ``final_poses`` (for failure diagnoses; records
+    leave it out)."""
     env_id = resolve_env(env)
     seeds = seed_list(TEST_SEEDS) if seeds is None else list(seeds)
     if not seeds:
@@ -112,6 +115,7 @@ def evaluate(
                             "collision": bool(infos["is_collision"][i]),
                             "steps": len(slot.deviations),
                             "path_deviation": float(np.mean(slot.deviations)),
+                            **({"final_pose": np.asarray(infos["agent_pose"][i]).tolist()} if final_poses else {}),
                         })
                         bar.update(1)
                 if done:

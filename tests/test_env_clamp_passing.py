@@ -10,7 +10,7 @@ import cfbench  # noqa: F401  (registers the ids)
 from cfbench.envs import clamp_passing
 from policies.interpolation import upsample_linear
 
-ENV_ID = "cfbench/ClampPassing-v0"
+ENV_ID = "cfbench/ClampPassing-v1"
 
 
 @pytest.fixture
@@ -65,12 +65,14 @@ def test_expert_starts_at_start_pose_and_ends_past_the_far_end(env):
     assert abs((trajectory.poses[-1, 2] - pipe_yaw + np.pi / 2) % np.pi - np.pi / 2) < 1e-6
 
 
-@pytest.mark.parametrize("seed", [20000, 20001, 20002])
-def test_tracker_succeeds_at_20hz_and_collides_at_2p5hz(env, seed):
-    _, terminated, _, info = tracker(env, seed, 20.0)
-    assert terminated and info["is_success"] and not info["is_collision"]
-    _, terminated, _, info = tracker(env, seed, 2.5)
-    assert terminated and info["is_collision"] and not info["is_success"]
+def test_tracker_succeeds_at_20hz_and_mostly_collides_at_2p5hz(env):
+    """The calibration in small: 20 Hz samples of the expert always get through, the 2.5 Hz
+    chord cuts the corner into the pipe end (about 10 % get lucky over 140 seeds)."""
+    fine = [tracker(env, seed, 20.0)[3] for seed in range(20)]
+    assert all(info["is_success"] and not info["is_collision"] for info in fine)
+    coarse = [tracker(env, seed, 2.5)[3] for seed in range(20)]
+    assert sum(info["is_success"] for info in coarse) <= 4
+    assert sum(info["is_collision"] for info in coarse) >= 16
 
 
 def test_driving_into_the_pipe_terminates_as_collision(env):
@@ -101,3 +103,15 @@ def test_arriving_past_the_far_end_around_the_pipe_is_no_success(env):
     assert axial > length / 2 + clamp_passing.RING_DEPTH / 2 + clamp_passing.EXIT_MARGIN
     assert abs(lateral) < 1.0
     assert truncated and not terminated and not info["is_success"] and not info["is_collision"]
+
+
+def test_start_yaw_is_within_its_range_of_the_axis_either_way_round(env):
+    """v1: the expert's turn to the nearer axis-aligned yaw is never close to a tie."""
+    offsets = []
+    for seed in range(50):
+        obs, _ = env.reset(seed=seed)
+        pipe_yaw = np.arctan2(obs[6], obs[5])
+        offsets.append((obs[2] - pipe_yaw + np.pi / 2) % np.pi - np.pi / 2)
+    offsets = np.abs(offsets)
+    assert offsets.max() <= clamp_passing.START_YAW_RANGE + 1e-6
+    assert offsets.max() > 0.8 * clamp_passing.START_YAW_RANGE  # the range is used, not just 0

@@ -6,7 +6,7 @@ import gymnasium as gym
 
 #: short name (used on the command line and in file names) -> Gymnasium id
 ENV_IDS = {
-    "ClampPassing": "cfbench/ClampPassing-v0",
+    "ClampPassing": "cfbench/ClampPassing-v1",  # v0 (round 1) is no longer registered
     "PassagePassing": "cfbench/PassagePassing-v0",
     "ButtonTouch": "cfbench/ButtonTouch-v0",
 }
