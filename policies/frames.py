@@ -10,6 +10,16 @@ error on unseen scenes 5.7 / 15.7 / 22 units at steps 1 / 4 / 8 in world coordin
 - ``"task"``: agent-centred and rotated so the task's reference direction is the x axis.
 
 The frame is computed from the latest observation only, so it needs nothing privileged.
+
+Yaw (envs whose pose has one): in the agent frame an action's yaw is relative to the agent's own;
+in the task frame it is the target's yaw in the task frame, continued from the agent's own
+task-frame yaw (the state's angle entry) by the turn to the target, so it never jumps at the
+wrap. Relative yaw made policies hold whatever yaw they had drifted to: the demos' relative yaw
+is ~0 wherever the expert is aligned, so a drifted ring was never turned back (ClampPassing,
+DP-T from 20 Hz demos: the ring stuck 20-70 degrees off the axis in most failures). In the task
+frame the demos teach "aligned is 0", which a drifted policy still heads for. Angles repeat
+every ``StateLayout.angle_period`` (pi for a symmetric agent: the turn back is never more than a
+quarter turn).
 """
 
 from __future__ import annotations
@@ -34,9 +44,12 @@ class Frame:
             self.angle = np.arctan2(latest_state[:, k + 1], latest_state[:, k])
         else:
             self.angle = np.zeros(batch)
-        # Action yaws are taken relative to the agent's own yaw (entry 2 when the pose has one):
-        # small, continuous offsets, never a 2-pi jump the servo would have to unwind.
+        # Action yaws (entry 2 when the pose has one) are anchored at the agent's own yaw: an
+        # offset from it (agent frame), or its task-frame yaw plus that offset (task frame); either
+        # way continuous, never a jump of a period the servo would have to unwind.
+        self.period = layout.get("angle_period", 2 * np.pi)
         self.yaw = latest_state[:, 2] if kind != "world" and 2 in layout["angles"] else np.zeros(batch)
+        self.task_yaw = _wrap(self.yaw - self.angle, self.period) if kind == "task" else np.zeros(batch)
         c, s = np.cos(self.angle), np.sin(self.angle)
         self.rotation = np.stack([np.stack([c, s], -1), np.stack([-s, c], -1)], -2)  # world -> frame
 
@@ -56,24 +69,27 @@ class Frame:
         for i in self.layout["directions"]:
             out[..., i : i + 2] = self._rotate(out[..., i : i + 2])
         for i in self.layout["angles"]:
-            out[..., i] = _wrap(out[..., i] - self._expand(self.angle, out[..., i]))
+            out[..., i] = _wrap(out[..., i] - self._expand(self.angle, out[..., i]), self.period)
         return out
 
     def poses(self, poses: np.ndarray) -> np.ndarray:
         """(B, T, pose_dim) absolute poses (x, y[, yaw]) -> this frame."""
         out = np.array(poses, dtype=np.float64)
         out[..., :2] = self._rotate(out[..., :2] - self.origin[:, None])
-        if out.shape[-1] > 2:
-            out[..., 2] -= self._expand(self.yaw, out[..., 2])
+        if out.shape[-1] > 2 and self.kind != "world":
+            turn = _wrap(out[..., 2] - self._expand(self.yaw, out[..., 2]), self.period)
+            out[..., 2] = self._expand(self.task_yaw, out[..., 2]) + turn
         return out
 
     def poses_to_world(self, poses: np.ndarray) -> np.ndarray:
         out = np.array(poses, dtype=np.float64)
         out[..., :2] = self._rotate(out[..., :2], inverse=True) + self.origin[:, None]
-        if out.shape[-1] > 2:
-            out[..., 2] += self._expand(self.yaw, out[..., 2])
+        if out.shape[-1] > 2 and self.kind != "world":
+            turn = _wrap(out[..., 2] - self._expand(self.task_yaw, out[..., 2]), self.period)
+            out[..., 2] = self._expand(self.yaw, out[..., 2]) + turn
         return out
 
 
-def _wrap(angle: np.ndarray) -> np.ndarray:
-    return (angle + np.pi) % (2 * np.pi) - np.pi
+def _wrap(angle: np.ndarray, period: float = 2 * np.pi) -> np.ndarray:
+    """Into [-period / 2, period / 2)."""
+    return (angle + period / 2) % period - period / 2

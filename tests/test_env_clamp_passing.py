@@ -115,3 +115,8 @@ def test_start_yaw_is_within_its_range_of_the_axis_either_way_round(env):
     offsets = np.abs(offsets)
     assert offsets.max() <= clamp_passing.START_YAW_RANGE + 1e-6
     assert offsets.max() > 0.8 * clamp_passing.START_YAW_RANGE  # the range is used, not just 0
+
+
+def test_v0_is_no_longer_registered_and_gymnasium_points_to_v1():
+    with pytest.raises(gym.error.DeprecatedEnv, match="Please use `cfbench/ClampPassing-v1`"):
+        gym.make("cfbench/ClampPassing-v0")

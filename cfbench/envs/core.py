@@ -39,6 +39,9 @@ class StateLayout:
     directions: tuple[int, ...]  # index of each unit vector's cos (sin follows)
     angles: tuple[int, ...]  # yaw-like entries, in radians
     frame_direction: int  # the direction that becomes the task frame's x axis
+    #: the period of the angle entries and of the action's yaw: pi for an agent that looks the
+    #: same turned half way round (ClampPassing's ring), else a full turn
+    angle_period: float = 2 * np.pi
 
     def to_dict(self) -> dict:
         return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(self).items()}

@@ -1,0 +1,407 @@
+"""cfbench-sweep: a grid of cfbench-eval runs as one command, on this machine or a Ray cluster.
+
+A **cell** is one (policy, variant, env, source rates, training seed): one ``cfbench-eval`` run
+and one record. The grid comes from the command line or from a small TOML file;
+``sweeps/leaderboard.toml`` is the grid behind ``leaderboard.md``::
+
+    cfbench-sweep sweeps/leaderboard.toml --results-dir results --jobs 2 --threads 1
+    cfbench-sweep --policy tracker dp-t --env all --source-hz 2.5 20 --dry-run
+    cfbench-sweep sweeps/leaderboard.toml --backend ray --address auto
+
+Cells are independent and idempotent. A cell whose record is in the results folder under the
+current protocol is skipped (delete or archive a record to run its cell again); an interrupted
+cell resumes from the checkpoint cache (training state is saved at every validation). Every cell
+runs in a process of its own (``python -m cfbench.sweep``, torch threads set from ``--threads``)
+with its output in ``sweeps/logs/<cell>.log``, and hands its record back to this process, which
+validates and writes it and redraws the leaderboard at the end: workers need no shared results
+folder. A failing cell is reported with its log and the others go on; the exit code is the
+number of cells that failed.
+
+Backends: ``local`` (processes on this machine, ``--jobs`` at a time) and ``ray`` (``pip install
+-e ".[ray]"``): one Ray task per cell with ``num_cpus=--threads``; ``--address auto`` (or a URL)
+joins a running cluster, none starts a local Ray. On a cluster each node keeps its demos and
+checkpoints in its own ``CFBENCH_HOME``; share that folder (at least ``checkpoints/``) between
+the nodes for a cell to resume on another node. Records and the leaderboard stay with the
+driver; a cell's log stays on the node that ran it (the driver prints its tail on failure).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from cfbench import paths
+from cfbench.cli import Interrupted, Parser, command, non_negative_int, positive_int
+from cfbench.envs import ENV_IDS, resolve_env, short_name
+from cfbench.protocol import N_DEMOS, PROTOCOL, TARGET_HZ, TEST_SEEDS, VALIDATION_SEEDS, parse_rates, rates_label
+from cfbench.results import SHARED_WITH_VARIABLE, RecordError, read_all, read_record, record_filename, validate
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
+#: what a [[policy]] table (or the file's top level, as defaults for every table) may set
+GRID_KEYS = {"envs", "source_hz", "train_seeds", "variant", "set", "test_seeds", "target_hz", "episodes",
+             "n_demos", "val_episodes", "profile"}
+#: lines of a failed cell's log shown in the report
+LOG_TAIL_LINES = 15
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One cfbench-eval run: its arguments, and the record it writes."""
+
+    policy: str
+    env: str
+    rates: tuple[float, ...]
+    train_seed: int = 0
+    variant: str = ""
+    overrides: tuple[str, ...] = ()  # KEY=VALUE, as --set takes them
+    test_seeds: tuple[int, int] = TEST_SEEDS
+    target_hz: float = TARGET_HZ
+    episodes: int | None = None
+    n_demos: int = N_DEMOS
+    val_episodes: int = VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0]
+    profile: str = "cpu"
+
+    @property
+    def name(self) -> str:
+        return record_filename(self._record_key())[: -len(".json")]
+
+    def record_path(self, results_dir: Path) -> Path:
+        return Path(results_dir) / record_filename(self._record_key())
+
+    def _record_key(self) -> dict:
+        """The fields of the record that name its file."""
+        end = self.test_seeds[1] if self.episodes is None else min(self.test_seeds[1], self.test_seeds[0] + self.episodes)
+        return {"env_id": resolve_env(self.env), "policy": self.policy, "variant": self.variant,
+                "source_hz": list(self.rates), "target_hz": self.target_hz, "train_seed": self.train_seed,
+                "provenance": {"test_seeds": [self.test_seeds[0], end]}}
+
+    def eval_args(self, threads: int) -> list[str]:
+        """The cfbench-eval arguments of this run (defaults left out)."""
+        args = ["--policy", self.policy, "--env", self.env, "--source-hz", rates_label(self.rates),
+                "--train-seeds", str(self.train_seed), "--threads", str(threads)]
+        optional = [("--variant", self.variant, ""), ("--test-seeds", f"{self.test_seeds[0]}:{self.test_seeds[1]}",
+                                                      f"{TEST_SEEDS[0]}:{TEST_SEEDS[1]}"),
+                    ("--target-hz", f"{self.target_hz:g}", f"{TARGET_HZ:g}"), ("--episodes", self.episodes, None),
+                    ("--n-demos", self.n_demos, N_DEMOS), ("--val-episodes", self.val_episodes, Cell.val_episodes),
+                    ("--profile", self.profile, "cpu")]
+        for flag, value, default in optional:
+            if value != default:
+                args += [flag, str(value)]
+        if self.overrides:
+            args += ["--set", *self.overrides]
+        return args
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Cell:
+        values = json.loads(text)
+        return cls(**{**values, "rates": tuple(values["rates"]), "overrides": tuple(values["overrides"]),
+                      "test_seeds": tuple(values["test_seeds"])})
+
+
+# ------------------------------------------------------------------ the grid
+def expand(grid: dict) -> list[Cell]:
+    """Cells of a grid: the top-level keys are defaults for every ``policy`` table, which must
+    name a registered policy (``name``) and may override any of them."""
+    import policies
+
+    unknown = set(grid) - GRID_KEYS - {"policy"}
+    if unknown:
+        raise ValueError(f"unknown grid key(s) {sorted(unknown)}; allowed: {sorted(GRID_KEYS | {'policy'})}")
+    tables = grid.get("policy")
+    if not tables:
+        raise ValueError("the grid names no policy: add [[policy]] tables with name = \"...\"")
+    defaults = {key: grid[key] for key in GRID_KEYS if key in grid}
+    cells, seen = [], set()
+    for table in tables:
+        unknown = set(table) - GRID_KEYS - {"name"}
+        if unknown:
+            raise ValueError(f"[[policy]] {table.get('name', '?')}: unknown key(s) {sorted(unknown)}; "
+                             f"allowed: {sorted(GRID_KEYS | {'name'})}")
+        if "name" not in table:
+            raise ValueError("every [[policy]] table needs a name")
+        spec = {**defaults, **table}
+        policies.policy_class(spec["name"])  # an unknown policy is named now
+        envs = spec.get("envs", ["PassagePassing"])
+        envs = list(ENV_IDS) if envs in ("all", ["all"]) else [short_name(resolve_env(e)) for e in envs]
+        overrides = spec.get("set", {})
+        overrides = tuple(overrides) if isinstance(overrides, list) else tuple(
+            f"{key}={json.dumps(value)}" for key, value in overrides.items())
+        for env in envs:
+            for rates_text in spec.get("source_hz", ["2.5"]):
+                for train_seed in spec.get("train_seeds", [0]):
+                    cell = Cell(spec["name"], env, parse_rates(str(rates_text)), int(train_seed),
+                                spec.get("variant", ""), overrides, _seed_range(spec.get("test_seeds", TEST_SEEDS)),
+                                float(spec.get("target_hz", TARGET_HZ)), spec.get("episodes"),
+                                int(spec.get("n_demos", N_DEMOS)), int(spec.get("val_episodes", Cell.val_episodes)),
+                                spec.get("profile", "cpu"))
+                    if cell.name in seen:
+                        raise ValueError(f"cell {cell.name} is listed twice: give one of them its own variant")
+                    seen.add(cell.name)
+                    cells.append(cell)
+    return cells
+
+
+def _seed_range(value) -> tuple[int, int]:
+    from cfbench.runner import parse_seed_range
+
+    return parse_seed_range(value) if isinstance(value, str) else (int(value[0]), int(value[1]))
+
+
+def load_grid(path: Path) -> dict:
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"{path}: not a valid TOML grid: {error}") from None
+
+
+def is_done(cell: Cell, results_dir: Path) -> bool:
+    """A record of this cell is in the results folder under the current protocol."""
+    path = cell.record_path(results_dir)
+    if not path.exists():
+        return False
+    return read_record(path)["protocol"] == PROTOCOL  # a malformed record is an error, not a re-run
+
+
+def estimate_seconds(cells: list[Cell], results_dir: Path) -> dict[str, float | None]:
+    """Each cell's expected wall time from the records' own train and test times: the mean over
+    records of the same policy and variant on the same env, else on any env, else of the policy."""
+    try:
+        records = read_all(results_dir, allow_empty=True)
+    except RecordError:
+        records = []
+    times: dict[tuple, list[float]] = {}
+    for record in records:
+        seconds = (record["metrics"]["train_wall_s"] or 0.0) + record["metrics"]["eval_wall_s"]
+        for key in ((record["policy"], record["variant"], short_name(record["env_id"])),
+                    (record["policy"], record["variant"]), (record["policy"],)):
+            times.setdefault(key, []).append(seconds)
+    estimates = {}
+    for cell in cells:
+        keys = ((cell.policy, cell.variant, cell.env), (cell.policy, cell.variant), (cell.policy,))
+        found = next((times[key] for key in keys if key in times), None)
+        estimates[cell.name] = sum(found) / len(found) if found else None
+    return estimates
+
+
+# ------------------------------------------------------------------ running a cell
+def worker_command(cell: Cell, threads: int, out: Path) -> list[str]:
+    return [sys.executable, "-m", "cfbench.sweep", cell.to_json(), str(threads), str(out)]
+
+
+def execute_cell(cell_json: str, threads: int, log_path: str, env: dict[str, str] | None = None) -> dict:
+    """Run one cell in a child process, its output in ``log_path``: ``{"record": ...}`` or
+    ``{"error": ..., "log_tail": ...}``. The same function runs as a Ray task."""
+    cell = Cell.from_json(cell_json)
+    log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    child_env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "record.json"
+        with open(log_path, "w") as log:
+            code = subprocess.call(worker_command(cell, threads, out), stdout=log, stderr=subprocess.STDOUT,
+                                   env=child_env)
+        if code == 0 and out.is_file():
+            return {"record": json.loads(out.read_text())}
+    lines = log_path.read_text(errors="replace").replace("\r", "\n").splitlines()
+    return {"error": f"exit code {code}", "log_tail": "\n".join(lines[-LOG_TAIL_LINES:])}
+
+
+def _run_worker(argv: list[str]) -> None:
+    """``python -m cfbench.sweep CELL_JSON THREADS OUT``: run the cell as cfbench-eval would and
+    write its record to OUT (the driver writes it into the results folder)."""
+    from cfbench.runner import TrainingSetup, parse_overrides, run, set_threads
+
+    cell, threads, out = Cell.from_json(argv[0]), int(argv[1]), Path(argv[2])
+    set_threads(threads)  # explicitly: Ray sets OMP_NUM_THREADS but not the affinity set_threads reads
+    setup = TrainingSetup(parse_overrides(list(cell.overrides)), cell.profile, cell.n_demos, cell.val_episodes,
+                          variant=cell.variant)
+    with tempfile.TemporaryDirectory() as scratch:
+        _, path = run(cell.policy, cell.env, cell.rates, setup, train_seed=cell.train_seed, target_hz=cell.target_hz,
+                      test_seeds=cell.test_seeds, episodes=cell.episodes, results_dir=Path(scratch),
+                      command=["cfbench-eval", *cell.eval_args(threads)])
+        out.write_text(path.read_text())
+
+
+def run_cells(cells: list[Cell], *, backend: str, jobs: int, threads: int, address: str | None, log_dir: Path,
+              on_result, progress: bool = True) -> None:
+    """Run every cell; ``on_result(cell, result)`` gets each ``execute_cell`` result as it comes."""
+    shared = {}
+    if backend == "local" and jobs > 1 and not os.environ.get(SHARED_WITH_VARIABLE):
+        shared[SHARED_WITH_VARIABLE] = f"{jobs - 1} other cfbench-sweep cell(s), {threads} thread(s) each"
+    bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=not progress)
+    failed = 0
+
+    def finish(cell: Cell, result: dict) -> None:
+        nonlocal failed
+        failed += "error" in result
+        on_result(cell, result)
+        bar.update(1)
+        bar.set_postfix(failed=failed)
+
+    try:
+        if backend == "local":
+            with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+                futures = {pool.submit(execute_cell, cell.to_json(), threads, str(log_dir / f"{cell.name}.log"),
+                                       shared): cell for cell in cells}
+                for future in concurrent.futures.as_completed(futures):
+                    finish(futures[future], future.result())
+        else:
+            _run_ray(cells, threads, address, log_dir, finish)
+    finally:
+        bar.close()
+
+
+def _run_ray(cells: list[Cell], threads: int, address: str | None, log_dir: Path, finish) -> None:
+    try:
+        import ray
+    except ModuleNotFoundError:
+        raise ValueError('the ray backend needs Ray: pip install -e ".[ray]"') from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        task = ray.remote(num_cpus=threads)(execute_cell)
+        pending = {task.remote(cell.to_json(), threads, str(log_dir / f"{cell.name}.log")): cell for cell in cells}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            cell = pending.pop(done[0])
+            try:
+                result = ray.get(done[0])
+            except ray.exceptions.RayError as error:  # the task itself died (node lost, worker killed)
+                result = {"error": f"Ray task failed: {error}", "log_tail": ""}
+            finish(cell, result)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# ------------------------------------------------------------------ the command
+def _grid_from_args(args: argparse.Namespace) -> dict:
+    grid = {"policy": [{"name": name} for name in args.policy],
+            "envs": args.env, "source_hz": args.source_hz, "train_seeds": args.train_seeds,
+            "test_seeds": args.test_seeds, "target_hz": args.target_hz, "n_demos": args.n_demos,
+            "val_episodes": args.val_episodes, "profile": args.profile}
+    if args.variant:
+        grid["variant"] = args.variant
+    if args.overrides:
+        grid["set"] = args.overrides
+    if args.episodes:
+        grid["episodes"] = args.episodes
+    return grid
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+@command("cfbench-sweep")
+def main(argv: list[str]) -> int:
+    parser = Parser("cfbench-sweep", "Run a grid of cfbench-eval cells (policy, variant, env, rates, training "
+                                     "seed), here or on a Ray cluster; cells with a record are skipped.")
+    parser.add_argument("grid", nargs="?", type=Path, help="a TOML grid (e.g. sweeps/leaderboard.toml); else the "
+                                                           "grid options below")
+    grid = parser.add_argument_group("grid options (without a TOML file)")
+    grid.add_argument("--policy", nargs="+", help="registered policies")
+    grid.add_argument("--env", nargs="+", default=["PassagePassing"], help=f"'all' or any of {', '.join(ENV_IDS)}")
+    grid.add_argument("--source-hz", nargs="+", default=["2.5"], help="demo rates; '2.5+5' = mixed dataset")
+    grid.add_argument("--train-seeds", nargs="+", type=non_negative_int, default=[0])
+    grid.add_argument("--variant", default="", help="label (or declared variant) of every cell")
+    grid.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                      help="policy config overrides of every cell")
+    grid.add_argument("--test-seeds", default=f"{TEST_SEEDS[0]}:{TEST_SEEDS[1]}", help="START:END (END exclusive)")
+    grid.add_argument("--target-hz", type=float, default=TARGET_HZ)
+    grid.add_argument("--episodes", type=positive_int, default=None, help="evaluate only the first N test seeds")
+    grid.add_argument("--n-demos", type=positive_int, default=N_DEMOS)
+    grid.add_argument("--val-episodes", type=non_negative_int, default=Cell.val_episodes)
+    grid.add_argument("--profile", default="cpu")
+    parser.add_argument("--backend", choices=["local", "ray"], default="local")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="cells at a time (local backend)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch threads per cell, and CPUs per Ray task (default: this machine's cores / --jobs)")
+    parser.add_argument("--address", default=None, help="Ray cluster to join ('auto' or a URL); none starts a "
+                                                        "local Ray")
+    parser.add_argument("--results-dir", type=Path, default=paths.runs_dir(),
+                        help="where records go; the published results/ only when named here")
+    parser.add_argument("--leaderboard", type=Path, default=None,
+                        help="regenerated after the sweep (default: leaderboard.md beside the results folder)")
+    parser.add_argument("--no-leaderboard", action="store_true")
+    parser.add_argument("--log-dir", type=Path, default=paths.home() / "sweeps" / "logs")
+    parser.add_argument("--dry-run", action="store_true", help="list the cells, which are done, and the time left")
+    args = parser.parse_args(argv)
+    if (args.grid is None) == (args.policy is None):
+        parser.error("give the grid as a TOML file or with --policy, not both and not neither")
+    if args.backend == "local" and args.address:
+        parser.error("--address is for --backend ray")
+    args.threads = args.threads or max(1, len(os.sched_getaffinity(0)) // args.jobs)
+    cells = expand(load_grid(args.grid) if args.grid else _grid_from_args(args))
+    done = {cell.name for cell in cells if is_done(cell, args.results_dir)}
+    todo = [cell for cell in cells if cell.name not in done]
+    estimates = estimate_seconds(todo, args.results_dir)
+    known = [seconds for seconds in estimates.values() if seconds is not None]
+    parallel = args.jobs if args.backend == "local" else 1
+    left = sum(known) / parallel
+    unknown = len(known) < len(todo)
+    print(f"{len(cells)} cells: {len(done)} done, {len(todo)} to run; time left about {_format_seconds(left)}"
+          f"{' (+ cells with no record to estimate from)' if unknown else ''}"
+          f"{'' if args.backend == 'local' else ' of cluster CPU time / parallel tasks'}")
+    if args.dry_run:
+        for cell in cells:
+            estimate = estimates.get(cell.name)
+            state = "done" if cell.name in done else f"to run (~{_format_seconds(estimate)})" if estimate else "to run"
+            print(f"  {cell.name:<70} {state}")
+        return 0
+
+    failures = []
+    written = 0
+
+    def on_result(cell: Cell, result: dict) -> None:
+        nonlocal written
+        if "record" in result:
+            try:
+                from cfbench.results import write_record
+
+                write_record(validate(result["record"], cell.name), args.results_dir)
+                written += 1
+                return
+            except RecordError as error:
+                result = {"error": str(error), "log_tail": ""}
+        failures.append(cell)
+        log = args.log_dir / f"{cell.name}.log"
+        tqdm.write(f"cfbench-sweep: cell {cell.name} failed ({result['error']}); log: {log}\n{result['log_tail']}")
+
+    start = time.perf_counter()
+    try:
+        run_cells(todo, backend=args.backend, jobs=args.jobs, threads=args.threads, address=args.address,
+                  log_dir=args.log_dir, on_result=on_result)
+    except KeyboardInterrupt:
+        raise Interrupted("finished cells are written; the same command runs the rest, and an interrupted "
+                          "cell resumes from its checkpoints") from None
+    if written and not args.no_leaderboard:
+        from cfbench.leaderboard import regenerate
+
+        regenerate(args.results_dir, args.leaderboard or args.results_dir.parent / "leaderboard.md")
+    print(f"{written} cell(s) written to {paths.shown(args.results_dir)}, {len(failures)} failed "
+          f"({_format_seconds(time.perf_counter() - start)})" +
+          "".join(f"\n  failed: {cell.name} (log {args.log_dir / (cell.name + '.log')})" for cell in failures))
+    return min(len(failures), 255)
+
+
+if __name__ == "__main__":
+    _run_worker(sys.argv[1:])

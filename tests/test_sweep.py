@@ -1,0 +1,171 @@
+"""cfbench-sweep: grid expansion, skipping done cells, failures that stop nothing, and the same
+records as the equivalent cfbench-eval commands, from local processes and from Ray tasks."""
+
+import copy
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from cfbench import sweep
+from cfbench.runner import eval_main, run
+from cfbench.sweep import Cell, expand, is_done, main
+
+TINY_DPC = ["down_dims=[8,16]", "step_embed_dim=8", "n_groups=4", "batch_size=8", "warmup_steps=2",
+            "train_steps=6", "eval_every=3"]
+GRID = f"""
+envs = ["PassagePassing"]
+source_hz = ["20"]
+episodes = 3
+n_demos = 2
+val_episodes = 1
+
+[[policy]]
+name = "tracker"
+
+[[policy]]
+name = "dp-c"
+set = {json.dumps(TINY_DPC)}
+"""
+#: what differs between two runs of one experiment: timings, the machine's load, where it ran
+VOLATILE = {"metrics": ("eval_wall_s", "train_wall_s", "inference_ms_per_call"),
+            "training": ("train_seconds",), "provenance": ("command", "machine", "shared_with")}
+
+
+def _grid(tmp_path, text=GRID):
+    path = tmp_path / "grid.toml"
+    path.write_text(text)
+    return path
+
+
+def _stable(record: dict) -> dict:
+    record = json.loads(json.dumps(record))
+    for block, keys in VOLATILE.items():
+        for key in keys:
+            (record.get(block) or {}).pop(key, None)
+    return record
+
+
+def test_a_grid_expands_to_one_cell_per_policy_env_rates_and_seed(tmp_path):
+    cells = expand(sweep.load_grid(_grid(tmp_path, """
+envs = ["PassagePassing", "ButtonTouch"]
+source_hz = ["2.5", "20"]
+
+[[policy]]
+name = "tracker"
+
+[[policy]]
+name = "dispo"
+variant = "paper"
+envs = ["ButtonTouch"]
+source_hz = ["2.5+5"]
+train_seeds = [0, 1]
+set = {num_inference_steps = 4}
+""")))
+    assert [c.name for c in cells] == [
+        "PassagePassing__tracker__2.5hz__to20hz__seeds20000-20100__train0",
+        "PassagePassing__tracker__20hz__to20hz__seeds20000-20100__train0",
+        "ButtonTouch__tracker__2.5hz__to20hz__seeds20000-20100__train0",
+        "ButtonTouch__tracker__20hz__to20hz__seeds20000-20100__train0",
+        "ButtonTouch__dispo-paper__2.5+5hz__to20hz__seeds20000-20100__train0",
+        "ButtonTouch__dispo-paper__2.5+5hz__to20hz__seeds20000-20100__train1",
+    ]
+    paper = cells[-1]
+    assert paper.rates == (2.5, 5.0) and paper.overrides == ("num_inference_steps=4",)
+    assert paper.eval_args(1) == ["--policy", "dispo", "--env", "ButtonTouch", "--source-hz", "2.5+5",
+                                  "--train-seeds", "1", "--threads", "1", "--variant", "paper",
+                                  "--set", "num_inference_steps=4"]
+    assert Cell.from_json(paper.to_json()) == paper
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[[policy]]\nname = "tracker"\nepisode = 3', r"unknown key\(s\) \['episode'\]"),
+    ('seeds = [0]\n[[policy]]\nname = "tracker"', r"unknown grid key\(s\) \['seeds'\]"),
+    ('[[policy]]\nname = "nope"', "unknown policy 'nope'"),
+    ('[[policy]]\nvariant = "x"', "needs a name"),
+    ('envs = ["PassagePassing"]', "names no policy"),
+    ('[[policy]]\nname = "tracker"\n[[policy]]\nname = "tracker"', "listed twice"),
+    ('[[policy]\nname = "tracker"', "not a valid TOML grid"),
+])
+def test_a_bad_grid_is_named(tmp_path, text, message):
+    with pytest.raises(ValueError, match=message):
+        expand(sweep.load_grid(_grid(tmp_path, text)))
+
+
+def test_a_cell_with_a_record_is_done_and_listed_so(tmp_path, capsys):
+    results = tmp_path / "results"
+    run("tracker", "PassagePassing", (20.0,), episodes=3, results_dir=results, progress=False)
+    cells = expand({"policy": [{"name": "tracker"}], "source_hz": ["20", "10"], "episodes": 3})
+    assert [is_done(c, results) for c in cells] == [True, False]
+    assert main([str(_grid(tmp_path, 'source_hz = ["20", "10"]\nepisodes = 3\n[[policy]]\nname = "tracker"')),
+                 "--results-dir", str(results), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 cells: 1 done, 1 to run" in out
+    assert "__20hz__to20hz__seeds20000-20003__train0" in out.split(" done\n")[0]
+
+
+def test_a_failing_cell_is_reported_and_the_others_go_on(tmp_path, monkeypatch, capsys):
+    real = sweep.worker_command
+
+    def crash_at_10hz(cell, threads, out):
+        if cell.rates == (10.0,):
+            return [sys.executable, "-c", "import sys; print('boom: the simulated failure'); sys.exit(3)"]
+        return real(cell, threads, out)
+
+    monkeypatch.setattr(sweep, "worker_command", crash_at_10hz)
+    results, logs = tmp_path / "results", tmp_path / "logs"
+    grid = _grid(tmp_path, 'source_hz = ["10", "20", "5"]\nepisodes = 2\n[[policy]]\nname = "tracker"')
+    failed = main([str(grid), "--results-dir", str(results), "--log-dir", str(logs), "--jobs", "2",
+                   "--threads", "1", "--no-leaderboard"])
+    assert failed == 1
+    assert sorted(p.name for p in results.glob("*.json")) == [
+        "PassagePassing__tracker__20hz__to20hz__seeds20000-20002__train0.json",
+        "PassagePassing__tracker__5hz__to20hz__seeds20000-20002__train0.json"]
+    out = capsys.readouterr().out
+    log = logs / "PassagePassing__tracker__10hz__to20hz__seeds20000-20002__train0.log"
+    assert f"failed (exit code 3); log: {log}" in out and "boom: the simulated failure" in out
+    assert "boom" in log.read_text()
+
+
+def _records(folder: Path) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """The tiny grid swept by local processes, 2 at a time with 1 thread each."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    results = tmp / "results"
+    assert main([str(_grid(tmp)), "--results-dir", str(results), "--jobs", "2", "--threads", "1",
+                 "--log-dir", str(tmp / "logs")]) == 0
+    return tmp, _records(results)
+
+
+def test_the_local_backend_writes_the_records_cfbench_eval_writes(local_sweep, tmp_path):
+    tmp, swept = local_sweep
+    assert len(swept) == 2 and (tmp / "leaderboard.md").is_file()
+    for cell in expand(sweep.load_grid(_grid(tmp_path))):
+        record = copy.deepcopy(swept[cell.record_path(Path(".")).name])
+        assert record["provenance"]["command"] == " ".join(["cfbench-eval", *cell.eval_args(1)])
+        # the same command by hand, training again in its own checkpoints folder
+        eval_main([*cell.eval_args(1), "--results-dir", str(tmp_path / "by-hand"), "--no-leaderboard",
+                   "--checkpoints-dir", str(tmp_path / "checkpoints")])
+        by_hand = json.loads(cell.record_path(tmp_path / "by-hand").read_text())
+        if record.get("training"):
+            for which in (record, by_hand):
+                which["training"].pop("run_dir")
+                for phase in which["training"].get("phases", []):
+                    phase.pop("dir", None)
+        assert _stable(by_hand) == _stable(record)
+
+
+def test_the_ray_backend_writes_the_same_records(local_sweep):
+    pytest.importorskip("ray")
+    tmp, swept = local_sweep
+    results = tmp / "ray-results"
+    assert main([str(_grid(tmp)), "--backend", "ray", "--threads", "1", "--results-dir", str(results),
+                 "--log-dir", str(tmp / "ray-logs"), "--no-leaderboard"]) == 0
+    by_ray = _records(results)
+    assert sorted(by_ray) == sorted(swept)
+    assert all(_stable(by_ray[name]) == _stable(swept[name]) for name in swept)
