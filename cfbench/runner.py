@@ -244,6 +244,12 @@ def run(
 
 
 # ------------------------------------------------------------ command lines
+def known_policy(name: str) -> str:
+    """The name, if the zoo has such a policy (else a ValueError that lists the zoo)."""
+    policies.policy_class(name)
+    return name
+
+
 def parse_overrides(items: list[str]) -> dict:
     """['horizon=16', 'lr=1e-4'] -> {'horizon': 16, 'lr': 0.0001} (JSON values, else strings)."""
     overrides = {}

@@ -119,7 +119,7 @@ class Cell:
 def expand(grid: dict) -> list[Cell]:
     """Cells of a grid: the top-level keys are defaults for every ``policy`` table, which must
     name a registered policy (``name``) and may override any of them."""
-    import policies
+    from cfbench.runner import known_policy
 
     unknown = set(grid) - GRID_KEYS - {"policy"}
     if unknown:
@@ -137,7 +137,7 @@ def expand(grid: dict) -> list[Cell]:
         if "name" not in table:
             raise ValueError("every [[policy]] table needs a name")
         spec = {**defaults, **table}
-        policies.policy_class(spec["name"])  # an unknown policy is named now
+        known_policy(spec["name"])  # an unknown policy is named now
         envs = spec.get("envs", ["PassagePassing"])
         envs = list(ENV_IDS) if envs in ("all", ["all"]) else [short_name(resolve_env(e)) for e in envs]
         overrides = spec.get("set", {})
@@ -247,13 +247,16 @@ def run_cells(cells: list[Cell], *, backend: str, jobs: int, threads: int, addre
         shared[SHARED_WITH_VARIABLE] = f"{jobs - 1} other cfbench-sweep cell(s), {threads} thread(s) each"
     bar = tqdm(total=len(cells), desc="cells", unit="cell", disable=not progress)
     failed = 0
+    # locally --jobs cells run at a time; Ray runs as many of its tasks as the cluster has CPUs for
+    slots, state = (jobs, "running") if backend == "local" else (len(cells), "in_flight")
+    bar.set_postfix({state: min(slots, len(cells)), "failed": 0})
 
     def finish(cell: Cell, result: dict) -> None:
         nonlocal failed
         failed += "error" in result
         on_result(cell, result)
         bar.update(1)
-        bar.set_postfix(failed=failed)
+        bar.set_postfix({state: min(slots, len(cells) - bar.n), "failed": failed})
 
     try:
         if backend == "local":
