@@ -2,10 +2,10 @@
 
 For each env it writes ``docs/img/<Env>_views.png`` (the rendered scene and the 96x96 pixel
 observations) and ``docs/img/<Env>_tracker.png`` (frames of the Tracker from 2.5 Hz and from
-20 Hz samples on the same test env: the coarse one cuts a corner and collides) plus an animated
+20 Hz samples on the same env: the coarse one cuts a corner and collides) plus an animated
 ``docs/img/<Env>_tracker.gif`` of the two side by side.
 
-    python scripts/render_gallery.py [--seed 20000] [--out docs/img]
+    python scripts/render_gallery.py [--seed 20000] [--out docs/img] [--env ClampPassing ...]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def tracker_figure(env_id: str, seed: int, png: Path, gif: Path) -> None:
             ax.set_yticks([])
             ax.set_title(f"t = {index / 20:.2f} s", fontsize=8)
         axes[row, 0].set_ylabel(f"Tracker from {hz:g} Hz\n{outcome(info)}", fontsize=9)
-    fig.suptitle(f"{env_id}: the same test env (seed {seed}) followed from 2.5 Hz vs 20 Hz samples", fontsize=10)
+    fig.suptitle(f"{env_id}: the same env (seed {seed}) followed from 2.5 Hz vs 20 Hz samples", fontsize=10)
     fig.tight_layout()
     fig.savefig(png, dpi=70, metadata={"Software": None})
     plt.close(fig)
@@ -97,9 +97,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=20000)
     parser.add_argument("--out", type=Path, default=Path("docs/img"))
+    parser.add_argument("--env", nargs="+", default=list(cfbench.ENV_IDS), choices=list(cfbench.ENV_IDS))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    for name, env_id in cfbench.ENV_IDS.items():
+    for name in args.env:
+        env_id = cfbench.ENV_IDS[name]
         views_figure(env_id, args.seed, args.out / f"{name}_views.png")
         tracker_figure(env_id, args.seed, args.out / f"{name}_tracker.png", args.out / f"{name}_tracker.gif")
         print(f"wrote {args.out}/{name}_views.png, {name}_tracker.png, {name}_tracker.gif")
