@@ -4,6 +4,8 @@ For each diffusion policy (default CPU profile, PassagePassing state observation
 as its ``paper`` variant, causal scan and zero-order hold) it times
 training steps on real demo windows and the rollout latency of one action chunk for a single
 env with DDPM (100 denoising steps) and DDIM (10 steps), side by side, and prints the ratio.
+PF-DAG's chunk is one (or two) MeanFlow steps on DP-C's U-Net: its latency is printed beside
+DP-C's DDIM-10 with the ratio.
 
     python benchmarks/policy_speed.py [--threads 2] [--steps 40]
 """
@@ -35,9 +37,11 @@ def train_rate(name: str, variant: str, dataset, steps: int) -> tuple[float, pol
     return steps / (time.perf_counter() - start), policy
 
 
-def chunk_latency_ms(policy: policies.Policy, obs_history: np.ndarray, sampler: str, repeats: int) -> float:
-    policy.config.sampler = sampler
-    fresh = type(policy)(policy.config)  # rebuild the schedulers for this sampler
+def chunk_latency_ms(policy: policies.Policy, obs_history: np.ndarray, repeats: int, **sampling) -> float:
+    """Milliseconds per chunk with the config's sampling settings replaced by ``sampling``."""
+    for key, value in sampling.items():
+        setattr(policy.config, key, value)
+    fresh = type(policy)(policy.config)  # rebuild the schedulers for these settings
     fresh.load_state_dict(policy.state_dict())
     fresh.reset(0, EpisodeContext("cfbench/PassagePassing-v0", 0, 20.0))
     fresh.act(obs_history, slots=[0], source_hz=20.0, target_hz=20.0)  # warm-up
@@ -60,14 +64,21 @@ def main() -> None:
     for name, variant in LEARNED:
         rate, policy = train_rate(name, variant, dataset, args.steps)
         history = np.stack([dataset.episodes[0].observations[:1]] * policy.config.n_obs_steps, axis=1)
-        ddpm = chunk_latency_ms(policy, history, "ddpm", args.repeats)
-        ddim = chunk_latency_ms(policy, history, "ddim", args.repeats)
+        ddpm = chunk_latency_ms(policy, history, args.repeats, sampler="ddpm")
+        ddim = chunk_latency_ms(policy, history, args.repeats, sampler="ddim")
         label = f"{name} ({variant})" if variant else name
         rows.append({"policy": label, "params": sum(p.numel() for p in policy.model.parameters()),
                      "batch": policy.config.batch_size, "train steps/s": rate,
                      "DDPM-100 ms/chunk": ddpm, "DDIM-10 ms/chunk": ddim, "DDPM/DDIM": ddpm / ddim})
+    rate, pf_dag = train_rate("pf-dag", "", dataset, args.steps)
+    history = np.stack([dataset.episodes[0].observations[:1]] * pf_dag.config.n_obs_steps, axis=1)
+    one, two = (chunk_latency_ms(pf_dag, history, args.repeats, sampling_steps=n) for n in (1, 2))
+    dp_c = next(row for row in rows if row["policy"] == "dp-c")
     print(f"torch {torch.__version__}, {threads} threads, PassagePassing state obs, default CPU profiles")
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.1f}"))
+    print(f"pf-dag: {sum(p.numel() for p in pf_dag.model.parameters())} params, {rate:.1f} train steps/s; "
+          f"MeanFlow 1 step {one:.1f} ms/chunk, 2 steps {two:.1f} ms/chunk; DP-C DDIM-10 "
+          f"{dp_c['DDIM-10 ms/chunk']:.1f} ms/chunk = {dp_c['DDIM-10 ms/chunk'] / one:.1f}x PF-DAG's 1 step")
 
 
 if __name__ == "__main__":

@@ -20,23 +20,31 @@ from policies.modules import StepEncoder
 
 
 @dataclass
-class DPCConfig(DiffusionConfig):
+class UNetConfig:
+    """The 1-D U-Net's sizes (DP-C, and PF-DAG's MeanFlow network)."""
+
     #: channels of the U-Net levels; an eighth of the anchor's (256, 512, 1024) fits the CPU budget
     down_dims: tuple[int, ...] = (32, 64, 128)
     #: temporal convolution width (the anchor's)
     kernel_size: int = 5
     #: GroupNorm groups of every conv block (the anchor's)
     n_groups: int = 8
-    #: size of the diffusion-step embedding fed to FiLM (anchor: 256)
+    #: size of the diffusion-step (or flow-time) embedding fed to FiLM (anchor: 256)
     step_embed_dim: int = 64
 
     LIMITS: ClassVar[dict[str, str]] = {"down_dims": "positive", "kernel_size": "positive", "n_groups": "positive",
                                         "step_embed_dim": "positive"}
+    #: the anchor's sizes and budget for a GPU
     profiles: ClassVar[dict[str, dict[str, Any]]] = {
         "cpu": {},
         "gpu": {"down_dims": (256, 512, 1024), "step_embed_dim": 256, "batch_size": 256, "lr": 1e-4,
                 "train_steps": 50000, "eval_every": 5000, "device": "cuda"},
     }
+
+
+@dataclass
+class DPCConfig(DiffusionConfig, UNetConfig):
+    pass
 
 
 class ConvBlock(nn.Sequential):

@@ -279,6 +279,12 @@ def _read_saved(path: Path, work_dir: Path, read: Callable[[Path], Any]) -> Any:
                               f"delete {work_dir} (or pass --retrain) to train it again") from None
 
 
+def set_trainable(modules: list[nn.Module], flag: bool) -> None:
+    """Which parts a training phase trains (``optimise`` takes the parameters that require gradients)."""
+    for module in modules:
+        module.requires_grad_(flag)
+
+
 def phase_summary(name: str, history: dict, offset: int) -> dict:
     """One line of a record's ``training.phases``: a phase's steps, best checkpoint and time."""
     return {"name": name, "first_step": offset + 1, "steps": history["step"], "best_step": history["best_step"],

@@ -19,6 +19,7 @@ BUILTIN = {
     "d-ma": "policies.d_ma",
     "dispo": "policies.dispo",
     "vq-bet": "policies.vq_bet",
+    "pf-dag": "policies.pf_dag",
 }
 _REGISTRY: dict[str, type] = {}
 

@@ -34,7 +34,7 @@ from vector_quantize_pytorch import ResidualVQ
 
 from policies.base import register
 from policies.chunking import ChunkConfig, ChunkPolicy
-from policies.learning import append_phase, phase_summary
+from policies.learning import append_phase, phase_summary, set_trainable
 from policies.modules import MinMaxNormalizer, ObservationEncoder
 
 N_CODEBOOKS = 2  # primary and secondary
@@ -265,15 +265,15 @@ class VQBeT(ChunkPolicy):
         folder = (lambda name: Path(work_dir) / name) if work_dir is not None else (lambda name: None)
         tokenizer, transformer = self.model.tokenizer, [m for n, m in self.model.named_children() if n != "tokenizer"]
 
-        _trainable([tokenizer], True)
-        _trainable(transformer, False)
+        set_trainable([tokenizer], True)
+        set_trainable(transformer, False)
         history = self.optimise(data, c.tokenizer_steps, work_dir=folder("tokenizer"), progress=progress,
                                 lr=c.tokenizer_lr, loss=self.tokenizer_loss)
         usage = self.codebook_usage(data)
         history["phases"] = [{**phase_summary("tokenizer", history, 0), **usage}]
 
-        _trainable([tokenizer], False)
-        _trainable(transformer, True)
+        set_trainable([tokenizer], False)
+        set_trainable(transformer, True)
         result = self.optimise(data, c.train_steps, work_dir=folder("transformer"), validate=validate,
                                progress=progress, phase=1)
         return append_phase(history, result, "behaviour transformer")
@@ -303,11 +303,6 @@ class VQBeT(ChunkPolicy):
         shape = (c.action_chunk_size, c.action_dim)
         chunk = self.model.tokenizer.decode(codes, shape) + transformer.offsets(current, codes).view(-1, *shape)
         return frame.poses_to_world(self.model.action_normalizer.unnormalize(chunk).cpu().numpy())
-
-
-def _trainable(modules: list[nn.Module], flag: bool) -> None:
-    for module in modules:
-        module.requires_grad_(flag)
 
 
 def _sample(logits: torch.Tensor, temperature: float, generators: list[torch.Generator]) -> torch.Tensor:
