@@ -21,7 +21,8 @@ from policies.modules import StepEncoder
 
 @dataclass
 class UNetConfig:
-    """The 1-D U-Net's sizes (DP-C, and PF-DAG's MeanFlow network)."""
+    """The 1-D U-Net's sizes (DP-C, and PF-DAG's MeanFlow network). A config lists it as its
+    first base, so that its ``profiles`` come before the learned policies' default."""
 
     #: channels of the U-Net levels; an eighth of the anchor's (256, 512, 1024) fits the CPU budget
     down_dims: tuple[int, ...] = (32, 64, 128)
@@ -43,7 +44,7 @@ class UNetConfig:
 
 
 @dataclass
-class DPCConfig(DiffusionConfig, UNetConfig):
+class DPCConfig(UNetConfig, DiffusionConfig):
     pass
 
 

@@ -49,7 +49,7 @@ TIME_SCALE = 100.0
 
 
 @dataclass
-class PFDAGConfig(ChunkConfig, UNetConfig):
+class PFDAGConfig(UNetConfig, ChunkConfig):
     #: actions per predicted chunk at the source rate, from the oldest observed step (as DP-C)
     horizon: int = 16
     #: number of primary modes K (the abstract: "a small set")
