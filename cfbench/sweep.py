@@ -44,7 +44,8 @@ from cfbench import paths
 from cfbench.cli import Interrupted, Parser, command, non_negative_int, positive_int
 from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.protocol import N_DEMOS, PROTOCOL, TARGET_HZ, TEST_SEEDS, VALIDATION_SEEDS, parse_rates, rates_label
-from cfbench.results import SHARED_WITH_VARIABLE, RecordError, read_all, read_record, record_filename, validate
+from cfbench.results import (SHARED_WITH_VARIABLE, RecordError, read_all, read_record, record_filename, validate,
+                             write_record)
 
 try:
     import tomllib
@@ -378,8 +379,6 @@ def main(argv: list[str]) -> int:
         nonlocal written
         if "record" in result:
             try:
-                from cfbench.results import write_record
-
                 write_record(validate(result["record"], cell.name), args.results_dir)
                 written += 1
                 return

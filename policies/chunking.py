@@ -46,6 +46,25 @@ class ChunkConfig(LearnedConfig):
             raise ValueError(f"frame must be one of {FRAMES}, got {self.frame!r}")
 
 
+@dataclass
+class HorizonConfig(ChunkConfig):
+    """A chunk of ``horizon`` actions predicted from the oldest observed step on (the diffusion
+    policies, PF-DAG); the executed part must fit after the observed steps."""
+
+    #: actions per predicted chunk at the source rate, from the oldest observed step (Diffusion Policy's T_p = 16)
+    horizon: int = 16
+
+    LIMITS: ClassVar[dict[str, str]] = {"horizon": "positive"}
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
+            raise ValueError(
+                f"n_action_steps={self.n_action_steps} must fit in the horizon after the observed steps "
+                f"(1..{self.horizon - self.n_obs_steps + 1})"
+            )
+
+
 class ChunkPolicy(LearnedPolicy):
     config_class = ChunkConfig
 
@@ -95,6 +114,11 @@ class ChunkPolicy(LearnedPolicy):
         """Per-slot noise generator seeded by the episode: rollouts do not depend on batching."""
         self._generators[slot] = torch.Generator().manual_seed(mix_seed(self.config.seed, context.seed))
         self._anchors[slot] = None
+
+    def chunk_noise(self, slots: list[int], n_actions: int) -> torch.Tensor:
+        """Gaussian noise (B, n_actions, action_dim), each row from its slot's episode generator."""
+        return torch.stack([torch.randn((n_actions, self.config.action_dim), generator=self._generators[s])
+                            for s in slots])
 
     @abstractmethod
     def predict_chunk(self, obs_history, slots: list[int]) -> np.ndarray:

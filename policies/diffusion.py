@@ -19,14 +19,12 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 from torch import nn
 
-from policies.chunking import ChunkConfig, ChunkPolicy
+from policies.chunking import ChunkPolicy, HorizonConfig
 from policies.modules import MinMaxNormalizer, ObservationEncoder
 
 
 @dataclass
-class DiffusionConfig(ChunkConfig):
-    #: actions per predicted chunk at the source rate, from the oldest observed step (Diffusion Policy's T_p = 16)
-    horizon: int = 16
+class DiffusionConfig(HorizonConfig):
     #: diffusion steps of the DDPM training schedule (Diffusion Policy: 100)
     num_train_timesteps: int = 100
     #: denoising steps at rollout; with sampler="ddpm" all num_train_timesteps are used
@@ -41,8 +39,7 @@ class DiffusionConfig(ChunkConfig):
     #: open-loop error after 1,500 steps 2.4 vs 8.2 units (PassagePassing, 20 Hz demos)
     prediction_type: str = "sample"
 
-    LIMITS: ClassVar[dict[str, str]] = {"horizon": "positive", "num_train_timesteps": "positive",
-                                        "num_inference_steps": "positive"}
+    LIMITS: ClassVar[dict[str, str]] = {"num_train_timesteps": "positive", "num_inference_steps": "positive"}
 
     def __post_init__(self):
         super().__post_init__()
@@ -53,11 +50,6 @@ class DiffusionConfig(ChunkConfig):
         if self.num_inference_steps > self.num_train_timesteps:
             raise ValueError(f"num_inference_steps={self.num_inference_steps} cannot exceed "
                              f"num_train_timesteps={self.num_train_timesteps}")
-        if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
-            raise ValueError(
-                f"n_action_steps={self.n_action_steps} must fit in the horizon after the observed steps "
-                f"(1..{self.horizon - self.n_obs_steps + 1})"
-            )
 
 
 class DiffusionModel(nn.Module):
@@ -124,7 +116,7 @@ class DiffusionPolicy(ChunkPolicy):
         features, frame = self.encode(obs_history)
         generators = [self._generators[s] for s in slots]
         if noise is None:
-            noise = torch.stack([torch.randn((n_actions or c.horizon, c.action_dim), generator=g) for g in generators])
+            noise = self.chunk_noise(slots, n_actions or c.horizon)
         x = self.denoise(noise.to(device), features, generators, **net_inputs)
         return frame.poses_to_world(action_unit * self.model.action_normalizer.unnormalize(x).cpu().numpy())
 

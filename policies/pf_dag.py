@@ -39,7 +39,7 @@ from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
 from policies.base import register
-from policies.chunking import ChunkConfig, ChunkPolicy
+from policies.chunking import ChunkPolicy, HorizonConfig
 from policies.dp_c import ConditionalUnet1D, UNetConfig
 from policies.learning import append_phase, phase_summary, set_trainable
 from policies.meanflow import meanflow_loss, meanflow_sample
@@ -50,9 +50,7 @@ TIME_SCALE = 100.0
 
 
 @dataclass
-class PFDAGConfig(UNetConfig, ChunkConfig):
-    #: actions per predicted chunk at the source rate, from the oldest observed step (as DP-C)
-    horizon: int = 16
+class PFDAGConfig(UNetConfig, HorizonConfig):
     #: number of primary modes K (the abstract: "a small set")
     n_modes: int = 8
     #: optimiser steps of the mode phase (the codebook's online k-means)
@@ -80,7 +78,7 @@ class PFDAGConfig(UNetConfig, ChunkConfig):
     train_steps: int = 5000
 
     LIMITS: ClassVar[dict[str, str]] = {
-        "horizon": "positive", "mode_steps": "positive", "mode_lr": "positive", "mode_margin": "non-negative",
+        "mode_steps": "positive", "mode_lr": "positive", "mode_margin": "non-negative",
         "selector_hidden_dim": "positive", "selector_loss_weight": "non-negative", "mode_embed_dim": "positive",
         "flow_distinct_share": "fraction", "flow_weight_power": "non-negative", "sampling_steps": "positive"}
 
@@ -88,9 +86,6 @@ class PFDAGConfig(UNetConfig, ChunkConfig):
         super().__post_init__()
         if self.n_modes < 2:
             raise ValueError(f"n_modes={self.n_modes} must be 2 or more")
-        if not 1 <= self.n_action_steps <= self.horizon - self.n_obs_steps + 1:
-            raise ValueError(f"n_action_steps={self.n_action_steps} must fit in the horizon after the observed "
-                             f"steps (1..{self.horizon - self.n_obs_steps + 1})")
 
 
 class MeanFlowNet(nn.Module):
@@ -220,7 +215,7 @@ class PFDAG(ChunkPolicy):
         for slot, mode in zip(slots, chosen):
             self._modes[slot] = mode
         modes = torch.tensor(chosen, device=features.device)
-        noise = torch.stack([torch.randn((c.horizon, c.action_dim), generator=self._generators[s]) for s in slots])
+        noise = self.chunk_noise(slots, c.horizon)
         chunk = meanflow_sample(lambda z, r, t: self.model.flow(z, r, t, features, modes), noise.to(features.device),
                                 c.sampling_steps)
         poses = frame.poses_to_world(self.model.action_normalizer.unnormalize(chunk.clamp(-1, 1)).cpu().numpy())
