@@ -97,7 +97,7 @@ def phase_of(env, row: dict) -> str:
 
 
 def closed_loop(policy, env_id: str, source_hz: float, seeds: list[int]) -> tuple[pd.DataFrame, float]:
-    outcome = evaluate(policy, env_id, source_hz, seeds=seeds, progress=False, final_poses=True)
+    outcome = evaluate(policy, env_id, source_hz, seeds=seeds, progress=False, traces=True)
     env = gym.make(env_id).unwrapped
     rows = []
     for row in outcome["episodes"]:

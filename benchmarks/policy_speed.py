@@ -5,7 +5,11 @@ as its ``paper`` variant, causal scan and zero-order hold) it times
 training steps on real demo windows and the rollout latency of one action chunk for a single
 env with DDPM (100 denoising steps) and DDIM (10 steps), side by side, and prints the ratio.
 PF-DAG's chunk is one (or two) MeanFlow steps on DP-C's U-Net: its latency is printed beside
-DP-C's DDIM-10 with the ratio.
+DP-C's DDIM-10 with the ratio. E0's chunk is ``refinement_steps`` passes of DP-T's transformer
+over one-hot inputs: its training rate and latency are printed beside DP-T's, for a few bin
+counts, and its two token layouts (one token per time step with action_dim x bins inputs, the
+default, or one token per time step and dimension with bins inputs) are timed on a training
+step's forward and backward pass.
 
     python benchmarks/policy_speed.py [--threads 2] [--steps 40]
 """
@@ -24,13 +28,14 @@ import policies
 from cfbench.datasets import load_demos
 from cfbench.runner import set_threads
 from policies.base import EpisodeContext
+from policies.dp_t import TransformerDenoiser
 
 #: (policy, declared variant)
 LEARNED = (("dp-c", ""), ("dp-t", ""), ("d-ma", ""), ("dispo", ""), ("dispo", "paper"))
 
 
-def train_rate(name: str, variant: str, dataset, steps: int) -> tuple[float, policies.Policy]:
-    policy = policies.make(name, variant=variant, train_steps=steps, eval_every=steps, warmup_steps=1)
+def train_rate(name: str, variant: str, dataset, steps: int, **overrides) -> tuple[float, policies.Policy]:
+    policy = policies.make(name, variant=variant, train_steps=steps, eval_every=steps, warmup_steps=1, **overrides)
     policy.fit(dataset, progress=False)  # includes set-up; time a second, identical run below
     start = time.perf_counter()
     policy.fit(dataset, progress=False)
@@ -48,6 +53,27 @@ def chunk_latency_ms(policy: policies.Policy, obs_history: np.ndarray, repeats: 
     start = time.perf_counter()
     for _ in range(repeats):
         fresh.act(obs_history, slots=[0], source_hz=20.0, target_hz=20.0)
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
+def e0_layout_ms(policy: policies.Policy, tokens_per_step: int, repeats: int) -> float:
+    """One forward + backward pass of E0's denoiser on a training batch, with each time step's
+    positions as one token (1) or one token per action dimension (action_dim)."""
+    c = policy.config
+    width = c.action_dim * c.bins // tokens_per_step
+    net = TransformerDenoiser(width, policy.model.obs_encoder.feature_dim, c.horizon * tokens_per_step,
+                                          c.n_obs_steps, c.n_layer, c.n_head, c.n_emb, c.p_drop_emb, c.p_drop_attn)
+    x = torch.randn(c.batch_size, c.horizon * tokens_per_step, width)
+    t = torch.rand(c.batch_size) * 100
+    features = torch.randn(c.batch_size, c.n_obs_steps, policy.model.obs_encoder.feature_dim)
+
+    def step():
+        net(x, t, features).square().mean().backward()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
     return 1000 * (time.perf_counter() - start) / repeats
 
 
@@ -76,6 +102,18 @@ def main() -> None:
     dp_c = next(row for row in rows if row["policy"] == "dp-c")
     print(f"torch {torch.__version__}, {threads} threads, PassagePassing state obs, default CPU profiles")
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.1f}"))
+    dp_t = next(row for row in rows if row["policy"] == "dp-t")
+    e0_rows = []
+    for bins in (64, 256, 1024):
+        rate, e0 = train_rate("e0", "", dataset, args.steps, bins=bins)
+        history = np.stack([dataset.episodes[0].observations[:1]] * e0.config.n_obs_steps, axis=1)
+        latency = chunk_latency_ms(e0, history, args.repeats)
+        e0_rows.append({"e0 bins": bins, "params": sum(p.numel() for p in e0.model.parameters()),
+                        "train steps/s": rate, f"{e0.config.refinement_steps} refinements ms/chunk": latency,
+                        "vs DP-T DDIM-10": latency / dp_t["DDIM-10 ms/chunk"],
+                        "layout H tokens ms": e0_layout_ms(e0, 1, args.repeats),
+                        "layout H x D tokens ms": e0_layout_ms(e0, e0.config.action_dim, args.repeats)})
+    print(pd.DataFrame(e0_rows).to_string(index=False, float_format=lambda x: f"{x:.2f}"))
     print(f"pf-dag: {sum(p.numel() for p in pf_dag.model.parameters())} params, {rate:.1f} train steps/s; "
           f"MeanFlow 1 step {one:.1f} ms/chunk, 2 steps {two:.1f} ms/chunk; DP-C DDIM-10 "
           f"{dp_c['DDIM-10 ms/chunk']:.1f} ms/chunk = {dp_c['DDIM-10 ms/chunk'] / one:.1f}x PF-DAG's 1 step, "

@@ -27,6 +27,10 @@ from cfbench.tree import tree_index, tree_stack
 from policies.base import EpisodeContext, Policy
 
 
+#: what ``evaluate(traces=True)`` adds to an episode's row
+TRACE_KEYS = ("actions", "chunks", "final_pose")
+
+
 def make_vector_env(env_id: str, num_envs: int, obs_mode: str, control_hz: float, vector: str = "sync"):
     """Vector env whose slots the evaluator resets itself, so every episode gets a chosen seed."""
     factories = [lambda: gym.make(env_id, obs_mode=obs_mode, control_hz=control_hz) for _ in range(num_envs)]
@@ -46,9 +50,15 @@ class _Slot:
         self.observations = [first_obs]
         self.queue: list[np.ndarray] = []
         self.deviations: list[float] = []
+        self.actions: list[np.ndarray] = []
+        self.chunks: list[tuple[int, np.ndarray]] = []  # (first step, chunk) of every chunk executed
 
     def deviation(self, agent_pose: np.ndarray) -> float:
         return float(np.min(np.linalg.norm(self.expert_xy - agent_pose[:2], axis=1)))
+
+    def trace(self, final_pose: np.ndarray) -> dict:
+        return {"actions": np.array(self.actions), "chunks": self.chunks,
+                "final_pose": np.asarray(final_pose, dtype=np.float64)}
 
 
 def evaluate(
@@ -62,13 +72,14 @@ def evaluate(
     vector: str = "sync",
     progress: bool = True,
     desc: str | None = None,
-    final_poses: bool = False,
+    traces: bool = False,
 ) -> dict:
     """Run one episode per seed of a policy that observes and replans at ``source_hz`` (the
     reference rate of its demos, ``DemoDataset.reference_hz``); returns the metrics
-    (``eval_wall_s`` included; training is the runner's) and the per-episode rows, with the
-    agent's pose where the episode ended if ``final_poses`` (for failure diagnoses; records
-    leave it out)."""
+    (``eval_wall_s`` included; training is the runner's) and the per-episode rows. With
+    ``traces`` each row also holds what replays and explains the episode (records leave it
+    out): the executed targets ``actions``, the agent's ``poses`` after each step and the
+    ``chunks`` as (first step, targets)."""
     env_id = resolve_env(env)
     seeds = seed_list(TEST_SEEDS) if seeds is None else list(seeds)
     if not seeds:
@@ -100,6 +111,7 @@ def evaluate(
                 _check_chunks(policy, chunks, len(need), hold.shape[1])
                 for i, chunk in zip(need, chunks):
                     slots[i].queue = list(chunk)
+                    slots[i].chunks.append((len(slots[i].actions), np.asarray(chunk, dtype=np.float64)))
             actions = np.stack([slot.queue.pop(0) if slot is not None else hold[i] for i, slot in enumerate(slots)])
             obs, _, terminated, truncated, infos = envs.step(actions)
             finished = []
@@ -108,6 +120,7 @@ def evaluate(
                 if slot is not None:
                     slot.observations.append(tree_index(obs, i))
                     slot.deviations.append(slot.deviation(infos["agent_pose"][i]))
+                    slot.actions.append(np.asarray(actions[i], dtype=np.float64))
                     if done:
                         rows.append({
                             "seed": slot.seed,
@@ -115,7 +128,7 @@ def evaluate(
                             "collision": bool(infos["is_collision"][i]),
                             "steps": len(slot.deviations),
                             "path_deviation": float(np.mean(slot.deviations)),
-                            **({"final_pose": np.asarray(infos["agent_pose"][i]).tolist()} if final_poses else {}),
+                            **(slot.trace(infos["agent_pose"][i]) if traces else {}),
                         })
                         bar.update(1)
                 if done:

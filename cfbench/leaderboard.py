@@ -222,8 +222,8 @@ def regenerate(results_dir: Path, output: Path) -> Path:
 
 
 def submit(files: list[Path], results_dir: Path) -> list[Path]:
-    """Validate result files and copy them into ``results_dir`` under their canonical names: all,
-    or (when any is malformed or duplicates an experiment) none."""
+    """Validate result files and copy them (with the GIFs they list) into ``results_dir`` under
+    their canonical names: all, or (when any is malformed or duplicates an experiment) none."""
     results_dir = Path(results_dir)
     if not files:
         return []
@@ -237,11 +237,18 @@ def submit(files: list[Path], results_dir: Path) -> list[Path]:
                               f"({existing[run_key(record)]}); re-run cfbench-eval to replace it instead")
         if run_key(record) in incoming:
             raise RecordError(f"{path} and {incoming[run_key(record)][0]} record the same experiment")
+        missing = [video for video in record.get("videos", []) if not (Path(path).parent / video).is_file()]
+        if missing:
+            raise RecordError(f"{path} lists videos that are not beside it: {', '.join(missing[:3])}")
         incoming[run_key(record)] = (path, record)
     written: list[Path] = []
     with exclusive(results_dir):
         try:
-            for _, record in incoming.values():
+            for path, record in incoming.values():
+                for video in record.get("videos", []):  # the GIFs first, so a listed file always exists
+                    (results_dir / video).parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write_bytes(results_dir / video, (Path(path).parent / video).read_bytes())
+                    written.append(results_dir / video)
                 target = results_dir / record_filename(record)
                 atomic_write_text(target, json.dumps(record, indent=1, sort_keys=True) + "\n")
                 written.append(target)

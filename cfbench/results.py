@@ -24,6 +24,8 @@ from cfbench.protocol import NAME_PATTERN, PROTOCOL, rates_label, seed_list
 SCHEMA_VERSION = 2
 #: a submitted file larger than this is refused before it is read (a 100-episode record is ~25 kB)
 MAX_RECORD_BYTES = 5 * 1024 * 1024
+#: the folder beside the records that holds their rollout GIFs, one sub-folder per record
+VIDEOS = "videos"
 
 _NUMBER_OR_NULL = {"type": ["number", "null"]}
 _SPREAD = {"type": ["object", "null"], "required": ["mean", "p90"], "additionalProperties": False,
@@ -95,6 +97,8 @@ RECORD_SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "videos": {"type": "array", "items": {"type": "string", "pattern": "^videos/[^/]+/seed[0-9]+_[a-z]+\\.gif$"},
+                   "description": "rollout GIFs of chosen episodes (cfbench-eval --videos), relative to the record"},
         "provenance": {
             "type": "object",
             "required": ["git_commit", "git_dirty", "command", "test_seeds", "config", "machine", "cfbench_version"],
@@ -167,7 +171,7 @@ def _non_finite(value: Any, where: str = "") -> str | None:
 
 def make_record(policy, variant: str, env_id: str, rates: tuple[float, ...], reference_hz: float, target_hz: float,
                 outcome: dict, fidelity: dict, training: dict | None, *, train_seed: int, command: list[str],
-                test_seeds: tuple[int, int]) -> dict:
+                test_seeds: tuple[int, int], videos: list[str] | None = None) -> dict:
     """The record of one evaluation: the evaluator's ``outcome`` (metrics and episode rows), the
     open-loop ``fidelity``, the training summary of a learned policy (None for the Tracker) and
     how it all was made."""
@@ -187,6 +191,7 @@ def make_record(policy, variant: str, env_id: str, rates: tuple[float, ...], ref
         "fidelity": fidelity,
         "episodes": outcome["episodes"],
         **({"training": training} if training else {}),
+        **({"videos": videos} if videos else {}),
         "provenance": provenance(command, test_seeds, policy.config.to_dict()),
     }
     return validate(record)
@@ -205,12 +210,17 @@ def run_key(record: dict) -> tuple:
     )
 
 
+def record_stem(policy: str, variant: str, env_id: str, rates, target_hz: float, test_seeds, train_seed: int) -> str:
+    """A record's file name without ``.json``: also the name of its videos' folder."""
+    env = env_id.split("/")[1].split("-v")[0]
+    label = policy + (f"-{variant}" if variant else "")
+    seeds = "-".join(str(s) for s in test_seeds)
+    return f"{env}__{label}__{rates_label(rates)}hz__to{target_hz:g}hz__seeds{seeds}__train{train_seed}"
+
+
 def record_filename(record: dict) -> str:
-    env = record["env_id"].split("/")[1].split("-v")[0]
-    label = record["policy"] + (f"-{record['variant']}" if record["variant"] else "")
-    rates = rates_label(record["source_hz"])
-    seeds = "-".join(str(s) for s in record["provenance"]["test_seeds"])
-    return f"{env}__{label}__{rates}hz__to{record['target_hz']:g}hz__seeds{seeds}__train{record['train_seed']}.json"
+    return record_stem(record["policy"], record["variant"], record["env_id"], record["source_hz"],
+                       record["target_hz"], record["provenance"]["test_seeds"], record["train_seed"]) + ".json"
 
 
 def write_record(record: dict, results_dir: str | Path) -> Path:

@@ -54,7 +54,7 @@ from cfbench.protocol import (
     rates_label,
     seed_list,
 )
-from cfbench.results import make_record, write_record
+from cfbench.results import VIDEOS, make_record, record_stem, write_record
 from cfbench.tree import state_of
 
 SUMMARY = "summary.json"
@@ -205,42 +205,58 @@ def run(
     results_dir: Path | None = None,
     command: list[str] | None = None,
     progress: bool = True,
+    videos: int = 0,
 ) -> tuple[dict, Path]:
     """Train (if the policy learns and no cached checkpoint matches) with ``train_seed``, evaluate
     on the test seeds, probe the open-loop fidelity on the validation seeds, write the record (to
-    the scratch area ``runs/results`` unless ``results_dir`` says otherwise)."""
-    from cfbench.evaluate import evaluate
+    the scratch area ``runs/results`` unless ``results_dir`` says otherwise), with GIFs of
+    ``videos`` episodes and as many failures in ``videos/<record name>/`` beside it."""
+    from cfbench.evaluate import TRACE_KEYS, evaluate
     from cfbench.fidelity import probe
+    from cfbench.videos import write_videos
 
     setup = setup or TrainingSetup()
-    variant = setup.variant
-    if variant:
-        check_name(variant, "variant")
+    if setup.variant:
+        check_name(setup.variant, "variant")
     env_id = resolve_env(env)
     reference_hz = reference_rate(env_id, rates, setup)
-    training = None
-    cls = policies.policy_class(policy_name)
-    if cls.trainable:
-        if "seed" in setup.overrides and setup.overrides["seed"] != train_seed:
-            raise ValueError("give the training seed with --train-seeds, not --set seed=...")
-        seeded = setup
-        if "seed" in {f.name for f in dataclasses.fields(cls.config_class)}:
-            seeded = dataclasses.replace(setup, overrides={**setup.overrides, "seed": train_seed})
-        elif train_seed != 0:
-            raise ValueError(f"policy {policy_name!r} has no seed setting: its only training seed is 0")
-        policy, summary = train_or_load(policy_name, env_id, rates, seeded, progress=progress)
-        training = {key: summary[key] for key in TRAINING_FIELDS if key in summary}
-    elif train_seed != 0:
-        raise ValueError(f"policy {policy_name!r} is not trained: its only training seed is 0")
-    else:
-        policy = setup.make_policy(policy_name)
+    policy, training = trained_policy(policy_name, env_id, rates, setup, train_seed=train_seed, progress=progress)
     seeds = seed_list(test_seeds)[:episodes]
+    results_dir = Path(results_dir or paths.runs_dir())
+    test_range = (seeds[0], seeds[-1] + 1)
+    stem = record_stem(policy.name, setup.variant, env_id, rates, target_hz, test_range, train_seed)
     outcome = evaluate(policy, env_id, reference_hz, target_hz=target_hz, seeds=seeds, num_envs=num_envs,
-                       vector=vector, progress=progress)
+                       vector=vector, progress=progress, traces=bool(videos))
+    video_files = None
+    if videos:
+        films = write_videos(env_id, target_hz, outcome["episodes"], videos, results_dir / VIDEOS / stem)
+        video_files = [str(path.relative_to(results_dir)) for path in films]
+        outcome["episodes"] = [{k: v for k, v in row.items() if k not in TRACE_KEYS} for row in outcome["episodes"]]
     fidelity = probe(policy, env_id, reference_hz, target_hz=target_hz)
-    record = make_record(policy, variant, env_id, rates, reference_hz, target_hz, outcome, fidelity, training,
-                         train_seed=train_seed, command=command or sys.argv, test_seeds=(seeds[0], seeds[-1] + 1))
-    return record, write_record(record, results_dir or paths.runs_dir())
+    record = make_record(policy, setup.variant, env_id, rates, reference_hz, target_hz, outcome, fidelity, training,
+                         train_seed=train_seed, command=command or sys.argv, test_seeds=test_range,
+                         videos=video_files)
+    return record, write_record(record, results_dir)
+
+
+def trained_policy(policy_name: str, env_id: str, rates: tuple[float, ...], setup: TrainingSetup, *,
+                   train_seed: int = 0, progress: bool = True) -> tuple[policies.Policy, dict | None]:
+    """The policy to evaluate and what a record keeps of its training (None for a policy that
+    does not learn): trained with ``train_seed``, or loaded from the cache."""
+    cls = policies.policy_class(policy_name)
+    if not cls.trainable:
+        if train_seed != 0:
+            raise ValueError(f"policy {policy_name!r} is not trained: its only training seed is 0")
+        return setup.make_policy(policy_name), None
+    if "seed" in setup.overrides and setup.overrides["seed"] != train_seed:
+        raise ValueError("give the training seed with --train-seeds, not --set seed=...")
+    seeded = setup
+    if "seed" in {f.name for f in dataclasses.fields(cls.config_class)}:
+        seeded = dataclasses.replace(setup, overrides={**setup.overrides, "seed": train_seed})
+    elif train_seed != 0:
+        raise ValueError(f"policy {policy_name!r} has no seed setting: its only training seed is 0")
+    policy, summary = train_or_load(policy_name, env_id, rates, seeded, progress=progress)
+    return policy, {key: summary[key] for key in TRAINING_FIELDS if key in summary}
 
 
 # ------------------------------------------------------------ command lines
@@ -248,6 +264,18 @@ def known_policy(name: str) -> str:
     """The name, if the zoo has such a policy (else a ValueError that lists the zoo)."""
     policies.policy_class(name)
     return name
+
+
+def split_label(label: str) -> tuple[str, str]:
+    """'dispo-paper' -> ('dispo', 'paper'); 'dp-t' -> ('dp-t', ''): the longest registered
+    policy name the label starts with, then the variant (the leaderboard's names)."""
+    if label in policies.available():
+        return label, ""
+    for name in sorted(policies.available(), key=len, reverse=True):
+        if label.startswith(name + "-") and len(label) > len(name) + 1:
+            return name, label[len(name) + 1:]
+    raise ValueError(f"unknown policy {label!r}: name one of {', '.join(policies.available())}, "
+                     "optionally followed by -VARIANT")
 
 
 def parse_overrides(items: list[str]) -> dict:
@@ -417,6 +445,9 @@ def eval_main(argv: list[str]) -> None:
                         help="regenerated from --results-dir after the runs, with the per-env plots "
                              "(default: leaderboard.md beside the results folder)")
     parser.add_argument("--no-leaderboard", action="store_true", help="write only the result records")
+    parser.add_argument("--videos", type=non_negative_int, default=0, metavar="N",
+                        help="GIFs of the first N test episodes and of the first N failures after them, in "
+                             "videos/<record name>/ beside each record")
     args = parser.parse_args(_values_may_start_with_a_dash(argv, ("--test-seeds",)))
     setup = training_setup(args)
     envs = list(ENV_IDS) if args.env == ["all"] else [short_name(resolve_env(e)) for e in args.env]
@@ -436,7 +467,7 @@ def eval_main(argv: list[str]) -> None:
             record, path = run(
                 args.policy, env, rates, setup, train_seed=train_seed, target_hz=args.target_hz, test_seeds=test_seeds,
                 episodes=args.episodes, num_envs=args.num_envs, vector=args.vector,
-                results_dir=args.results_dir, command=["cfbench-eval", *argv],
+                results_dir=args.results_dir, command=["cfbench-eval", *argv], videos=args.videos,
             )
             m = record["metrics"]
             rows.append({

@@ -89,6 +89,12 @@ class ChunkPolicy(LearnedPolicy):
             data[f"pixels.{view}"] = torch.as_tensor(obs["pixels"][view])
         return data
 
+    def prepare(self, dataset) -> dict[str, torch.Tensor]:
+        """Diffusion Policy's windows: ``n_obs_steps`` observations and the ``horizon`` actions
+        from the oldest of them on (configs with a horizon; DiSPo makes its own)."""
+        c = self.config
+        return self.window_tensors(dataset, dataset.windows(c.n_obs_steps, c.horizon))
+
     def initialise(self, data: dict[str, torch.Tensor]) -> None:
         self.model.obs_encoder.state_normalizer.fit(data["state"])
         self.model.action_normalizer.fit(data["actions"])
@@ -115,10 +121,11 @@ class ChunkPolicy(LearnedPolicy):
         self._generators[slot] = torch.Generator().manual_seed(mix_seed(self.config.seed, context.seed))
         self._anchors[slot] = None
 
-    def chunk_noise(self, slots: list[int], n_actions: int) -> torch.Tensor:
-        """Gaussian noise (B, n_actions, action_dim), each row from its slot's episode generator."""
-        return torch.stack([torch.randn((n_actions, self.config.action_dim), generator=self._generators[s])
-                            for s in slots])
+    def chunk_noise(self, slots: list[int], n_actions: int, width: int | None = None) -> torch.Tensor:
+        """Gaussian noise (B, n_actions, width), each row from its slot's episode generator
+        (width: action_dim, or E0's one-hot width)."""
+        width = width or self.config.action_dim
+        return torch.stack([torch.randn((n_actions, width), generator=self._generators[s]) for s in slots])
 
     @abstractmethod
     def predict_chunk(self, obs_history, slots: list[int]) -> np.ndarray:

@@ -86,10 +86,6 @@ class DiffusionPolicy(ChunkPolicy):
         return DiffusionModel(encoder, self.build_net(encoder.feature_dim), c.action_dim)
 
     # ---------------------------------------------------------------- training
-    def prepare(self, dataset) -> dict[str, torch.Tensor]:
-        c = self.config
-        return self.window_tensors(dataset, dataset.windows(c.n_obs_steps, c.horizon))
-
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         features, noisy, steps, target = self.noised(batch, generator)
         return F.mse_loss(self.model.net(noisy, steps, features), target)

@@ -22,7 +22,10 @@ from policies.modules import SinusoidalEmbedding
 
 
 @dataclass
-class DPTConfig(DiffusionConfig):
+class TransformerConfig:
+    """The transformer denoiser's sizes and the CPU budget measured with it (DP-T, and E0's
+    denoiser). A config lists it as its first base, so its values and ``profiles`` win."""
+
     #: transformer decoder layers (anchor: 8)
     n_layer: int = 4
     #: attention heads (the anchor's)
@@ -53,6 +56,11 @@ class DPTConfig(DiffusionConfig):
         "gpu": {"n_layer": 8, "n_emb": 256, "p_drop_attn": 0.3, "batch_size": 256, "lr": 1e-4, "train_steps": 50000,
                 "eval_every": 5000, "device": "cuda"},
     }
+
+
+@dataclass
+class DPTConfig(TransformerConfig, DiffusionConfig):
+    pass
 
 
 class TransformerDenoiser(nn.Module):

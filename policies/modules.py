@@ -51,6 +51,11 @@ class MinMaxNormalizer(nn.Module):
         return (y - offset) / scale
 
 
+#: flow and refinement times in [0, 1] are scaled to the step embedding's range (the diffusion
+#: policies' steps 0-99) before ``SinusoidalEmbedding`` (PF-DAG, E0)
+TIME_SCALE = 100.0
+
+
 class SinusoidalEmbedding(nn.Module):
     """Transformer-style sinusoidal encoding of a scalar (the diffusion step)."""
 

@@ -43,11 +43,7 @@ from policies.chunking import ChunkPolicy, HorizonConfig
 from policies.dp_c import ConditionalUnet1D, UNetConfig
 from policies.learning import append_phase, phase_summary, set_trainable
 from policies.meanflow import meanflow_loss, meanflow_sample
-from policies.modules import MinMaxNormalizer, ObservationEncoder, StepEncoder
-
-#: flow times in [0, 1] are scaled to the step embedding's range (the diffusion policies' 0-99)
-TIME_SCALE = 100.0
-
+from policies.modules import TIME_SCALE, MinMaxNormalizer, ObservationEncoder, StepEncoder
 
 @dataclass
 class PFDAGConfig(UNetConfig, HorizonConfig):
@@ -142,10 +138,6 @@ class PFDAG(ChunkPolicy):
         return PFDAGModel(c, ObservationEncoder(c.obs_dim, c.views, c.resnet_width))
 
     # ---------------------------------------------------------------- training
-    def prepare(self, dataset) -> dict[str, torch.Tensor]:
-        c = self.config
-        return self.window_tensors(dataset, dataset.windows(c.n_obs_steps, c.horizon))
-
     def _chunks(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model.action_normalizer.normalize(batch["actions"])
 

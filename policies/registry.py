@@ -20,6 +20,7 @@ BUILTIN = {
     "dispo": "policies.dispo",
     "vq-bet": "policies.vq_bet",
     "pf-dag": "policies.pf_dag",
+    "e0": "policies.e0",
 }
 _REGISTRY: dict[str, type] = {}
 

@@ -226,10 +226,6 @@ class VQBeT(ChunkPolicy):
         return VQBeTModel(encoder, tokenizer, transformer, c.action_dim)
 
     # ---------------------------------------------------------------- training
-    def prepare(self, dataset) -> dict[str, torch.Tensor]:
-        c = self.config
-        return self.window_tensors(dataset, dataset.windows(c.n_obs_steps, c.horizon))
-
     def target_chunks(self, actions: torch.Tensor) -> torch.Tensor:
         """Normalised chunk of each query: (B, n_queries, chunk, A) from (B, horizon, A)."""
         c = self.config

@@ -21,3 +21,10 @@ import torch
 
 # Tests build many tiny networks: one intra-op thread avoids oversubscribing the CI's 2 cores.
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Commands under test set torch's threads to all cores (``--threads``); every test starts
+    from one again, so a later test does not spin a second OpenMP thread on a busy machine."""
+    torch.set_num_threads(1)

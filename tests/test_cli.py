@@ -44,6 +44,7 @@ def _fails(main, argv, capsys, message):
     (["--policy", "tracker", "--variant", "../../escaped"], "bad variant name"),
     (["--policy", "tracker", "--variant", "a|b"], "bad variant name"),
     (["--policy", "tracker", "--episodes", "0"], "must be a positive integer"),
+    (["--policy", "tracker", "--videos", "-1"], "must be 0 or more"),
 ])
 def test_eval_mistakes_are_one_line_with_exit_code_2(argv, message, capsys, tmp_path):
     err = _fails(eval_main, [*argv, "--results-dir", str(tmp_path / "results")], capsys, message)

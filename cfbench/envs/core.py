@@ -25,6 +25,10 @@ from cfbench.expert import ExpertTrajectory
 
 OBS_MODES = ("state", "pixels", "pixels_state")
 PIXEL_SIZE = 96
+#: rollout-video overlays (``render_annotated``): the expert path, 1 px, and the target dots
+PATH_COLOR = (170, 170, 240)
+TARGET_COLOR = (0, 190, 220)
+TARGET_DOT_PIXELS = 3
 
 
 @dataclass(frozen=True)
@@ -201,6 +205,27 @@ class CoarseToFineEnv(gym.Env, ABC):
         self._clock.tick(self.control_hz)
         return None
 
+    def render_annotated(self, *, path=None, targets=None) -> np.ndarray:
+        """The ``rgb_array`` frame with the expert's ``path`` (N, 2) drawn faintly over the scene
+        and the ``targets`` (M, >=2 world poses, e.g. the policy's current action chunk) as
+        dots: what a rollout video shows beside the scene."""
+        if self.render_mode != "rgb_array":
+            raise ValueError(f"render_annotated needs render_mode='rgb_array', not {self.render_mode!r}")
+        self.render()
+        canvas = self._render_canvas
+        if path is not None and len(path) > 1:
+            canvas.line(np.asarray(path)[:, :2], PATH_COLOR, width=0.0)  # one pixel wide
+        if targets is not None:
+            for target in np.asarray(targets)[:, :2]:
+                canvas.dot(target, TARGET_DOT_PIXELS, TARGET_COLOR)
+        return canvas.pixels()
+
+    def render_extent(self) -> tuple[float, float, float, float]:
+        """The world rectangle (left, right, bottom, top) that ``render()`` shows, for drawing
+        in world coordinates over a frame (matplotlib's ``imshow(frame, extent=...)``)."""
+        centre, extent, _ = self._global_view()
+        return (centre[0] - extent / 2, centre[0] + extent / 2, centre[1] - extent / 2, centre[1] + extent / 2)
+
     def close(self):
         self._render_canvas = None
         if self._window is not None:
@@ -294,6 +319,11 @@ class Canvas:
     def circle(self, centre, radius: float, color) -> None:
         (px,) = self.to_pixels(centre)
         pygame.draw.circle(self.surface, color, px.tolist(), max(1.0, radius * self._scale))
+
+    def dot(self, centre, pixels: float, color) -> None:
+        """A dot of a fixed size on screen (``circle`` scales with the world)."""
+        (px,) = self.to_pixels(centre)
+        pygame.draw.circle(self.surface, color, px.tolist(), pixels)
 
     def line(self, points, color, width: float = 1.0) -> None:
         pygame.draw.lines(

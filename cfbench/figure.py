@@ -1,0 +1,125 @@
+"""``cfbench-figure``: the paper's Fig. 6 for any policies: where each one goes from one start.
+
+    cfbench-figure --env PassagePassing --source-hz 2.5 --policies tracker dp-t dispo --seed 20000
+
+One PNG, one panel per policy: the scene where that policy's episode ended, the expert's path
+(thin), its samples at the demo rate (the dots a coarse demo holds: hollow circles), and the
+targets the policy actually executed at the control rate (small dots), coloured by time, the
+last one crossed. Learned policies come from the checkpoint cache and are trained first
+if missing, as ``cfbench-eval`` does. A policy is named as in the leaderboard's ``--compare``:
+``dispo`` or ``dispo-paper`` (policy, then the variant).
+
+Each panel is one evaluator episode of that seed (``cfbench.evaluate``, one env): the episode a
+record holds for the seed, up to the float rounding of batched inference.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from pathlib import Path
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+
+import gymnasium as gym
+import matplotlib
+import numpy as np
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+from cfbench import paths
+from cfbench.cli import Parser, command, positive_int
+from cfbench.envs import ENV_IDS, resolve_env, short_name
+from cfbench.evaluate import evaluate
+from cfbench.io import atomic_write_bytes
+from cfbench.protocol import N_DEMOS, TARGET_HZ, TEST_SEEDS, parse_rates, rates_label
+from cfbench.runner import TrainingSetup, reference_rate, set_threads, split_label, trained_policy
+from cfbench.videos import outcome_name, replay_frames
+
+#: the margin around the drawn paths, as a share of their extent
+MARGIN_FRACTION = 0.08
+RATE_MARKERS = ("o", "s", "D")
+
+
+def rollout(label: str, env_id: str, rates: tuple[float, ...], seed: int, setup: TrainingSetup) -> dict:
+    """One test episode of a policy on ``seed``: the evaluator's row with its executed targets."""
+    policy_name, variant = split_label(label)
+    setup = dataclasses.replace(setup, variant=variant)
+    policy, _ = trained_policy(policy_name, env_id, rates, setup)
+    outcome = evaluate(policy, env_id, reference_rate(env_id, rates, setup), seeds=[seed], num_envs=1,
+                       progress=False, traces=True)
+    return outcome["episodes"][0]
+
+
+def draw(env_id: str, rates: tuple[float, ...], seed: int, episodes: dict[str, dict]) -> bytes:
+    """The PNG: the scene, the demo-rate samples and each policy's executed targets."""
+    env = gym.make(env_id, render_mode="rgb_array")
+    env.reset(seed=seed)
+    extent = env.unwrapped.render_extent()
+    expert = env.unwrapped.expert_trajectory()
+    samples = {rate: expert.sample(rate)[:, :2] for rate in rates}
+    env.close()
+
+    drawn = np.vstack([expert.poses[:, :2], *(row["actions"][:, :2] for row in episodes.values()),
+                       *(row["final_pose"][None, :2] for row in episodes.values())])
+    low, high = drawn.min(0), drawn.max(0)
+    half = (high - low).max() / 2 * (1 + 2 * MARGIN_FRACTION)
+    centre = (low + high) / 2
+    fig, axes = plt.subplots(1, len(episodes), figsize=(3.6 * len(episodes), 3.9), squeeze=False)
+    for ax, (label, row) in zip(axes[0], episodes.items()):
+        final_scene = replay_frames(env_id, TARGET_HZ, row, annotate=False)[-1]
+        ax.imshow(final_scene, extent=extent, interpolation="bilinear")
+        ax.plot(*expert.poses[:, :2].T, color="0.45", linewidth=0.8, label="expert path")
+        for (rate, points), marker in zip(samples.items(), RATE_MARKERS):
+            ax.scatter(*points.T, s=46, marker=marker, facecolors="none", edgecolors="black", linewidths=1.1,
+                       label=f"{rate:g} Hz demo samples", zorder=3)
+        targets = row["actions"][:, :2]
+        ax.scatter(*targets.T, s=7, c=np.arange(len(targets)), cmap="plasma", zorder=4,
+                   label=f"executed {TARGET_HZ:g} Hz targets")
+        ax.scatter(*targets[-1], s=70, marker="x", color="crimson", linewidths=2, zorder=5)
+        ax.set_xlim(centre[0] - half, centre[0] + half)
+        ax.set_ylim(centre[1] - half, centre[1] + half)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        result = outcome_name(row["success"], row["collision"])
+        ax.set_title(f"{label}: {result} ({row['steps'] / TARGET_HZ:.1f} s)", fontsize=10)
+    handles, names = axes[0, 0].get_legend_handles_labels()
+    wide = len(episodes) >= 3  # room for the legend on one line
+    fig.legend(handles, names, loc="lower center", ncol=len(names) if wide else 2, fontsize=8, frameon=False)
+    fig.suptitle(f"{short_name(env_id)}, seed {seed}\npolicies trained on {rates_label(rates)} Hz demos, "
+                 f"run at {TARGET_HZ:g} Hz", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 if wide else 0.12, 1, 1))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+@command("cfbench-figure")
+def main(argv: list[str]) -> None:
+    parser = Parser("cfbench-figure", __doc__.split("\n")[0].split(": ", 1)[1])
+    parser.add_argument("--env", default="PassagePassing", help=f"one of {', '.join(ENV_IDS)}")
+    parser.add_argument("--source-hz", default="2.5", help="demo rates the policies learn from; '2.5+5' = mixed")
+    parser.add_argument("--policies", nargs="+", default=["tracker", "dp-t", "dispo"],
+                        help="policy or policy-VARIANT names, one panel each")
+    parser.add_argument("--seed", type=int, default=TEST_SEEDS[0], help="the env (test seed) to roll out on")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="the PNG (default: figures/<Env>__<rates>hz__seed<k>.png in the cfbench home)")
+    parser.add_argument("--n-demos", type=positive_int, default=N_DEMOS, help="training demos per dataset")
+    parser.add_argument("--demos-dir", type=Path, default=paths.demos_dir())
+    parser.add_argument("--checkpoints-dir", type=Path, default=paths.checkpoints_dir())
+    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all cores)")
+    args = parser.parse_args(argv)
+    env_id = resolve_env(args.env)
+    rates = parse_rates(args.source_hz)
+    for label in args.policies:
+        split_label(label)  # an unknown name is reported before anything trains
+    setup = TrainingSetup(n_demos=args.n_demos, demos_dir=args.demos_dir, checkpoints_dir=args.checkpoints_dir)
+    set_threads(args.threads)
+    episodes = {label: rollout(label, env_id, rates, args.seed, setup) for label in args.policies}
+    out = args.out or paths.home() / "figures" / f"{short_name(env_id)}__{rates_label(rates)}hz__seed{args.seed}.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, draw(env_id, rates, args.seed, episodes))
+    print(f"wrote {paths.shown(out)}")

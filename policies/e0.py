@@ -1,0 +1,232 @@
+"""E0 ("Tweedie discrete diffusion" for action generation, ../shared/docs/papers/e0-*.md), without
+the VLM: actions quantised into bins, Gaussian noise on their (scaled) one-hot vectors, and a
+denoiser that answers with a categorical distribution per action position.
+
+The paper's pipeline (sections 3.2, A.1), on the shared chunking machinery:
+
+- **Quantisation.** Per action dimension of the normalised task-frame chunk, ``bins`` bins
+  between the 1st and 99th percentiles of the training actions (the paper's quantile
+  normalisation, Eq. 21), evenly spaced (``bin_spacing="uniform"``, the paper's) or at
+  equal-mass quantiles (``"quantile"``); values outside fall in the end bins. Detokenising
+  takes the bin centres, or (``detokenize="mean"``) the probability-weighted mean of them.
+- **Forward process.** x_t = t · s · onehot + (1 - t) · ε (π0's convention: t = 1 is data),
+  s = ``onehot_scale`` (the paper's "smooth factor", best at 0.1 in its Tab. 6), t = 0.999 (1 - u)
+  with u ~ Beta(``time_beta``, 1) (π0's schedule: biased towards high noise).
+- **Denoiser.** DP-T's transformer decoder (``policies/dp_t.py``) over the ``horizon`` time steps,
+  each token the concatenated noisy one-hots of its ``action_dim`` positions (``action_dim · bins``
+  inputs), logits for every position out; observation tokens and t in its memory. Loss:
+  cross-entropy to the true bins. (The other layout, one token per time step and dimension, is
+  measured in ``benchmarks/policy_speed.py``.)
+- **Inference.** From noise at t = 0, ``refinement_steps`` steps at t_k = k / N: predict the
+  categorical, take its argmax (or sample at ``temperature``), re-noise that one-hot to t_{k+1};
+  detokenise the last prediction. Observation features are computed once per chunk.
+
+Our choices where the text is silent: the denoiser and its sizes (DP-T's, so the two compare
+directly), the step embedding of t (the diffusion policies' sinusoidal one over 0-100), and
+noise drawn from each slot's episode generator (rollouts do not depend on batching).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from policies.base import register
+from policies.chunking import ChunkPolicy, HorizonConfig
+from policies.dp_t import TransformerConfig, TransformerDenoiser
+from policies.modules import TIME_SCALE, MinMaxNormalizer, ObservationEncoder
+
+BIN_SPACINGS = ("uniform", "quantile")
+DETOKENIZERS = ("centre", "mean")
+#: the share of the training actions' range the bins cover: from this quantile to 1 minus it
+OUTLIER_QUANTILE = 0.01
+#: t never reaches 1 in training (π0's 0.999): the network always sees some noise
+MAX_TRAIN_TIME = 0.999
+
+#: logits (B, P, bins) of the clean bins from noisy one-hots (B, P, bins) and times (B,)
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class E0Config(TransformerConfig, HorizonConfig):
+    #: bins per action dimension (the paper saturates near 2048 on LIBERO; chosen on validation)
+    bins: int = 256
+    #: "uniform" bins between the 1st and 99th percentiles (the paper's), or equal-mass "quantile" bins
+    bin_spacing: str = "uniform"
+    #: amplitude s of the one-hot before noise (the paper's smooth factor; its best: 0.1)
+    onehot_scale: float = 0.1
+    #: t = 0.999 (1 - u), u ~ Beta(time_beta, 1): π0's schedule, biased towards high noise
+    time_beta: float = 1.5
+    #: refinement steps at rollout (the paper: "a few")
+    refinement_steps: int = 8
+    #: 0: argmax at every refinement step; above 0: sample the categorical at this temperature
+    temperature: float = 0.0
+    #: "centre": the chosen bins' centres; "mean": the last categorical's mean over bin centres
+    detokenize: str = "centre"
+
+    LIMITS: ClassVar[dict[str, str]] = {"onehot_scale": "positive", "time_beta": "positive",
+                                        "refinement_steps": "positive", "temperature": "non-negative"}
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.bins < 2:
+            raise ValueError(f"bins={self.bins} must be 2 or more")
+        if self.bin_spacing not in BIN_SPACINGS:
+            raise ValueError(f"bin_spacing must be one of {BIN_SPACINGS}, got {self.bin_spacing!r}")
+        if self.detokenize not in DETOKENIZERS:
+            raise ValueError(f"detokenize must be one of {DETOKENIZERS}, got {self.detokenize!r}")
+
+
+class ActionBins(nn.Module):
+    """Per-dimension bin edges (a buffer: saved with the model), fitted to training actions."""
+
+    def __init__(self, dim: int, bins: int):
+        super().__init__()
+        self.register_buffer("edges", torch.linspace(-1, 1, bins + 1).repeat(dim, 1))
+
+    @property
+    def bins(self) -> int:
+        return self.edges.shape[1] - 1
+
+    @torch.no_grad()
+    def fit(self, values: torch.Tensor, spacing: str = "uniform") -> ActionBins:
+        """Edges from the 1st to the 99th percentile of ``values`` (N, dim): even, or at quantiles."""
+        values = values.reshape(-1, self.edges.shape[0]).double()
+        levels = torch.linspace(OUTLIER_QUANTILE, 1 - OUTLIER_QUANTILE, self.bins + 1, dtype=torch.float64)
+        for d, column in enumerate(values.T):
+            low, high = torch.quantile(column, OUTLIER_QUANTILE), torch.quantile(column, 1 - OUTLIER_QUANTILE)
+            constant = high - low < 1e-6
+            if constant:  # bins of a small width around the value
+                low, high = low - 1e-3, high + 1e-3
+            if spacing == "quantile" and not constant:
+                # equal-mass edges repeat where values do: a tiny ramp keeps them strictly increasing
+                ramp = 1e-6 * (high - low) * torch.arange(self.bins + 1, dtype=torch.float64)
+                edges = torch.cummax(torch.quantile(column, levels), 0).values + ramp
+            else:
+                edges = torch.linspace(low, high, self.bins + 1, dtype=torch.float64)
+            self.edges[d] = edges.float()
+        return self
+
+    def centres(self) -> torch.Tensor:
+        return (self.edges[:, :-1] + self.edges[:, 1:]) / 2
+
+    def tokenize(self, x: torch.Tensor) -> torch.Tensor:
+        """(..., dim) values -> (..., dim) bin indices (out-of-range values to the end bins)."""
+        flat = x.reshape(-1, x.shape[-1]).T.contiguous()
+        indices = torch.searchsorted(self.edges[:, 1:-1].contiguous(), flat, right=True)
+        return indices.T.reshape(x.shape)
+
+    def detokenize(self, indices: torch.Tensor) -> torch.Tensor:
+        centres = self.centres()
+        return torch.stack([centres[d][indices[..., d]] for d in range(centres.shape[0])], dim=-1)
+
+    def expected(self, probabilities: torch.Tensor) -> torch.Tensor:
+        """(..., dim, bins) categoricals -> (..., dim) means over the bin centres."""
+        return (probabilities * self.centres()).sum(-1)
+
+
+# ------------------------------------------------------ the discrete diffusion
+def sample_times(n: int, beta: float, generator: torch.Generator) -> torch.Tensor:
+    """t = 0.999 (1 - u), u ~ Beta(beta, 1), by inverting its CDF u^beta (seeded generator)."""
+    u = torch.rand(n, generator=generator) ** (1.0 / beta)
+    return MAX_TRAIN_TIME * (1.0 - u)
+
+
+def noised_onehot(indices: torch.Tensor, t: torch.Tensor, noise: torch.Tensor, scale: float) -> torch.Tensor:
+    """The forward process at times t (B,): t · s · onehot(indices) + (1 - t) · noise, (B, P, bins)."""
+    onehot = F.one_hot(indices, noise.shape[-1]).to(noise.dtype)
+    t = t.reshape(-1, *([1] * (noise.dim() - 1)))
+    return t * scale * onehot + (1 - t) * noise
+
+
+def tweedie_loss(denoiser: Denoiser, indices: torch.Tensor, bins: int, scale: float, beta: float,
+                 generator: torch.Generator) -> torch.Tensor:
+    """Cross-entropy of the denoiser's categoricals to the true bins (B, P) at random noise levels."""
+    t = sample_times(len(indices), beta, generator).to(indices.device)
+    noise = torch.randn((*indices.shape, bins), generator=generator).to(indices.device)
+    logits = denoiser(noised_onehot(indices, t, noise, scale), t)
+    return F.cross_entropy(logits.reshape(-1, bins), indices.reshape(-1))
+
+
+def tweedie_sample(denoiser: Denoiser, noise: Callable[[], torch.Tensor], steps: int, scale: float,
+                   temperature: float = 0.0, generators: list[torch.Generator] | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Iterative refinement from noise: the final bins (B, P) and the last logits (B, P, bins).
+    ``noise()`` gives a fresh (B, P, bins) draw for each step; sampling at ``temperature`` uses
+    one generator per row."""
+    x = noise()
+    for k in range(steps):
+        logits = denoiser(x, torch.full((len(x),), k / steps, device=x.device))
+        if temperature > 0:
+            probabilities = torch.softmax(logits / temperature, dim=-1).cpu()
+            indices = torch.stack([torch.multinomial(row, 1, generator=g).squeeze(-1)
+                                   for row, g in zip(probabilities, generators)]).to(x.device)
+        else:
+            indices = logits.argmax(-1)
+        if k + 1 < steps:
+            t_next = torch.full((len(x),), (k + 1) / steps, device=x.device)
+            x = noised_onehot(indices, t_next, noise().to(x.device), scale)
+    return indices, logits
+
+
+# --------------------------------------------------------------------- policy
+class E0Model(nn.Module):
+    def __init__(self, c: E0Config, obs_encoder: ObservationEncoder):
+        super().__init__()
+        self.obs_encoder = obs_encoder
+        self.action_normalizer = MinMaxNormalizer(c.action_dim)
+        self.bins = ActionBins(c.action_dim, c.bins)
+        self.net = TransformerDenoiser(c.action_dim * c.bins, obs_encoder.feature_dim, c.horizon, c.n_obs_steps,
+                                       c.n_layer, c.n_head, c.n_emb, c.p_drop_emb, c.p_drop_attn)
+
+
+@register("e0")
+class E0(ChunkPolicy):
+    config_class = E0Config
+
+    def build_model(self) -> nn.Module:
+        c = self.config
+        return E0Model(c, ObservationEncoder(c.obs_dim, c.views, c.resnet_width))
+
+    def initialise(self, data: dict[str, torch.Tensor]) -> None:
+        super().initialise(data)
+        normalised = self.model.action_normalizer.normalize(data["actions"])
+        self.model.bins.fit(normalised.reshape(-1, self.config.action_dim), self.config.bin_spacing)
+
+    def denoiser(self, features: torch.Tensor) -> Denoiser:
+        """The network as a function of (noisy one-hots (B, horizon·dim, bins), t), features bound."""
+        c = self.config
+
+        def logits(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            tokens = x.reshape(len(x), c.horizon, c.action_dim * c.bins)
+            return self.model.net(tokens, TIME_SCALE * t, features).reshape(len(x), -1, c.bins)
+
+        return logits
+
+    def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        c = self.config
+        features = self.model.obs_encoder(self._observations(batch))
+        indices = self.model.bins.tokenize(self.model.action_normalizer.normalize(batch["actions"]))
+        return tweedie_loss(self.denoiser(features), indices.reshape(len(indices), -1), c.bins, c.onehot_scale,
+                            c.time_beta, generator)
+
+    @torch.no_grad()
+    def predict_chunk(self, obs_history, slots: list[int]) -> np.ndarray:
+        c = self.config
+        features, frame = self.encode(obs_history)
+        generators = [self._generators[s] for s in slots]
+        noise = lambda: self.chunk_noise(slots, c.horizon * c.action_dim, c.bins).to(features.device)  # noqa: E731
+        indices, logits = tweedie_sample(self.denoiser(features), noise, c.refinement_steps, c.onehot_scale,
+                                         c.temperature, generators)
+        shape = (len(slots), c.horizon, c.action_dim)
+        if c.detokenize == "mean":
+            chunk = self.model.bins.expected(torch.softmax(logits, -1).reshape(*shape, c.bins))
+        else:
+            chunk = self.model.bins.detokenize(indices.reshape(shape))
+        poses = frame.poses_to_world(self.model.action_normalizer.unnormalize(chunk).cpu().numpy())
+        return poses[:, c.n_obs_steps - 1 :]  # past actions dropped

@@ -1,0 +1,109 @@
+"""Pictures of what policies do: rollout GIFs (``cfbench-eval --videos``) and ``cfbench-figure``."""
+
+import shutil
+
+import gymnasium as gym
+import imageio.v3 as iio
+import numpy as np
+import pytest
+
+import policies
+from cfbench.evaluate import evaluate
+from cfbench.figure import main as figure_main
+from cfbench.leaderboard import submit
+from cfbench.results import RecordError
+from cfbench.runner import run, split_label
+from cfbench.videos import chosen, replay_frames
+
+EPISODES = 4  # PassagePassing's Tracker from 2.5 Hz fails all four, from 20 Hz succeeds in all
+
+
+def _run(results_dir, videos, hz=2.5):
+    return run("tracker", "PassagePassing", (hz,), episodes=EPISODES, num_envs=2, videos=videos,
+               results_dir=results_dir, progress=False)
+
+
+def test_gifs_have_one_frame_per_step_plus_the_start_and_are_listed_in_the_record(tmp_path):
+    record, path = _run(tmp_path, videos=1, hz=20)
+    rows = {row["seed"]: row for row in record["episodes"]}
+    assert all(row["success"] for row in rows.values())
+    assert record["videos"] == [f"videos/{path.stem}/seed20000_success.gif"]  # no failure to add
+    frames = iio.imread(tmp_path / record["videos"][0])
+    assert frames.shape == (rows[20000]["steps"] + 1, 384, 384, 3)
+    assert not (tmp_path / "videos" / f"{path.stem}.partial").exists()
+
+
+def test_the_first_n_episodes_and_the_first_n_failures_after_them_are_kept(tmp_path):
+    record, path = _run(tmp_path, videos=1)
+    assert not any(row["success"] for row in record["episodes"])
+    assert [p.split("/")[-1] for p in record["videos"]] == ["seed20000_collision.gif", "seed20001_collision.gif"]
+    assert sorted(p.name for p in (tmp_path / "videos" / path.stem).iterdir()) == sorted(
+        p.split("/")[-1] for p in record["videos"])
+    assert chosen([{"seed": s, "success": s % 3 == 0} for s in range(9, -1, -1)], 2) == [
+        {"seed": 0, "success": True}, {"seed": 1, "success": False},
+        {"seed": 2, "success": False}, {"seed": 4, "success": False}]
+
+
+def test_rendering_is_deterministic_and_changes_nothing_measured(tmp_path):
+    first, _ = _run(tmp_path / "a", videos=1)
+    second, _ = run("tracker", "PassagePassing", (2.5,), episodes=EPISODES, num_envs=2, videos=1,
+                    vector="async", results_dir=tmp_path / "b", progress=False)
+    assert first["videos"] == second["videos"]
+    for video in first["videos"]:
+        assert (tmp_path / "a" / video).read_bytes() == (tmp_path / "b" / video).read_bytes()
+    plain, _ = _run(tmp_path / "c", videos=0)
+    assert "videos" not in plain and not (tmp_path / "c" / "videos").exists()
+    assert plain["episodes"] == first["episodes"]
+
+
+def test_a_replay_that_ends_differently_is_an_error():
+    policy = policies.make("tracker")
+    row = evaluate(policy, "PassagePassing", 20, seeds=[20000], num_envs=1, progress=False, traces=True)["episodes"][0]
+    assert len(replay_frames("cfbench/PassagePassing-v0", 20, row)) == row["steps"] + 1
+    row["actions"] = row["actions"] + np.array([0.0, 15.0])
+    with pytest.raises(RuntimeError, match="ended differently"):
+        replay_frames("cfbench/PassagePassing-v0", 20, row)
+
+
+def test_annotated_frames_draw_the_path_and_targets_over_the_scene():
+    env = gym.make("cfbench/PassagePassing-v0", render_mode="rgb_array")
+    env.reset(seed=20000)
+    expert = env.unwrapped.expert_trajectory().poses
+    plain = env.render()
+    annotated = env.unwrapped.render_annotated(path=expert[:, :2], targets=expert[::10])
+    assert annotated.shape == plain.shape and (annotated != plain).any(axis=-1).sum() > 100
+    assert np.array_equal(env.unwrapped.render_annotated(path=expert[:, :2], targets=expert[::10]), annotated)
+    env.close()
+    with pytest.raises(ValueError, match="render_mode='rgb_array'"):
+        gym.make("cfbench/PassagePassing-v0").unwrapped.render_annotated()
+
+
+def test_submitting_a_record_copies_its_videos_or_refuses_when_they_are_missing(tmp_path):
+    record, path = _run(tmp_path / "runs", videos=1)
+    published = tmp_path / "results"
+    submit([path], published)
+    for video in record["videos"]:
+        assert (published / video).read_bytes() == (tmp_path / "runs" / video).read_bytes()
+    shutil.rmtree(tmp_path / "runs" / "videos")
+    with pytest.raises(RecordError, match="lists videos that are not beside it"):
+        submit([path], tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_figure_for_the_tracker_needs_no_training(tmp_path, capsys):
+    out = tmp_path / "fig.png"
+    figure_main(["--env", "ClampPassing", "--policies", "tracker", "--out", str(out)])
+    image = iio.imread(out)
+    assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
+    assert "wrote" in capsys.readouterr().out
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_figure_names_policies_as_the_leaderboard_does(capsys):
+    assert split_label("dispo-paper-no-ft") == ("dispo", "paper-no-ft")
+    assert split_label("dp-t") == ("dp-t", "")
+    assert split_label("pf-dag") == ("pf-dag", "")
+    with pytest.raises(SystemExit):
+        figure_main(["--policies", "tracker", "nonsense"])
+    assert "unknown policy 'nonsense'" in capsys.readouterr().err
+
