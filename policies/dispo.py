@@ -20,7 +20,7 @@ Runs that differ only in their fine-tuning settings share one pretraining: the r
 its folder (``pretraining_identity``) and passes it to ``fit``, which trains it under a lock.
 
 Departures from the paper, each a config field; ``--variant paper`` restores the paper's
-choices. Chosen on the validation seeds with ``benchmarks/dispo_ablation.py`` (PassagePassing,
+choices. Chosen on the validation seeds with ``benchmarks/ablation.py`` (PassagePassing,
 2.5 Hz demos, open-loop errors of the 20 Hz actions in world units; the table and its commands
 are in ``docs/dispo-ablation.md``):
 

@@ -1,6 +1,8 @@
-"""DiSPo ablations: train listed variants, measure them on the validation seeds only, one table.
+"""Ablations of a learned policy (DiSPo by default): train listed variants, measure them on the
+validation seeds only, one table. How DiSPo's defaults were chosen (docs/dispo-ablation.md), and
+E0's bins and PF-DAG's modes.
 
-Each variant is a set of ``--set`` overrides of ``DiSPoConfig`` (every field says in its
+Each variant is a set of ``--set`` overrides of the policy's config (every DiSPo field says in its
 comment whether it follows the paper or is our design); a variant named like one the config
 declares (``paper``, ``no-ft``) starts from that one's overrides. For every (variant, env, source rate)
 the policy is trained through the runner's checkpoint cache (checkpoint selection on the
@@ -9,19 +11,24 @@ validation seeds, as always), then measured on the validation seeds, never the t
 - validation success of the selected checkpoint (the training summary's best score);
 - open-loop fidelity along the expert's path (``cfbench.fidelity``): waypoint error,
   in-between error, zig-zag;
-- pseudo-demonstration in-between error per fine-tuning multiplier (2x, 4x, ... up to the target
-  rate, also for variants without fine-tuning): the selected model's pseudo demos of the
+- DiSPo: pseudo-demonstration in-between error per fine-tuning multiplier (2x, 4x, ... up to the
+  target rate, also for variants without fine-tuning): the selected model's pseudo demos of the
   training episodes against the training seeds' own expert at the same times;
 - training time.
 
-    python benchmarks/dispo_ablation.py --variant base --variant sample prediction_type=sample \\
+A variant that changes only rollout settings (``ROLLOUT_ONLY``) reuses the trained model of the
+variant without them and is re-validated.
+
+    python benchmarks/ablation.py --variant base --variant sample prediction_type=sample \\
         --env PassagePassing ButtonTouch --source-hz 2.5 5 --out runs/dispo_ablation.md
+    python benchmarks/ablation.py --policy e0 --variant b64 bins=64 --variant b1024 bins=1024 \\
+        --env PassagePassing --source-hz 20
 
 Writes a markdown table and the same rows as JSON beside it (``.json``). Tables of separate
 runs (e.g. two streams side by side) join into one, each row with its variant's overrides and
 every run's command listed, numbers untouched::
 
-    python benchmarks/dispo_ablation.py --merge runs/a.json runs/b.json --out docs/dispo-ablation.md
+    python benchmarks/ablation.py --merge runs/a.json runs/b.json --out docs/dispo-ablation.md
 """
 
 from __future__ import annotations
@@ -72,20 +79,26 @@ def pseudo_inbetween_error(policy, dataset, finer: int) -> float:
     return float(np.concatenate(distances).mean())
 
 
-#: settings only the rollout reads (with fixed step scales): a variant changing only these reuses
-#: the trained model of the variant without them, set on it after loading
-ROLLOUT_ONLY = ("n_action_steps", "num_inference_steps", "replan_every")
+#: settings only the rollout reads (DiSPo: with fixed step scales): a variant changing only these
+#: reuses the trained model of the variant without them, set on it after loading
+ROLLOUT_ONLY = {
+    "dispo": ("n_action_steps", "num_inference_steps", "replan_every"),
+    "e0": ("n_action_steps", "refinement_steps", "temperature", "detokenize"),
+    "pf-dag": ("n_action_steps", "sampling_steps", "mode_margin"),
+}
 
 
-def measure(variant: str, overrides: dict, env: str, rates: tuple[float, ...], setup: TrainingSetup) -> dict:
-    rollout = {k: v for k, v in overrides.items() if k in ROLLOUT_ONLY}
-    training = {k: v for k, v in overrides.items() if k not in ROLLOUT_ONLY}
+def measure(policy_name: str, variant: str, overrides: dict, env: str, rates: tuple[float, ...],
+            setup: TrainingSetup) -> dict:
+    rollout_only = ROLLOUT_ONLY.get(policy_name, ("n_action_steps",))
+    rollout = {k: v for k, v in overrides.items() if k in rollout_only}
+    training = {k: v for k, v in overrides.items() if k not in rollout_only}
     setup = dataclasses.replace(setup, overrides={**setup.overrides, **training}, variant=variant)
     start = time.perf_counter()
-    policy, summary = train_or_load("dispo", env, rates, setup)
+    policy, summary = train_or_load(policy_name, env, rates, setup)
     dataset = load_demos(env, rates, n=setup.n_demos, demos_dir=setup.demos_dir)
     if rollout:
-        if policy.config.step_scale_mode != "fixed":
+        if getattr(policy.config, "step_scale_mode", "fixed") != "fixed":
             raise ValueError(f"{sorted(rollout)} change what φ_r learns: train with them (adaptive step scales)")
         policy.config = dataclasses.replace(policy.config, **rollout)  # checked like any config
         outcome = evaluate(policy, env, dataset.reference_hz, seeds=seed_list(VALIDATION_SEEDS), progress=False)
@@ -95,8 +108,9 @@ def measure(variant: str, overrides: dict, env: str, rates: tuple[float, ...], s
            "val success %": 100 * summary["best_score"] if summary["best_score"] is not None else None}
     for key in ("waypoint_error", "inbetween_error", "zigzag"):
         row[key.replace("_error", " err")] = None if fidelity[key] is None else round(fidelity[key]["mean"], 2)
-    for finer in finetune_rounds(dataclasses.replace(policy.config, finetune_steps=1)):  # also without fine-tuning
-        row[f"pseudo in-between {finer}x"] = round(pseudo_inbetween_error(policy, dataset, finer), 2)
+    if policy_name == "dispo":  # also without fine-tuning
+        for finer in finetune_rounds(dataclasses.replace(policy.config, finetune_steps=1)):
+            row[f"pseudo in-between {finer}x"] = round(pseudo_inbetween_error(policy, dataset, finer), 2)
     row["train s"] = round(summary["train_seconds"])
     row["measure s"] = round(time.perf_counter() - start)
     return row
@@ -114,7 +128,7 @@ def merge(tables: list[Path], out: Path) -> pd.DataFrame:
             rows.append({"variant": row["variant"], "overrides": overrides.get(row["variant"], ""),
                          **{k: v for k, v in row.items() if k != "variant"}})
     table = pd.DataFrame(rows)
-    text = ("DiSPo ablation (validation seeds only), joined from the runs of:\n\n"
+    text = ("Ablation (validation seeds only), joined from the runs of:\n\n"
             + "\n".join(f"- {command}" for command in commands) + "\n\n" + table.to_markdown(index=False) + "\n")
     atomic_write_text(out, text)
     return table
@@ -122,6 +136,7 @@ def merge(tables: list[Path], out: Path) -> pd.DataFrame:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--policy", default="dispo", help="the policy whose variants are measured")
     parser.add_argument("--variant", nargs="+", action="append", metavar=("NAME", "KEY=VALUE"),
                         help="a variant: its name, then its config overrides (repeat the option per variant)")
     parser.add_argument("--merge", nargs="+", type=Path, metavar="JSON",
@@ -132,8 +147,9 @@ def main() -> int:
                         help="overrides every variant shares (e.g. a shorter budget for a smoke run)")
     parser.add_argument("--n-demos", type=int, default=90)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=paths.runs_dir().parent / "dispo_ablation.md")
+    parser.add_argument("--out", type=Path, default=None, help="default: runs/<policy>_ablation.md")
     args = parser.parse_args()
+    args.out = args.out or paths.runs_dir().parent / f"{args.policy}_ablation.md"
     if args.merge:
         print(merge(args.merge, args.out).to_string(index=False))
         print(f"wrote {args.out}")
@@ -146,10 +162,10 @@ def main() -> int:
     for name, *overrides in args.variant:
         for env in args.env:
             for text in args.source_hz:
-                rows.append(measure(name, parse_overrides(overrides), env, parse_rates(text), setup))
+                rows.append(measure(args.policy, name, parse_overrides(overrides), env, parse_rates(text), setup))
                 print(rows[-1], file=sys.stderr)
     table = pd.DataFrame(rows)
-    header = (f"DiSPo ablation (validation seeds only): `{' '.join(['python', *sys.argv])}`\n\n"
+    header = (f"{args.policy} ablation (validation seeds only): `{' '.join(['python', *sys.argv])}`\n\n"
               + "\n".join(f"- `{name}`: {' '.join(overrides) or '(defaults)'}" for name, *overrides in args.variant))
     atomic_write_text(args.out, header + "\n\n" + table.to_markdown(index=False) + "\n")
     atomic_write_text(args.out.with_suffix(".json"), json.dumps(rows, indent=1))
