@@ -169,3 +169,24 @@ def test_the_ray_backend_writes_the_same_records(local_sweep):
     by_ray = _records(results)
     assert sorted(by_ray) == sorted(swept)
     assert all(_stable(by_ray[name]) == _stable(swept[name]) for name in swept)
+
+
+def test_the_leaderboard_grid_covers_the_zoo_every_env_and_rate():
+    """sweeps/leaderboard.toml is the grid behind leaderboard.md: every registered policy at its
+    defaults on every env and rate with training seed 0, Table I for every policy, seeds 1 and 2
+    in the 5 Hz column of PassagePassing and ButtonTouch."""
+    import policies
+    from cfbench.envs import ENV_IDS
+    from cfbench.protocol import rates_label
+
+    cells = expand(sweep.load_grid(Path(__file__).resolve().parent.parent / "sweeps" / "leaderboard.toml"))
+    keys = {(c.policy, c.variant, c.env, rates_label(c.rates), c.train_seed) for c in cells}
+    assert len(keys) == len(cells)  # no cell twice
+    for name in policies.available():
+        for env in ENV_IDS:
+            for hz in ("2.5", "5", "10", "20"):
+                assert (name, "", env, hz, 0) in keys, (name, env, hz)
+        assert (name, "", "ButtonTouch", "2.5+5", 0) in keys, name
+        if name != "tracker":
+            for env in ("PassagePassing", "ButtonTouch"):
+                assert {(name, "", env, "5", seed) for seed in (1, 2)} <= keys, (name, env)
