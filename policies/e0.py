@@ -220,7 +220,10 @@ class E0(ChunkPolicy):
         c = self.config
         features, frame = self.encode(obs_history)
         generators = [self._generators[s] for s in slots]
-        noise = lambda: self.chunk_noise(slots, c.horizon * c.action_dim, c.bins).to(features.device)  # noqa: E731
+
+        def noise() -> torch.Tensor:  # one draw per refinement step, from each slot's generator
+            return self.chunk_noise(slots, c.horizon * c.action_dim, c.bins).to(features.device)
+
         indices, logits = tweedie_sample(self.denoiser(features), noise, c.refinement_steps, c.onehot_scale,
                                          c.temperature, generators)
         shape = (len(slots), c.horizon, c.action_dim)

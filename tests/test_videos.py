@@ -97,6 +97,8 @@ def test_figure_for_the_tracker_needs_no_training(tmp_path, capsys):
     assert image.ndim == 3 and image.shape[0] > 300 and image.shape[1] > 300
     assert "wrote" in capsys.readouterr().out
     assert not (tmp_path / "checkpoints").exists()
+    figure_main(["--env", "ClampPassing", "--policies", "tracker", "--out", str(tmp_path / "again.png")])
+    assert (tmp_path / "again.png").read_bytes() == out.read_bytes()  # deterministic for a seed
 
 
 def test_figure_names_policies_as_the_leaderboard_does(capsys):
