@@ -156,7 +156,7 @@ class LearnedPolicy(Policy):
         self._best = None  # best weights of this phase only, never of an earlier one
         n_samples = len(next(iter(data.values())))
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=lr or config.lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(params, lr=lr or config.lr, weight_decay=config.weight_decay, foreach=True)
         schedule = get_scheduler("cosine", optimizer, num_warmup_steps=config.warmup_steps,
                                  num_training_steps=steps)
         ema = EMAModel(params, power=config.ema_power, use_ema_warmup=True)
