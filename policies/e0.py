@@ -8,7 +8,8 @@ The paper's pipeline (sections 3.2, A.1), on the shared chunking machinery:
   between the 1st and 99th percentiles of the training actions (the paper's quantile
   normalisation, Eq. 21), evenly spaced (``bin_spacing="uniform"``, the paper's) or at
   equal-mass quantiles (``"quantile"``); values outside fall in the end bins. Detokenising
-  takes the bin centres, or (``detokenize="mean"``) the probability-weighted mean of them.
+  takes the probability-weighted mean of the bin centres (``detokenize="mean"``, chosen on the
+  validation seeds), or the chosen bins' centres (``"centre"``, the paper's).
 - **Forward process.** x_t = t · s · onehot + (1 - t) · ε (π0's convention: t = 1 is data),
   s = ``onehot_scale`` (the paper's "smooth factor", best at 0.1 in its Tab. 6), t = 0.999 (1 - u)
   with u ~ Beta(``time_beta``, 1) (π0's schedule: biased towards high noise).
@@ -54,7 +55,9 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class E0Config(TransformerConfig, HorizonConfig):
-    #: bins per action dimension (the paper saturates near 2048 on LIBERO; chosen on validation)
+    #: bins per action dimension. PassagePassing 20 Hz, validation seeds, 10k steps: 64 bins 44 %
+    #: success, waypoint error 2.19; 256 bins 38 %, 1.77; 1024 bins 8 %, 2.54 (the paper saturates
+    #: near 2048 on LIBERO, with far more training; here a larger vocabulary learns too slowly)
     bins: int = 256
     #: "uniform" bins between the 1st and 99th percentiles (the paper's), or equal-mass "quantile" bins
     bin_spacing: str = "uniform"
@@ -66,8 +69,10 @@ class E0Config(TransformerConfig, HorizonConfig):
     refinement_steps: int = 8
     #: 0: argmax at every refinement step; above 0: sample the categorical at this temperature
     temperature: float = 0.0
-    #: "centre": the chosen bins' centres; "mean": the last categorical's mean over bin centres
-    detokenize: str = "centre"
+    #: "centre": the chosen bins' centres; "mean": the last categorical's mean over bin centres.
+    #: "mean" had the lower waypoint error at every bin count (64 / 256 / 1024 bins: 1.98 / 1.62 /
+    #: 2.31 against 2.19 / 1.77 / 2.54) and 46 % validation success at 256 bins against 38 %
+    detokenize: str = "mean"
 
     LIMITS: ClassVar[dict[str, str]] = {"onehot_scale": "positive", "time_beta": "positive",
                                         "refinement_steps": "positive", "temperature": "non-negative"}

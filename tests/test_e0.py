@@ -97,14 +97,14 @@ def test_rollouts_are_determined_by_the_episode_seed_not_the_batch(trained):
     np.testing.assert_allclose(batched[0], _chunk(policy, obs, 3)[0], atol=1e-5)
 
 
-def test_mean_detokenising_stays_inside_the_bins_range(trained):
+def test_centre_detokenising_gives_chunks_of_the_same_shape(trained):
     policy, demos = trained
     obs = np.stack([demos.episodes[0].observations[:2]])
-    policy.config.detokenize = "mean"
+    policy.config.detokenize = "centre"
     try:
         chunk = _chunk(policy, obs, 3)
     finally:
-        policy.config.detokenize = "centre"
+        policy.config.detokenize = "mean"
     assert np.isfinite(chunk).all() and chunk.shape == _chunk(policy, obs, 3).shape
 
 
