@@ -78,8 +78,8 @@ def evaluate(
     reference rate of its demos, ``DemoDataset.reference_hz``); returns the metrics
     (``eval_wall_s`` included; training is the runner's) and the per-episode rows. With
     ``traces`` each row also holds what replays and explains the episode (records leave it
-    out): the executed targets ``actions``, the agent's ``poses`` after each step and the
-    ``chunks`` as (first step, targets)."""
+    out): the executed targets ``actions``, the ``chunks`` as (first step, targets) and the
+    agent's ``final_pose``."""
     env_id = resolve_env(env)
     seeds = seed_list(TEST_SEEDS) if seeds is None else list(seeds)
     if not seeds:

@@ -36,7 +36,7 @@ from cfbench.evaluate import evaluate
 from cfbench.io import atomic_write_bytes
 from cfbench.protocol import N_DEMOS, TARGET_HZ, TEST_SEEDS, parse_rates, rates_label
 from cfbench.runner import TrainingSetup, reference_rate, set_threads, split_label, trained_policy
-from cfbench.videos import outcome_name, replay_frames
+from cfbench.videos import final_scene, outcome_name
 
 #: the margin around the drawn paths, as a share of their extent
 MARGIN_FRACTION = 0.08
@@ -69,8 +69,7 @@ def draw(env_id: str, rates: tuple[float, ...], seed: int, episodes: dict[str, d
     centre = (low + high) / 2
     fig, axes = plt.subplots(1, len(episodes), figsize=(3.6 * len(episodes), 3.9), squeeze=False)
     for ax, (label, row) in zip(axes[0], episodes.items()):
-        final_scene = replay_frames(env_id, TARGET_HZ, row, annotate=False)[-1]
-        ax.imshow(final_scene, extent=extent, interpolation="bilinear")
+        ax.imshow(final_scene(env_id, TARGET_HZ, row), extent=extent, interpolation="bilinear")
         ax.plot(*expert.poses[:, :2].T, color="0.45", linewidth=0.8, label="expert path")
         for (rate, points), marker in zip(samples.items(), RATE_MARKERS):
             ax.scatter(*points.T, s=46, marker=marker, facecolors="none", edgecolors="black", linewidths=1.1,

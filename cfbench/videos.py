@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import shutil
 from pathlib import Path
+from typing import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -41,29 +42,52 @@ def chosen(rows: list[dict], count: int) -> list[dict]:
     return rows[:count] + failures
 
 
-def replay_frames(env_id: str, control_hz: float, row: dict, annotate: bool = True) -> list[np.ndarray]:
-    """The frames of one traced episode, replayed from its seed and actions: annotated with the
-    expert path and the executing chunk, or (``annotate=False``) the plain scene."""
+def _replay(env_id: str, control_hz: float, row: dict, view: Callable) -> None:
+    """Replay one traced episode from its seed and actions, calling ``view(env, path, chunk,
+    last)`` before every step (``last`` False) and once after the last one (``last`` True), with
+    the expert's path thinned to ``PATH_POINTS`` and the chunk being executed."""
     env = gym.make(env_id, control_hz=control_hz, render_mode="rgb_array")
     try:
         env.reset(seed=row["seed"])
         path = env.unwrapped.expert_trajectory().poses[:, :2]
         path = path[np.linspace(0, len(path) - 1, min(len(path), PATH_POINTS)).round().astype(int)]
         starts = {first: chunk for first, chunk in row["chunks"]}
-        chunk, frames, ended = None, [], []
+        chunk, ended = None, []
         for step, action in enumerate(row["actions"]):
             chunk = starts.get(step, chunk)
-            frames.append(env.unwrapped.render_annotated(path=path, targets=chunk) if annotate else env.render())
+            view(env.unwrapped, path, chunk, False)
             _, _, terminated, truncated, info = env.step(action)
             if terminated or truncated:
                 ended.append((step + 1, bool(info["is_success"]), bool(info["is_collision"])))
-        frames.append(env.unwrapped.render_annotated(path=path, targets=chunk) if annotate else env.render())
+        view(env.unwrapped, path, chunk, True)
     finally:
         env.close()
     if ended[:1] != [(row["steps"], row["success"], row["collision"])]:
         raise RuntimeError(f"{env_id} seed {row['seed']}: the replayed episode ended differently from the "
                            "evaluated one; the env is not deterministic in (seed, actions)")
+
+
+def replay_frames(env_id: str, control_hz: float, row: dict) -> list[np.ndarray]:
+    """The annotated frames of one traced episode (expert path and executing chunk drawn)."""
+    frames = []
+
+    def draw(env, path, chunk, last):
+        frames.append(env.render_annotated(path=path, targets=chunk))
+
+    _replay(env_id, control_hz, row, draw)
     return frames
+
+
+def final_scene(env_id: str, control_hz: float, row: dict) -> np.ndarray:
+    """The plain scene where one traced episode ended (nothing else is drawn)."""
+    scene = []
+
+    def draw_the_end(env, path, chunk, last):
+        if last:
+            scene.append(env.render())
+
+    _replay(env_id, control_hz, row, draw_the_end)
+    return scene[0]
 
 
 def gif_bytes(frames: list[np.ndarray], control_hz: float) -> bytes:

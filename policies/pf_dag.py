@@ -45,6 +45,7 @@ from policies.learning import append_phase, phase_summary, set_trainable
 from policies.meanflow import meanflow_loss, meanflow_sample
 from policies.modules import TIME_SCALE, MinMaxNormalizer, ObservationEncoder, StepEncoder
 
+
 @dataclass
 class PFDAGConfig(UNetConfig, HorizonConfig):
     #: number of primary modes K (the abstract: "a small set")
