@@ -20,6 +20,7 @@ CUDA tensors with ``zoh`` take the reference.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -177,8 +178,9 @@ def _fast_library(required: bool = False) -> ctypes.CDLL | None:
     return _library
 
 
-def _load_library() -> ctypes.CDLL:
-    source = SOURCE.read_bytes()
+def _load_library(source_file: Path = SOURCE) -> ctypes.CDLL:
+    """Compiles (once per source, flags and CPU, cached) and loads a kernel source."""
+    source = source_file.read_bytes()
     cpu = next((line for line in _cpuinfo() if line.startswith("flags")), platform.processor())
     key = hashlib.sha256(source + " ".join(COMPILE_FLAGS).encode() + cpu.encode()).hexdigest()[:16]
     cache = Path(os.environ.get("CFBENCH_CACHE", Path.home() / ".cache" / "cfbench"))
@@ -199,6 +201,20 @@ def _load_library() -> ctypes.CDLL:
         getattr(library, f"scan_backward_{suffix}").argtypes = (
             [ctypes.c_int64] * 2 + sizes + pointers + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 9)
     return library
+
+
+@contextlib.contextmanager
+def using_kernel(source_file: Path):
+    """Runs the fused CPU path on another kernel source meanwhile (``benchmarks/scan_speed.py
+    --against REV`` times an older revision's kernel beside this one)."""
+    global _library
+    library, saved = _load_library(source_file), _fast_library(required=True)
+    with _library_lock:
+        _library = library
+    try:
+        yield
+    finally:
+        _library = saved
 
 
 def _cpuinfo() -> list[str]:

@@ -56,6 +56,7 @@ CASES = [
     (4, 7, 9, 2, "fixed", 1, True, True, False),
     (1, 1, 12, 5, "variable", 1, False, True, True),
     (5, 8, 20, 16, "grouped", 2, True, True, True),
+    (2, 260, 6, 4, "variable", 1, True, True, True),  # blocks of 128 + 128 + 4 channels
 ]
 
 
@@ -187,8 +188,36 @@ def test_unbuildable_fast_path_warns_once_and_falls_back(monkeypatch, tmp_path):
 
 
 @needs_compiler
+@pytest.mark.parametrize("zoh", [False, True], ids=["euler", "zoh"])
+def test_fast_path_keeps_float_precision_over_the_whole_decay_range(zoh):
+    """The kernel's inlined float exp, over decays exp(dt A) from 1 (padding, dt = 0) down to
+    exp(-87) and below (clamped), against the float64 reference: as close as the kernel with
+    glibc's exp came (1.9e-4 absolute, 4.3e-5 relative here)."""
+    inputs = make_inputs(2, 16, 40, 8, with_z=False, with_bias=False)
+    with torch.no_grad():
+        inputs["delta"].copy_(torch.linspace(0, 6, 2 * 16 * 40).reshape(2, 16, 40))
+        inputs["A"].copy_(-torch.logspace(-3, 1.3, 16 * 8).reshape(16, 8))  # dt A from 0 to -120
+    out = fused(**inputs, zoh=zoh)
+    reference = selective_scan_ref(**{k: v.double() if v is not None else None for k, v in inputs.items()}, zoh=zoh)
+    torch.testing.assert_close(out.double(), reference, rtol=1e-4, atol=3e-4)
+
+
+@needs_compiler
+def test_using_kernel_runs_another_source_and_restores_this_one(tmp_path):
+    inputs = make_inputs(2, 4, 8, 4)
+    own = scan._fast_library(required=True)
+    copy = tmp_path / "selective_scan.cpp"
+    copy.write_text(scan.SOURCE.read_text() + "\n// a different source, so a different build\n")
+    with scan.using_kernel(copy):
+        assert scan._fast_library() is not own
+        other = outputs_and_grads(fused, inputs, True)
+    assert scan._fast_library() is own
+    torch.testing.assert_close(other, outputs_and_grads(fused, inputs, True))
+
+
+@needs_compiler
 def test_several_threads_agree_with_one():
-    inputs = make_inputs(5, 80, 7, 4, b_shape="grouped", groups=2)  # 40 channels a group: blocks of 32 + 8
+    inputs = make_inputs(5, 300, 7, 4, b_shape="grouped", groups=2)  # 150 channels a group: blocks of 128 + 22
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
