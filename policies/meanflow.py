@@ -12,7 +12,8 @@ whose right side is the training target, with a stop-gradient; the total derivat
 forward-mode product (``torch.func.jvp``) with tangents (v, 0, 1) for (z, r, t). Settings from
 the paper's ablations (ImageNet 256): (t, r) from a logit-normal(-0.4, 1) pair with r < t for
 25 % of the samples (r = t otherwise: plain flow matching), and the adaptive loss weight
-1 / (||error||^2 + 1e-3)^p with p = 1. Sampling in one step: x = e - u(e, 0, 1); in n steps,
+1 / (||error||^2 + 1e-3)^p with p = 1. The ablation's other sampler, uniform times, puts more of
+the pairs near the one-step jump (r near 0, t near 1) that logit-normal times rarely reach. Sampling in one step: x = e - u(e, 0, 1); in n steps,
 the same jump over each of n equal intervals.
 
 ``velocity(z, r, t)`` is any differentiable function without in-place operations on its inputs
@@ -29,10 +30,19 @@ from torch.func import jvp
 Velocity = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def sample_times(n: int, generator: torch.Generator, distinct_share: float = 0.25, mean: float = -0.4,
-                 std: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """(r, t), each (n,): two logit-normal draws, t the larger; r = t for all but ``distinct_share``."""
-    draws = torch.sigmoid(mean + std * torch.randn((n, 2), generator=generator))
+#: how the two times are drawn: the paper's logit-normal(-0.4, 1), or uniform on [0, 1]
+TIME_SAMPLERS = ("logit-normal", "uniform")
+
+
+def sample_times(n: int, generator: torch.Generator, distinct_share: float = 0.25,
+                 sampler: str = "logit-normal") -> tuple[torch.Tensor, torch.Tensor]:
+    """(r, t), each (n,): two draws from ``sampler``, t the larger; r = t for all but ``distinct_share``."""
+    if sampler not in TIME_SAMPLERS:
+        raise ValueError(f"unknown time sampler {sampler!r}; known: {', '.join(TIME_SAMPLERS)}")
+    if sampler == "uniform":
+        draws = torch.rand((n, 2), generator=generator)
+    else:
+        draws = torch.sigmoid(-0.4 + torch.randn((n, 2), generator=generator))
     t, r = draws.max(dim=1).values, draws.min(dim=1).values
     same = torch.rand(n, generator=generator) >= distinct_share
     return torch.where(same, t, r), t
@@ -45,11 +55,11 @@ def total_derivative(velocity: Velocity, z: torch.Tensor, r: torch.Tensor, t: to
 
 
 def meanflow_loss(velocity: Velocity, x: torch.Tensor, generator: torch.Generator, distinct_share: float = 0.25,
-                  weight_power: float = 1.0) -> torch.Tensor:
+                  weight_power: float = 1.0, time_sampler: str = "logit-normal") -> torch.Tensor:
     """The MeanFlow objective on data ``x`` (B, ...): mean over the batch of the adaptively
     weighted squared error (summed over a sample's numbers) between u and its stop-gradient
     target. With p = 1 every sample weighs about 1 until its error is near 1e-3."""
-    r, t = (value.to(x.device) for value in sample_times(len(x), generator, distinct_share))
+    r, t = (value.to(x.device) for value in sample_times(len(x), generator, distinct_share, time_sampler))
     noise = torch.randn(x.shape, generator=generator).to(x.device)
     shape = (-1,) + (1,) * (x.dim() - 1)
     z = (1 - t.view(shape)) * x + t.view(shape) * noise

@@ -42,7 +42,7 @@ from policies.base import register
 from policies.chunking import ChunkPolicy, HorizonConfig
 from policies.dp_c import ConditionalUnet1D, UNetConfig
 from policies.learning import append_phase, phase_summary, set_trainable
-from policies.meanflow import meanflow_loss, meanflow_sample
+from policies.meanflow import TIME_SAMPLERS, meanflow_loss, meanflow_sample
 from policies.modules import TIME_SCALE, MinMaxNormalizer, ObservationEncoder, StepEncoder
 
 
@@ -66,6 +66,9 @@ class PFDAGConfig(UNetConfig, HorizonConfig):
     flow_distinct_share: float = 0.25
     #: power p of MeanFlow's adaptive loss weight 1 / (||error||^2 + 1e-3)^p (the paper's: 1)
     flow_weight_power: float = 1.0
+    #: how MeanFlow's (r, t) pairs are drawn: "logit-normal" (the paper's default) or "uniform"
+    #: (its ablation's other sampler; more pairs near the one-step jump r = 0, t = 1)
+    flow_time_sampler: str = "logit-normal"
     #: MeanFlow jumps from noise to a chunk at rollout. Chosen on the validation seeds
     #: (PassagePassing 20 Hz, 2000 flow steps): 1 step 0 % success, waypoint error 20.1; 2 steps
     #: 12 %, 2.2; 4 steps 6 %, 2.3. At this budget the jump over the whole [0, 1] is not learned
@@ -83,6 +86,8 @@ class PFDAGConfig(UNetConfig, HorizonConfig):
         super().__post_init__()
         if self.n_modes < 2:
             raise ValueError(f"n_modes={self.n_modes} must be 2 or more")
+        if self.flow_time_sampler not in TIME_SAMPLERS:
+            raise ValueError(f"flow_time_sampler={self.flow_time_sampler!r}: choose one of {', '.join(TIME_SAMPLERS)}")
 
 
 class MeanFlowNet(nn.Module):
@@ -160,7 +165,7 @@ class PFDAG(ChunkPolicy):
         features = self.model.obs_encoder(self._observations(batch))
         selector = F.cross_entropy(self.model.selector(features.flatten(1)), modes)
         flow = meanflow_loss(lambda z, r, t: self.model.flow(z, r, t, features, modes), chunks, generator,
-                             c.flow_distinct_share, c.flow_weight_power)
+                             c.flow_distinct_share, c.flow_weight_power, c.flow_time_sampler)
         return flow + c.selector_loss_weight * selector
 
     def fit(self, dataset, *, work_dir=None, validate=None, progress: bool = True) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """MeanFlow: the jvp total derivative, and one-step sampling of a bimodal distribution."""
 
+import pytest
 import torch
 from torch import nn
 
@@ -24,10 +25,24 @@ def _bimodal(n, generator):
     return torch.stack([side, torch.zeros(n)], dim=1) + 0.1 * torch.randn((n, 2), generator=generator)
 
 
-def test_times_are_ordered_and_a_quarter_distinct():
-    r, t = sample_times(20000, torch.Generator().manual_seed(0))
-    assert torch.all((0 < r) & (r <= t) & (t < 1))
+@pytest.mark.parametrize("sampler", ["logit-normal", "uniform"])
+def test_times_are_ordered_and_a_quarter_distinct(sampler):
+    r, t = sample_times(20000, torch.Generator().manual_seed(0), sampler=sampler)
+    assert torch.all((0 <= r) & (r <= t) & (t < 1))
     assert abs((r < t).float().mean().item() - 0.25) < 0.01
+
+
+def test_uniform_times_reach_the_one_step_jump_more_often():
+    """Pairs with r < 0.1 and t > 0.9 (the jump one-step sampling makes): uniform times give
+    about 2 * 0.1 * 0.1 of the distinct pairs, logit-normal ones a fraction of that."""
+    def near_jump(sampler):
+        r, t = sample_times(200_000, torch.Generator().manual_seed(0), distinct_share=1.0, sampler=sampler)
+        return ((r < 0.1) & (t > 0.9)).float().mean().item()
+
+    assert abs(near_jump("uniform") - 0.02) < 0.002
+    assert near_jump("logit-normal") < 0.3 * near_jump("uniform")
+    with pytest.raises(ValueError, match="unknown time sampler"):
+        sample_times(4, torch.Generator(), sampler="beta")
 
 
 def test_the_total_derivative_is_the_derivative_along_the_flow():

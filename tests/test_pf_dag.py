@@ -87,3 +87,5 @@ def test_bad_configs_are_named():
         policies.make("pf-dag", n_modes=1)
     with pytest.raises(ValueError, match="flow_distinct_share"):
         policies.make("pf-dag", flow_distinct_share=1.5)
+    with pytest.raises(ValueError, match="flow_time_sampler='beta'"):
+        policies.make("pf-dag", flow_time_sampler="beta")
