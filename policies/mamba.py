@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from policies.diffusion import DiffusionConfig
-from policies.scan import scaled_delta, selective_scan_fn
+from policies.scan import selective_scan_fn
 
 
 @dataclass
@@ -85,12 +85,8 @@ class MambaMixer(nn.Module):
         dt = (dt @ self.dt_proj.weight.T).transpose(1, 2)  # (batch, d_inner, L); bias added in the scan
         A = -torch.exp(self.A_log)
         B, C = B.transpose(1, 2).contiguous(), C.transpose(1, 2).contiguous()  # (batch, N, L)
-        if step_scale is None:
-            y = selective_scan_fn(x, dt, A, B, C, self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True,
-                                  zoh=self.zoh)
-        else:
-            delta = scaled_delta(dt, step_scale, self.dt_proj.bias)
-            y = selective_scan_fn(x, delta, A, B, C, self.D, z=z, delta_softplus=False, zoh=self.zoh)
+        y = selective_scan_fn(x, dt, A, B, C, self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True,
+                              zoh=self.zoh, step_scale=step_scale)
         return self.out_proj(y.transpose(1, 2))
 
 

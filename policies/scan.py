@@ -9,8 +9,9 @@ Three implementations behind one function, chosen by the tensors' device:
   with a one-time warning if it cannot be built;
 - mamba-ssm's CUDA kernel for CUDA tensors when ``mamba_ssm`` imports (``pip install cfbench[cuda]``).
 
-``scaled_delta`` is DiSPo's step scaling: delta = r * softplus(dt + bias), passed to the scan
-with ``delta_softplus=False``.
+DiSPo's step scaling, delta = r * softplus(dt + bias), is ``step_scale=r`` (with
+``delta_softplus=True``): the fused CPU path applies it inside the kernel; the reference and
+CUDA paths compute it first with ``scaled_delta`` and scan the result without softplus.
 
 Discretisation: mamba-ssm's kernels use B̄ = ΔB (Euler); ``zoh=True`` gives the paper's Eq. 1,
 zero-order hold, B̄ = (exp(ΔA) - 1) / A · B, under which k steps of Δ/k with a held input equal
@@ -20,7 +21,6 @@ CUDA tensors with ``zoh`` take the reference.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import hashlib
 import os
@@ -42,13 +42,17 @@ BACKEND_VARIABLE = "CFBENCH_SCAN"
 
 
 def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                       return_last_state=False, zoh=False):
+                       return_last_state=False, zoh=False, step_scale=None):
     """mamba-ssm's reference semantics, computed in float32 (float64 stays float64).
 
     u, delta, z: (batch, dim, L); A: (dim, N); B, C: (dim, N), (batch, N, L) or
-    (batch, groups, N, L); D, delta_bias: (dim,). Returns out (batch, dim, L) in u's dtype,
-    and the last state (batch, dim, N) when ``return_last_state``.
+    (batch, groups, N, L); D, delta_bias: (dim,); step_scale: see ``selective_scan_fn``.
+    Returns out (batch, dim, L) in u's dtype, and the last state (batch, dim, N) when
+    ``return_last_state``.
     """
+    step_scale = _step_scale_rows(step_scale, delta_softplus, u)
+    if step_scale is not None:
+        delta, delta_bias, delta_softplus = scaled_delta(delta, step_scale, delta_bias), None, False
     dtype_in = u.dtype
     compute = torch.float64 if dtype_in == torch.float64 else torch.float32
     u, delta, A, B, C = (x.to(compute) for x in (u, delta, A, B, C))
@@ -86,10 +90,16 @@ def _per_channel(x: torch.Tensor, dim: int, length: int) -> torch.Tensor:
 
 
 def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                      return_last_state=False, zoh=False):
-    """Selective scan on the best implementation for the tensors' device (see module doc)."""
+                      return_last_state=False, zoh=False, step_scale=None):
+    """Selective scan on the best implementation for the tensors' device (see module doc).
+
+    step_scale r (DiSPo): None, a number, (L,), (batch, L) or (batch, 1, L) of factors >= 0;
+    the step size becomes r * softplus(delta + delta_bias) (needs ``delta_softplus=True``).
+    r is data here, not a parameter: it gets no gradient.
+    """
     _check(u, delta, A, B, C, D, z, delta_bias)
-    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, zoh)
+    step_scale = _step_scale_rows(step_scale, delta_softplus, u)
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, zoh, step_scale)
     backend = os.environ.get(BACKEND_VARIABLE, "auto")
     if backend not in ("auto", "reference", "fast"):
         raise ValueError(f"{BACKEND_VARIABLE} must be 'auto', 'reference' or 'fast', got {backend!r}")
@@ -98,7 +108,9 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     if u.is_cuda:
         cuda_scan = _mamba_kernel()
         if cuda_scan is not None and not zoh:
-            return cuda_scan(*args[:-1])
+            if step_scale is not None:  # mamba-ssm's kernel has no step scale: scale first
+                args = (u, scaled_delta(delta, step_scale, delta_bias), A, B, C, D, z, None, False)
+            return cuda_scan(*args[:9], return_last_state=return_last_state)
         if backend == "fast":
             raise RuntimeError("mamba_ssm is not installed: pip install cfbench[cuda]")
         return selective_scan_ref(*args)
@@ -122,6 +134,24 @@ def scaled_delta(dt: torch.Tensor, r: torch.Tensor | float, bias: torch.Tensor |
     if (r < 0).any():
         raise ValueError("step-scale factors r must be >= 0 (0: a padding token no time passes over)")
     return r * F.softplus(dt)
+
+
+def _step_scale_rows(r, delta_softplus: bool, u: torch.Tensor) -> torch.Tensor | None:
+    """The step scale as (batch, L) rows in u's compute dtype, checked; None stays None."""
+    if r is None:
+        return None
+    if not delta_softplus:
+        raise ValueError("step_scale scales softplus(delta + delta_bias): pass delta_softplus=True")
+    batch, _, length = u.shape
+    r = torch.as_tensor(r, dtype=torch.float64 if u.dtype == torch.float64 else torch.float32, device=u.device)
+    if r.dim() == 3 and r.shape[1] == 1:
+        r = r[:, 0]
+    if r.dim() > 2 or (r.dim() >= 1 and r.shape[-1] != length) or (r.dim() == 2 and r.shape[0] not in (1, batch)):
+        raise ValueError(f"step_scale must be a number, (L,), (batch, L) or (batch, 1, L) with batch={batch}, "
+                         f"L={length}; got {tuple(r.shape)}")
+    if (r < 0).any():
+        raise ValueError("step-scale factors r must be >= 0 (0: a padding token no time passes over)")
+    return r.detach().expand(batch, length).contiguous()
 
 
 def _check(u, delta, A, B, C, D, z, delta_bias) -> None:
@@ -178,9 +208,8 @@ def _fast_library(required: bool = False) -> ctypes.CDLL | None:
     return _library
 
 
-def _load_library(source_file: Path = SOURCE) -> ctypes.CDLL:
-    """Compiles (once per source, flags and CPU, cached) and loads a kernel source."""
-    source = source_file.read_bytes()
+def _load_library() -> ctypes.CDLL:
+    source = SOURCE.read_bytes()
     cpu = next((line for line in _cpuinfo() if line.startswith("flags")), platform.processor())
     key = hashlib.sha256(source + " ".join(COMPILE_FLAGS).encode() + cpu.encode()).hexdigest()[:16]
     cache = Path(os.environ.get("CFBENCH_CACHE", Path.home() / ".cache" / "cfbench"))
@@ -194,27 +223,13 @@ def _load_library(source_file: Path = SOURCE) -> ctypes.CDLL:
                            capture_output=True, text=True)
             os.replace(built, target)  # atomic: a concurrent build never sees half a library
     library = ctypes.CDLL(str(target))
-    sizes, pointers = [ctypes.c_int64] * 4, [ctypes.c_void_p] * 8  # (dim, L, N, groups), the inputs
+    sizes, pointers = [ctypes.c_int64] * 4, [ctypes.c_void_p] * 9  # (dim, L, N, groups), the inputs
     for suffix in ("f32", "f64"):
         getattr(library, f"scan_forward_{suffix}").argtypes = (
             [ctypes.c_int64] + sizes + pointers + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2)
         getattr(library, f"scan_backward_{suffix}").argtypes = (
             [ctypes.c_int64] * 2 + sizes + pointers + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 9)
     return library
-
-
-@contextlib.contextmanager
-def using_kernel(source_file: Path):
-    """Runs the fused CPU path on another kernel source meanwhile (``benchmarks/scan_speed.py
-    --against REV`` times an older revision's kernel beside this one)."""
-    global _library
-    library, saved = _load_library(source_file), _fast_library(required=True)
-    with _library_lock:
-        _library = library
-    try:
-        yield
-    finally:
-        _library = saved
 
 
 def _cpuinfo() -> list[str]:
@@ -235,15 +250,15 @@ def _pointer(x: torch.Tensor | None):
 
 class _FusedScan(torch.autograd.Function):
     """Fused forward/backward on the kernel's channels-last layouts: u, delta, z (batch, L, dim);
-    A (N, dim); B, C (batch, groups, L, N); all contiguous. Returns out (batch, L, dim) and the
-    last state (batch, N, dim)."""
+    A (N, dim); B, C (batch, groups, L, N); step scale (batch, L); all contiguous. Returns out
+    (batch, L, dim) and the last state (batch, N, dim)."""
 
     @staticmethod
-    def forward(ctx, library, u, delta, A, B, C, D, z, delta_bias, delta_softplus, zoh):
+    def forward(ctx, library, u, delta, A, B, C, D, z, delta_bias, step_scale, delta_softplus, zoh):
         suffix = "f64" if u.dtype == torch.float64 else "f32"
         batch, length, dim = u.shape
         sizes = (dim, length, A.shape[0], B.shape[1])
-        tensors = (u, delta, A, B, C, D, z, delta_bias)
+        tensors = (u, delta, A, B, C, D, z, delta_bias, step_scale)
         out = torch.empty_like(u)
         last_state = u.new_empty(batch, A.shape[0], dim)
         getattr(library, f"scan_forward_{suffix}")(batch, *sizes, *map(_pointer, tensors), int(delta_softplus),
@@ -255,7 +270,7 @@ class _FusedScan(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out, _grad_last_state):
-        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, step_scale = ctx.saved_tensors
         grad_out = grad_out.contiguous()
         parts = _backward_parts(u.shape[0])
         dim = u.shape[2]
@@ -267,18 +282,19 @@ class _FusedScan(torch.autograd.Function):
         grad_D = A.new_empty(parts, dim) if D is not None else None
         grad_bias = A.new_empty(parts, dim) if delta_bias is not None else None
         getattr(ctx.library, f"scan_backward_{ctx.suffix}")(
-            u.shape[0], parts, *ctx.sizes, *map(_pointer, (u, delta, A, B, C, D, z, delta_bias)),
+            u.shape[0], parts, *ctx.sizes, *map(_pointer, (u, delta, A, B, C, D, z, delta_bias, step_scale)),
             *ctx.flags, grad_out.data_ptr(), grad_u.data_ptr(), grad_delta.data_ptr(), grad_A.data_ptr(),
             grad_B.data_ptr(), grad_C.data_ptr(), _pointer(grad_D), _pointer(grad_z), _pointer(grad_bias))
         total = lambda x: None if x is None else x.sum(0)  # noqa: E731
         return (None, grad_u, grad_delta, total(grad_A), grad_B, grad_C, total(grad_D), grad_z, total(grad_bias),
-                None, None)
+                None, None, None)
 
 
 def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
-                       return_last_state=False, zoh=False):
+                       return_last_state=False, zoh=False, step_scale=None):
     """The fused CPU path (an error if it cannot be built); float64 stays float64, else float32."""
     _check(u, delta, A, B, C, D, z, delta_bias)
+    step_scale = _step_scale_rows(step_scale, delta_softplus, u)
     library = _fast_library(required=True)
     dtype_in = u.dtype
     compute = torch.float64 if dtype_in == torch.float64 else torch.float32
@@ -300,6 +316,6 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
 
     out, last_state = _FusedScan.apply(library, channels_last(u), channels_last(delta), A.to(compute).T.contiguous(),
                                        input_matrix(B), input_matrix(C), vector(D), channels_last(z),
-                                       vector(delta_bias), bool(delta_softplus), bool(zoh))
+                                       vector(delta_bias), vector(step_scale), bool(delta_softplus), bool(zoh))
     out = out.transpose(1, 2).to(dtype_in)
     return (out, last_state.transpose(1, 2)) if return_last_state else out

@@ -5,14 +5,14 @@
 // torch has already loaded, so the scan runs on torch's own thread team (torch.set_num_threads)
 // instead of a second pool fighting it for the cores.
 // Semantics are mamba-ssm's selective_scan_ref:
-//   dt = softplus?(delta + bias); h_t = exp(dt A) h_{t-1} + q B_t u_t; y_t = C_t . h_t + D u_t;
+//   dt = r_t softplus?(delta + bias) (r: DiSPo's step scale, 1 when absent); h_t = exp(dt A) h_{t-1} + q B_t u_t; y_t = C_t . h_t + D u_t;
 //   out = y * silu(z); with q = dt (Euler, mamba-ssm) or, with zoh, q = (exp(dt A) - 1) / A
 //   (zero-order hold, the DiSPo paper's Eq. 1).
 // Layouts (all contiguous, channels last so that the innermost loops run over kLanes adjacent
 // channels of one group and vectorise, exp included, through glibc's vector math library):
 //   u, delta, z, out: (batch, L, dim); A: (N, dim); B, C: (batch, groups, L, N) (channel d reads
-//   group d / (dim / groups)); D, delta_bias: (dim); last_state: (batch, N, dim).
-// Null pointers mean "absent" (D, z, delta_bias, last_state).
+//   group d / (dim / groups)); D, delta_bias: (dim); scale: (batch, L); last_state: (batch, N, dim).
+// Null pointers mean "absent" (D, z, delta_bias, scale, last_state). The scale gets no gradient.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -66,7 +66,7 @@ inline T zoh_slope(T dt, T x, T decay, T inv_a) {
 template <typename T>
 struct Scan {
     int64_t dim, L, N, groups;
-    const T *u, *delta, *A, *B, *C, *D, *z, *bias;
+    const T *u, *delta, *A, *B, *C, *D, *z, *bias, *scale;
     bool softplus_delta, zoh;
     std::vector<T> inv_A;  // 1 / A (N, dim): the zero-order hold without a division per step
 
@@ -108,6 +108,10 @@ struct Scan {
                 for (int64_t l = 0; l < w; ++l) dt[l] += bias[d0 + l];
             if (softplus_delta)
                 for (int64_t l = 0; l < w; ++l) dt[l] = softplus(dt[l]);
+            if (scale) {
+                const T r = scale[b * L + t];
+                for (int64_t l = 0; l < w; ++l) dt[l] *= r;
+            }
             for (int64_t l = 0; l < w; ++l) {
                 du[l] = dt[l] * u[at + l];
                 y[l] = D ? D[d0 + l] * u[at + l] : T(0);
@@ -278,7 +282,7 @@ struct Scan {
                 }
                 for (int64_t l = 0; l < w; ++l) {
                     gu[at + l] = gut[l] + gy[l] * (D ? D[d0 + l] : T(0));
-                    T grad_delta = gstep[l];
+                    T grad_delta = scale ? gstep[l] * scale[b * L + t] : gstep[l];
                     if (softplus_delta) grad_delta *= sigmoid(delta[at + l] + (bias ? bias[d0 + l] : T(0)));
                     gdelta[at + l] = grad_delta;
                     if (gbias) gbias[d0 + l] += grad_delta;
@@ -291,11 +295,12 @@ struct Scan {
 template <typename T>
 Scan<T> make_scan(int64_t dim, int64_t L, int64_t N, int64_t groups, const void* u, const void* delta,
                   const void* A, const void* B, const void* C, const void* D, const void* z, const void* bias,
-                  int softplus_delta, int zoh) {
+                  const void* scale, int softplus_delta, int zoh) {
     Scan<T> scan{dim, L, N, groups,
                  static_cast<const T*>(u), static_cast<const T*>(delta), static_cast<const T*>(A),
                  static_cast<const T*>(B), static_cast<const T*>(C), static_cast<const T*>(D),
-                 static_cast<const T*>(z), static_cast<const T*>(bias), softplus_delta != 0, zoh != 0, {}};
+                 static_cast<const T*>(z), static_cast<const T*>(bias), static_cast<const T*>(scale),
+                 softplus_delta != 0, zoh != 0, {}};
     if (scan.zoh) {
         scan.inv_A.resize(N * dim);
         for (int64_t i = 0; i < N * dim; ++i) scan.inv_A[i] = T(1) / scan.A[i];
@@ -306,9 +311,9 @@ Scan<T> make_scan(int64_t dim, int64_t L, int64_t N, int64_t groups, const void*
 }  // namespace
 
 #define SCAN_ARGS int64_t dim, int64_t L, int64_t N, int64_t groups, const void *u, const void *delta, \
-    const void *A, const void *B, const void *C, const void *D, const void *z, const void *bias, int softplus_delta, \
-    int zoh
-#define SCAN_PASS dim, L, N, groups, u, delta, A, B, C, D, z, bias, softplus_delta, zoh
+    const void *A, const void *B, const void *C, const void *D, const void *z, const void *bias, const void *scale, \
+    int softplus_delta, int zoh
+#define SCAN_PASS dim, L, N, groups, u, delta, A, B, C, D, z, bias, scale, softplus_delta, zoh
 
 // The backward pass splits the batch into `parts` contiguous slices, one per thread; gA, gD
 // and gbias then hold one partial sum per part ((parts, N, dim), (parts, dim)).
