@@ -1,14 +1,14 @@
-"""DiSPo's training speed in this tree against another git revision, side by side.
+"""A policy's training speed in this tree against another git revision, side by side.
 
-The README's main job (``cfbench-eval --policy dispo --source-hz 2.5``) is DiSPo's pretraining
-on PassagePassing 2.5 Hz demos and three fine-tuning rounds, the last at 8x (windows of 82
-tokens). Both are timed here: the optimiser steps per second of the shared loop on the
-pretraining windows, and on the 8x fine-tuning data (pseudo demos of the untrained model: the
-same shapes and work as the real ones). Each tree runs in its own process (a temporary
-``git worktree`` of REV), alternating, ``--rounds`` times; the best of each is kept and the
-ratio printed. Any change shows (kernel, wrapper, model, optimiser), whatever the ABI.
+The optimiser steps per second of the shared loop on PassagePassing 2.5 Hz demo windows, for
+``--policy`` (default DiSPo). For DiSPo, whose pretraining and three fine-tuning rounds are the
+README's main job (``cfbench-eval --policy dispo --source-hz 2.5``), also on the 8x fine-tuning
+data (windows of 82 tokens: pseudo demos of the untrained model, the same shapes and work as the
+real ones). Each tree runs in its own process (a temporary ``git worktree`` of REV),
+alternating, ``--rounds`` times; the best of each is kept and the ratio printed. Any change
+shows (kernel, wrapper, model, loss, optimiser), whatever the ABI.
 
-    python benchmarks/training_speed.py --against REV [--threads 2] [--steps 30] [--rounds 3]
+    python benchmarks/training_speed.py --against REV [--policy dispo] [--threads 2] [--steps 30] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ HERE = Path(__file__).resolve().parent
 TREE = HERE.parent
 
 
-def measure(steps: int, threads: int) -> dict[str, float]:
-    """In the child: ms per optimiser step, pretraining and 8x fine-tuning (best of 2 after a warm-up)."""
+def measure(policy_name: str, steps: int, threads: int) -> dict[str, float]:
+    """In the child: ms per optimiser step (best of 2 after a warm-up); DiSPo's also at 8x fine-tuning."""
     sys.path.insert(0, str(HERE))
     from timing import best_ms
 
@@ -39,17 +39,19 @@ def measure(steps: int, threads: int) -> dict[str, float]:
 
     set_threads(threads)
     dataset = load_demos("PassagePassing", (2.5,), n=90)
-    policy = policies.make("dispo", finetune_steps=0, train_steps=steps, eval_every=steps)
-    data = policy.setup(dataset)
-    finetuning = concat_window_tensors([data, pseudo_demonstrations(policy, dataset, 8)])
+    policy = policies.make(policy_name, train_steps=steps, eval_every=steps)
+    work = {"training step": policy.setup(dataset)}
+    if policy_name == "dispo":
+        work["fine-tuning step at 8x"] = concat_window_tensors([work["training step"],
+                                                               pseudo_demonstrations(policy, dataset, 8)])
     return {name: best_ms(lambda: policy.optimise(tensors, steps, progress=False), 2) / steps
-            for name, tensors in (("pretraining", data), ("fine-tuning at 8x", finetuning))}
+            for name, tensors in work.items()}
 
 
-def run_child(tree: Path, steps: int, threads: int) -> dict[str, float]:
+def run_child(tree: Path, policy_name: str, steps: int, threads: int) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    command = [sys.executable, str(HERE / "training_speed.py"), "--child", "--steps", str(steps),
-               "--threads", str(threads)]
+    command = [sys.executable, str(HERE / "training_speed.py"), "--child", "--policy", policy_name, "--steps",
+               str(steps), "--threads", str(threads)]
     done = subprocess.run(command, env=env, cwd=tree, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -57,13 +59,14 @@ def run_child(tree: Path, steps: int, threads: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--against", metavar="REV", help="git revision to compare with (required)")
+    parser.add_argument("--policy", default="dispo")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=30, help="optimiser steps per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating runs of each tree")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.steps, args.threads)))
+        print(json.dumps(measure(args.policy, args.steps, args.threads)))
         return
     if not args.against:
         parser.error("--against REV is required")
@@ -75,14 +78,14 @@ def main() -> None:
             best: dict[str, dict[str, float]] = {args.against: {}, "this tree": {}}
             for _ in range(args.rounds):
                 for label, tree in ((args.against, other), ("this tree", TREE)):
-                    for work, ms in run_child(tree, args.steps, args.threads).items():
+                    for work, ms in run_child(tree, args.policy, args.steps, args.threads).items():
                         best[label][work] = min(ms, best[label].get(work, float("inf")))
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(other)], cwd=TREE, check=True)
     rows = [{"work": work, f"{args.against} ms/step": round(best[args.against][work], 1),
              "this tree ms/step": round(best["this tree"][work], 1),
              "speed-up": f"{best[args.against][work] / best['this tree'][work]:.3f}x"} for work in best["this tree"]]
-    print(f"DiSPo training on PassagePassing 2.5 Hz demos, {args.threads} threads, best of {args.rounds} "
+    print(f"{args.policy} training on PassagePassing 2.5 Hz demos, {args.threads} threads, best of {args.rounds} "
           f"alternating runs of {args.steps} steps")
     print(pd.DataFrame(rows).to_string(index=False))
 
