@@ -13,8 +13,9 @@ forward-mode product (``torch.func.jvp``) with tangents (v, 0, 1) for (z, r, t).
 the paper's ablations (ImageNet 256): (t, r) from a logit-normal(-0.4, 1) pair with r < t for
 25 % of the samples (r = t otherwise: plain flow matching), and the adaptive loss weight
 1 / (||error||^2 + 1e-3)^p with p = 1. The ablation's other sampler, uniform times, puts more of
-the pairs near the one-step jump (r near 0, t near 1) that logit-normal times rarely reach. Sampling in one step: x = e - u(e, 0, 1); in n steps,
-the same jump over each of n equal intervals.
+the pairs near the one-step jump (r near 0, t near 1) that logit-normal times rarely reach.
+Sampling in one step: x = e - u(e, 0, 1); in n steps, the same jump over each of n equal
+intervals.
 
 ``velocity(z, r, t)`` is any differentiable function without in-place operations on its inputs
 (forward-mode AD must go through it); conditions are bound into it by the caller.

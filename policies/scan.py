@@ -128,22 +128,13 @@ def scaled_delta(dt: torch.Tensor, r: torch.Tensor | float, bias: torch.Tensor |
     """
     if bias is not None:
         dt = dt + bias[:, None]
-    r = torch.as_tensor(r, dtype=dt.dtype, device=dt.device)
-    if r.dim() == 2:
-        r = r[:, None, :]
-    if (r < 0).any():
-        raise ValueError("step-scale factors r must be >= 0 (0: a padding token no time passes over)")
-    return r * F.softplus(dt)
+    return _as_rows(r, dt)[:, None, :] * F.softplus(dt)
 
 
-def _step_scale_rows(r, delta_softplus: bool, u: torch.Tensor) -> torch.Tensor | None:
-    """The step scale as (batch, L) rows in u's compute dtype, checked; None stays None."""
-    if r is None:
-        return None
-    if not delta_softplus:
-        raise ValueError("step_scale scales softplus(delta + delta_bias): pass delta_softplus=True")
-    batch, _, length = u.shape
-    r = torch.as_tensor(r, dtype=torch.float64 if u.dtype == torch.float64 else torch.float32, device=u.device)
+def _as_rows(r, x: torch.Tensor) -> torch.Tensor:
+    """Step-scale factors r as (batch, L) rows in the dtype of x (batch, dim, L), checked."""
+    batch, _, length = x.shape
+    r = torch.as_tensor(r, dtype=x.dtype, device=x.device)
     if r.dim() == 3 and r.shape[1] == 1:
         r = r[:, 0]
     if r.dim() > 2 or (r.dim() >= 1 and r.shape[-1] != length) or (r.dim() == 2 and r.shape[0] not in (1, batch)):
@@ -151,7 +142,16 @@ def _step_scale_rows(r, delta_softplus: bool, u: torch.Tensor) -> torch.Tensor |
                          f"L={length}; got {tuple(r.shape)}")
     if (r < 0).any():
         raise ValueError("step-scale factors r must be >= 0 (0: a padding token no time passes over)")
-    return r.detach().expand(batch, length).contiguous()
+    return r.expand(batch, length)
+
+
+def _step_scale_rows(r, delta_softplus: bool, u: torch.Tensor) -> torch.Tensor | None:
+    """``step_scale`` as contiguous (batch, L) rows without gradient, checked; None stays None."""
+    if r is None:
+        return None
+    if not delta_softplus:
+        raise ValueError("step_scale scales softplus(delta + delta_bias): pass delta_softplus=True")
+    return _as_rows(r, u).detach().contiguous()
 
 
 def _check(u, delta, A, B, C, D, z, delta_bias) -> None:
