@@ -99,6 +99,22 @@ def fidelity_table(records: list[dict]) -> pd.DataFrame:
     return _table(records, cell)
 
 
+def compute_table(records: list[dict]) -> pd.DataFrame:
+    """Per policy: records, and the hours their training and testing took (as each record
+    measured it, on whatever machine and threads it names), with the total last."""
+    rows = defaultdict(lambda: [0, 0.0, 0.0])
+    for record in records:
+        row = rows[_label(record)]
+        row[0] += 1
+        row[1] += (record["metrics"]["train_wall_s"] or 0.0) / 3600
+        row[2] += record["metrics"]["eval_wall_s"] / 3600
+    table = pd.DataFrame.from_dict(rows, orient="index", columns=["records", "train h", "test h"])
+    table = table.loc[_sorted_policies(records)]
+    table.loc["total"] = table.sum()
+    table["records"] = table["records"].astype(int)
+    return table.round(2)
+
+
 def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}") -> str:
     """The leaderboard page; ``plots_link`` is the plots folder relative to the page."""
     lines = [
@@ -145,6 +161,9 @@ def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}") -
             lines.append(f"| `{record_filename(record)}` | {100 * m['success_rate']:.0f} "
                          f"({100 * m['collision_rate']:.0f}) | {m['episodes']} |")
         lines.append("")
+    lines += ["## Compute", "", "Wall time each record measured for training and testing (its own machine and",
+              "threads; runs that shared a machine ran side by side, so the sum is more than the elapsed time).", "",
+              compute_table(records).to_markdown(), ""]
     lines += ["## Provenance", "", "| record | commit | command |", "|---|---|---|"]
     for record in sorted(records, key=record_filename):
         p = record["provenance"]

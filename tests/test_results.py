@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cfbench.leaderboard import main as leaderboard_main
-from cfbench.leaderboard import regenerate, render_markdown, submit
+from cfbench.leaderboard import compute_table, regenerate, render_markdown, submit
 from cfbench.io import _FILE_MODE
 from cfbench.results import RecordError, read_all, read_record, validate, write_record
 
@@ -120,6 +120,16 @@ def test_leaderboard_is_idempotent_and_rejects_duplicates(tmp_path):
     (results / "copy.json").write_text(json.dumps(_record(rate=2.5)))
     with pytest.raises(RecordError, match="duplicates the experiment"):
         read_all(results)
+
+
+def test_compute_table_sums_each_policys_hours_and_the_total():
+    fast, slow, tracker = _record("dp-c", rate=2.5), _record("dp-c", rate=5.0), _record(rate=2.5)
+    fast["metrics"]["train_wall_s"], slow["metrics"]["train_wall_s"] = 1800.0, 5400.0
+    tracker["metrics"]["train_wall_s"] = None  # nothing to train
+    table = compute_table([tracker, slow, fast])
+    assert list(table.index) == ["dp-c", "tracker †", "total"]
+    assert table.loc["dp-c"].tolist() == [2, 2.0, 0.0] and table.loc["total"].tolist() == [3, 2.0, 0.0]
+    assert "## Compute" in render_markdown([tracker, slow, fast])
 
 
 def test_leaderboard_cli_reports_malformed_submission(tmp_path, capsys):
