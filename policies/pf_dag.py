@@ -24,7 +24,8 @@ Both parts of step 2 and 3 train together in the second phase of the shared loop
 and checkpoint selection there), the codebook frozen. Departures we chose: modes from k-means
 on the action chunks themselves (no encoder: with 16 x 2-3 numbers per chunk one is not
 needed), the hysteresis rule, and the U-Net sizes of DP-C (the comparison the issue asks for:
-same backbone, one sampler step instead of ten).
+same backbone, one sampler step instead of ten). The ``no-modes`` variant (K = 1) is the
+decoupling's ablation: the same MeanFlow with nothing for the selector to choose.
 """
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ class PFDAGConfig(UNetConfig, HorizonConfig):
     #: optimiser steps of the selector + MeanFlow phase
     train_steps: int = 5000
 
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        "no-modes": {"n_modes": 1},  # one mode for every chunk: the MeanFlow alone, without the decoupling
+    }
     LIMITS: ClassVar[dict[str, str]] = {
         "mode_steps": "positive", "mode_lr": "positive", "mode_margin": "non-negative",
         "selector_hidden_dim": "positive", "selector_loss_weight": "non-negative", "mode_embed_dim": "positive",
@@ -89,8 +93,8 @@ class PFDAGConfig(UNetConfig, HorizonConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.n_modes < 2:
-            raise ValueError(f"n_modes={self.n_modes} must be 2 or more")
+        if self.n_modes < 1:
+            raise ValueError(f"n_modes={self.n_modes} must be 1 (no decoupling) or more")
         if self.flow_time_sampler not in TIME_SAMPLERS:
             raise ValueError(f"flow_time_sampler={self.flow_time_sampler!r}: choose one of {', '.join(TIME_SAMPLERS)}")
 

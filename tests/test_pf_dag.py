@@ -45,6 +45,18 @@ def test_two_phases_modes_then_selector_and_meanflow(trained, two_demos):
     assert modes["quantization_mse"] < 0.1
 
 
+def test_the_no_modes_variant_puts_every_chunk_in_one_mode(two_demos):
+    """The decoupling's ablation: one mode, so the selector has nothing to choose."""
+    tiny = {key: value for key, value in TINY.items() if key != "n_modes"}
+    policy = policies.make("pf-dag", variant="no-modes", **tiny, train_steps=5, eval_every=5)
+    assert policy.config.n_modes == 1
+    modes, _ = policy.fit(two_demos, progress=False)["phases"]
+    windows = len(two_demos.windows(policy.config.n_obs_steps, policy.config.horizon).actions)
+    assert modes["windows_per_mode"] == [windows] and modes["modes_used"] == 1
+    obs = np.stack([two_demos.episodes[0].observations[: policy.config.n_obs_steps]])
+    assert np.isfinite(_chunk(policy, obs)).all() and policy._modes[0] == 0
+
+
 def test_overfitting_two_demos_reproduces_their_chunks(trained, two_demos):
     """One MeanFlow step from a training window's observations lands near that window's chunk,
     far nearer than the same network untrained does."""
@@ -83,8 +95,8 @@ def test_training_is_deterministic(two_demos):
 
 
 def test_bad_configs_are_named():
-    with pytest.raises(ValueError, match="n_modes=1 must be 2 or more"):
-        policies.make("pf-dag", n_modes=1)
+    with pytest.raises(ValueError, match="n_modes=0 must be 1"):
+        policies.make("pf-dag", n_modes=0)
     with pytest.raises(ValueError, match="flow_distinct_share"):
         policies.make("pf-dag", flow_distinct_share=1.5)
     with pytest.raises(ValueError, match="flow_time_sampler='beta'"):
