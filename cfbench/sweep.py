@@ -9,7 +9,8 @@ and one record. The grid comes from the command line or from a small TOML file;
     cfbench-sweep sweeps/leaderboard.toml --backend ray --address auto
 
 Cells are independent and idempotent. A cell whose record is in the results folder under the
-current protocol is skipped (delete or archive a record to run its cell again); an interrupted
+current protocol is skipped (delete or archive a record to run its cell again; ``--dry-run``
+marks done cells whose record came from uncommitted code); an interrupted
 cell resumes from the checkpoint cache (training state is saved at every validation). Every cell
 runs in a process of its own (``python -m cfbench.sweep``, torch threads set from ``--threads``)
 with its output in ``sweeps/logs/<cell>.log``, and hands its record back to this process, which
@@ -366,10 +367,16 @@ def main(argv: list[str]) -> int:
           f"{' (+ cells with no record to estimate from)' if unknown else ''}"
           f"{'' if args.backend == 'local' else ' of cluster CPU time / parallel tasks'}")
     if args.dry_run:
+        dirty = {cell.name for cell in cells
+                 if cell.name in done and read_record(cell.record_path(args.results_dir))["provenance"]["git_dirty"]}
         for cell in cells:
             estimate = estimates.get(cell.name)
-            state = "done" if cell.name in done else f"to run (~{_format_seconds(estimate)})" if estimate else "to run"
+            state = ("done" + (" (from uncommitted code)" if cell.name in dirty else "") if cell.name in done
+                     else f"to run (~{_format_seconds(estimate)})" if estimate else "to run")
             print(f"  {cell.name:<70} {state}")
+        if dirty:
+            print(f"{len(dirty)} done cells come from uncommitted code: rerun them from a clean commit for a "
+                  "reproducible board")
         return 0
 
     failures = []

@@ -3,6 +3,7 @@ records as the equivalent cfbench-eval commands, from local processes and from R
 
 import copy
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -103,6 +104,14 @@ def test_a_cell_with_a_record_is_done_and_listed_so(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 cells: 1 done, 1 to run" in out
     assert "__20hz__to20hz__seeds20000-20003__train0" in out.split(" done\n")[0]
+
+    record_path = cells[0].record_path(results)
+    record = json.loads(record_path.read_text())
+    record["provenance"]["git_dirty"] = True
+    record_path.write_text(json.dumps(record))
+    main([str(tmp_path / "grid.toml"), "--results-dir", str(results), "--dry-run"])
+    out = capsys.readouterr().out
+    assert re.search(r"train0 +done \(from uncommitted code\)", out) and "1 done cells come from uncommitted code" in out
 
 
 def test_a_failing_cell_is_reported_and_the_others_go_on(tmp_path, monkeypatch, capsys):
