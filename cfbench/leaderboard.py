@@ -161,9 +161,10 @@ def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}") -
             lines.append(f"| `{record_filename(record)}` | {100 * m['success_rate']:.0f} "
                          f"({100 * m['collision_rate']:.0f}) | {m['episodes']} |")
         lines.append("")
-    lines += ["## Compute", "", "Wall time each record measured for training and testing (its own machine and",
-              "threads; runs that shared a machine ran side by side, so the sum is more than the elapsed time).", "",
-              compute_table(records).to_markdown(), ""]
+    if any(map(ranked, records)):
+        lines += ["## Compute", "", "Wall time each ranked record measured for training and testing (its own machine",
+                  "and threads; runs that shared a machine ran side by side, so the sum is more than the elapsed time).",
+                  "", compute_table(list(filter(ranked, records))).to_markdown(), ""]
     lines += ["## Provenance", "", "| record | commit | command |", "|---|---|---|"]
     for record in sorted(records, key=record_filename):
         p = record["provenance"]
