@@ -163,8 +163,8 @@ def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}") -
         lines.append("")
     if any(map(ranked, records)):
         lines += ["## Compute", "", "Wall time each ranked record measured for training and testing (its own machine",
-                  "and threads; runs that shared a machine ran side by side, so the sum is more than the elapsed time).",
-                  "", compute_table(list(filter(ranked, records))).to_markdown(), ""]
+                  "and threads; runs that shared a machine ran side by side, so the sum is more than the",
+                  "elapsed time).", "", compute_table(list(filter(ranked, records))).to_markdown(), ""]
     lines += ["## Provenance", "", "| record | commit | command |", "|---|---|---|"]
     for record in sorted(records, key=record_filename):
         p = record["provenance"]

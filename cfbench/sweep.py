@@ -173,12 +173,13 @@ def load_grid(path: Path) -> dict:
         raise ValueError(f"{path}: not a valid TOML grid: {error}") from None
 
 
-def is_done(cell: Cell, results_dir: Path) -> bool:
-    """A record of this cell is in the results folder under the current protocol."""
+def finished_record(cell: Cell, results_dir: Path) -> dict | None:
+    """This cell's record in the results folder if it is under the current protocol, else None."""
     path = cell.record_path(results_dir)
     if not path.exists():
-        return False
-    return read_record(path)["protocol"] == PROTOCOL  # a malformed record is an error, not a re-run
+        return None
+    record = read_record(path)  # a malformed record is an error, not a re-run
+    return record if record["protocol"] == PROTOCOL else None
 
 
 def estimate_seconds(cells: list[Cell], results_dir: Path) -> dict[str, float | None]:
@@ -356,23 +357,24 @@ def main(argv: list[str]) -> int:
         parser.error("--address is for --backend ray")
     args.threads = args.threads or max(1, len(os.sched_getaffinity(0)) // args.jobs)
     cells = expand(load_grid(args.grid) if args.grid else _grid_from_args(args))
-    done = {cell.name for cell in cells if is_done(cell, args.results_dir)}
-    todo = [cell for cell in cells if cell.name not in done]
+    finished = {cell.name: record for cell in cells if (record := finished_record(cell, args.results_dir))}
+    todo = [cell for cell in cells if cell.name not in finished]
     estimates = estimate_seconds(todo, args.results_dir)
     known = [seconds for seconds in estimates.values() if seconds is not None]
     parallel = args.jobs if args.backend == "local" else 1
     left = sum(known) / parallel
     unknown = len(known) < len(todo)
-    print(f"{len(cells)} cells: {len(done)} done, {len(todo)} to run; time left about {_format_seconds(left)}"
+    print(f"{len(cells)} cells: {len(finished)} done, {len(todo)} to run; time left about {_format_seconds(left)}"
           f"{' (+ cells with no record to estimate from)' if unknown else ''}"
           f"{'' if args.backend == 'local' else ' of cluster CPU time / parallel tasks'}")
     if args.dry_run:
-        dirty = {cell.name for cell in cells
-                 if cell.name in done and read_record(cell.record_path(args.results_dir))["provenance"]["git_dirty"]}
+        dirty = {name for name, record in finished.items() if record["provenance"]["git_dirty"]}
         for cell in cells:
             estimate = estimates.get(cell.name)
-            state = ("done" + (" (from uncommitted code)" if cell.name in dirty else "") if cell.name in done
-                     else f"to run (~{_format_seconds(estimate)})" if estimate else "to run")
+            if cell.name in finished:
+                state = "done (from uncommitted code)" if cell.name in dirty else "done"
+            else:
+                state = f"to run (~{_format_seconds(estimate)})" if estimate else "to run"
             print(f"  {cell.name:<70} {state}")
         if dirty:
             print(f"{len(dirty)} done cells come from uncommitted code: rerun them from a clean commit for a "

@@ -11,7 +11,7 @@ import pytest
 
 from cfbench import sweep
 from cfbench.runner import eval_main, run
-from cfbench.sweep import Cell, expand, is_done, main
+from cfbench.sweep import Cell, expand, finished_record, main
 
 TINY_DPC = ["down_dims=[8,16]", "step_embed_dim=8", "n_groups=4", "batch_size=8", "warmup_steps=2",
             "train_steps=6", "eval_every=3"]
@@ -98,7 +98,7 @@ def test_a_cell_with_a_record_is_done_and_listed_so(tmp_path, capsys):
     results = tmp_path / "results"
     run("tracker", "PassagePassing", (20.0,), episodes=3, results_dir=results, progress=False)
     cells = expand({"policy": [{"name": "tracker"}], "source_hz": ["20", "10"], "episodes": 3})
-    assert [is_done(c, results) for c in cells] == [True, False]
+    assert [finished_record(c, results) is not None for c in cells] == [True, False]
     assert main([str(_grid(tmp_path, 'source_hz = ["20", "10"]\nepisodes = 3\n[[policy]]\nname = "tracker"')),
                  "--results-dir", str(results), "--dry-run"]) == 0
     out = capsys.readouterr().out
@@ -111,7 +111,8 @@ def test_a_cell_with_a_record_is_done_and_listed_so(tmp_path, capsys):
     record_path.write_text(json.dumps(record))
     main([str(tmp_path / "grid.toml"), "--results-dir", str(results), "--dry-run"])
     out = capsys.readouterr().out
-    assert re.search(r"train0 +done \(from uncommitted code\)", out) and "1 done cells come from uncommitted code" in out
+    assert re.search(r"train0 +done \(from uncommitted code\)", out)
+    assert "1 done cells come from uncommitted code" in out
 
 
 def test_a_failing_cell_is_reported_and_the_others_go_on(tmp_path, monkeypatch, capsys):
