@@ -14,7 +14,7 @@ validation seeds, as always), then measured on the validation seeds, never the t
 - DiSPo: pseudo-demonstration in-between error per fine-tuning multiplier (2x, 4x, ... up to the
   target rate, also for variants without fine-tuning): the selected model's pseudo demos of the
   training episodes against the training seeds' own expert at the same times;
-- training time.
+- training time (the trained model's own) and the time the measuring took.
 
 A variant that changes only rollout settings (``ROLLOUT_ONLY``) reuses the trained model of the
 variant without them and is re-validated.
@@ -94,8 +94,8 @@ def measure(policy_name: str, variant: str, overrides: dict, env: str, rates: tu
     rollout = {k: v for k, v in overrides.items() if k in rollout_only}
     training = {k: v for k, v in overrides.items() if k not in rollout_only}
     setup = dataclasses.replace(setup, overrides={**setup.overrides, **training}, variant=variant)
-    start = time.perf_counter()
     policy, summary = train_or_load(policy_name, env, rates, setup)
+    start = time.perf_counter()  # measuring only: the training time is the summary's
     dataset = load_demos(env, rates, n=setup.n_demos, demos_dir=setup.demos_dir)
     if rollout:
         if getattr(policy.config, "step_scale_mode", "fixed") != "fixed":
