@@ -51,6 +51,7 @@ from cfbench.fidelity import probe
 from cfbench.io import atomic_write_text
 from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
 from cfbench.runner import TrainingSetup, parse_overrides, set_threads, train_or_load
+from policies import policy_class
 from policies.dispo_finetuning import finetune_rounds, pseudo_windows
 
 
@@ -134,6 +135,12 @@ def merge(tables: list[Path], out: Path) -> pd.DataFrame:
     return table
 
 
+def variant_text(declared: dict, overrides: list[str]) -> str:
+    """A variant's overrides as the table lists them: a declared variant's own, then the command's."""
+    return " ".join([f"{key}={json.dumps(value, default=list)}" for key, value in declared.items()]
+                    + overrides) or "(defaults)"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--policy", default="dispo", help="the policy whose variants are measured")
@@ -165,8 +172,10 @@ def main() -> int:
                 rows.append(measure(args.policy, name, parse_overrides(overrides), env, parse_rates(text), setup))
                 print(rows[-1], file=sys.stderr)
     table = pd.DataFrame(rows)
+    declared = policy_class(args.policy).config_class.variants
     header = (f"{args.policy} ablation (validation seeds only): `{' '.join(['python', *sys.argv])}`\n\n"
-              + "\n".join(f"- `{name}`: {' '.join(overrides) or '(defaults)'}" for name, *overrides in args.variant))
+              + "\n".join(f"- `{name}`: {variant_text(declared.get(name, {}), overrides)}"
+                           for name, *overrides in args.variant))
     atomic_write_text(args.out, header + "\n\n" + table.to_markdown(index=False) + "\n")
     atomic_write_text(args.out.with_suffix(".json"), json.dumps(rows, indent=1))
     print(table.to_string(index=False))

@@ -36,3 +36,10 @@ def test_measure_times_the_measuring_alone_and_reports_the_trained_models_own_tr
     assert row["train s"] == 1234
     assert row["measure s"] == 7
     assert row["val success %"] == 50.0 and row["inbetween err"] == 2.0 and row["zigzag"] is None
+
+
+def test_the_table_lists_a_declared_variants_own_overrides_before_the_commands():
+    ablation = load_ablation()
+    assert ablation.variant_text({"n_modes": 1}, []) == "n_modes=1"
+    assert ablation.variant_text({"n_modes": 1}, ["sampling_steps=1"]) == "n_modes=1 sampling_steps=1"
+    assert ablation.variant_text({}, []) == "(defaults)"
