@@ -50,7 +50,7 @@ from cfbench.evaluate import evaluate
 from cfbench.fidelity import probe
 from cfbench.io import atomic_write_text
 from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
-from cfbench.runner import TrainingSetup, parse_overrides, set_threads, train_or_load
+from cfbench.runner import TrainingSetup, override_items, parse_overrides, set_threads, train_or_load
 from policies import policy_class
 from policies.dispo_finetuning import finetune_rounds, pseudo_windows
 
@@ -137,8 +137,7 @@ def merge(tables: list[Path], out: Path) -> pd.DataFrame:
 
 def variant_text(declared: dict, overrides: list[str]) -> str:
     """A variant's overrides as the table lists them: a declared variant's own, then the command's."""
-    return " ".join([f"{key}={json.dumps(value, default=list)}" for key, value in declared.items()]
-                    + overrides) or "(defaults)"
+    return " ".join(override_items(declared) + overrides) or "(defaults)"
 
 
 def main() -> int:

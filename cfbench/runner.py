@@ -292,6 +292,11 @@ def parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
+def override_items(overrides: dict) -> list[str]:
+    """{'horizon': 16} -> ['horizon=16']: parse_overrides' inverse, for command lines and tables."""
+    return [f"{key}={json.dumps(value, default=list)}" for key, value in overrides.items()]
+
+
 def parse_seed_range(text: str) -> tuple[int, int]:
     try:
         start, end = (int(part) for part in text.split(":"))
@@ -364,8 +369,7 @@ def show_config(policy_name: str, setup: TrainingSetup) -> str:
     declared = type(policy.config).variants
     if declared:
         lines += ["", "declared variants (--variant NAME):"]
-        lines += [f"  {name}: " + " ".join(f"{k}={json.dumps(v, default=list)}" for k, v in values.items())
-                  for name, values in declared.items()]
+        lines += [f"  {name}: " + " ".join(override_items(values)) for name, values in declared.items()]
     return "\n".join(lines)
 
 

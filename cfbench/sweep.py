@@ -121,7 +121,7 @@ class Cell:
 def expand(grid: dict) -> list[Cell]:
     """Cells of a grid: the top-level keys are defaults for every ``policy`` table, which must
     name a registered policy (``name``) and may override any of them."""
-    from cfbench.runner import known_policy
+    from cfbench.runner import known_policy, override_items
 
     unknown = set(grid) - GRID_KEYS - {"policy"}
     if unknown:
@@ -143,8 +143,7 @@ def expand(grid: dict) -> list[Cell]:
         envs = spec.get("envs", ["PassagePassing"])
         envs = list(ENV_IDS) if envs in ("all", ["all"]) else [short_name(resolve_env(e)) for e in envs]
         overrides = spec.get("set", {})
-        overrides = tuple(overrides) if isinstance(overrides, list) else tuple(
-            f"{key}={json.dumps(value)}" for key, value in overrides.items())
+        overrides = tuple(overrides if isinstance(overrides, list) else override_items(overrides))
         for env in envs:
             for rates_text in spec.get("source_hz", ["2.5"]):
                 for train_seed in spec.get("train_seeds", [0]):
