@@ -115,6 +115,18 @@ def compute_table(records: list[dict]) -> pd.DataFrame:
     return table.round(2)
 
 
+def repeated_pretraining_hours(records: list[dict]) -> float:
+    """Hours of training that more than one record counts: runs that differ only in fine-tuning
+    share one pretraining (the phase's ``dir``), and each of their records includes its time
+    (all but the longest of a shared pretraining's counts are repeats)."""
+    counts = defaultdict(list)
+    for record in records:
+        for phase in (record.get("training") or {}).get("phases", []):
+            if "dir" in phase:
+                counts[phase["dir"]].append(phase["train_seconds"])
+    return sum(sum(seconds) - max(seconds) for seconds in counts.values()) / 3600
+
+
 def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}") -> str:
     """The leaderboard page; ``plots_link`` is the plots folder relative to the page."""
     lines = [
@@ -165,6 +177,10 @@ def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}") -
         lines += ["## Compute", "", "Wall time each ranked record measured for training and testing (its own machine",
                   "and threads; runs that shared a machine ran side by side, so the sum is more than the",
                   "elapsed time).", "", compute_table(list(filter(ranked, records))).to_markdown(), ""]
+        repeated = repeated_pretraining_hours(list(filter(ranked, records)))
+        if repeated:
+            lines += ["Runs that differ only in fine-tuning share one pretraining, which each of their records",
+                      f"counts: {repeated:.2f} h of the train total is such a pretraining counted again.", ""]
     lines += ["## Provenance", "", "| record | commit | command |", "|---|---|---|"]
     for record in sorted(records, key=record_filename):
         p = record["provenance"]

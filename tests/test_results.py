@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cfbench.leaderboard import main as leaderboard_main
-from cfbench.leaderboard import compute_table, regenerate, render_markdown, submit
+from cfbench.leaderboard import compute_table, regenerate, render_markdown, repeated_pretraining_hours, submit
 from cfbench.io import _FILE_MODE
 from cfbench.results import RecordError, read_all, read_record, validate, write_record
 
@@ -130,6 +130,20 @@ def test_compute_table_sums_each_policys_hours_and_the_total():
     assert list(table.index) == ["dp-c", "tracker †", "total"]
     assert table.loc["dp-c"].tolist() == [2, 2.0, 0.0] and table.loc["total"].tolist() == [3, 2.0, 0.0]
     assert "## Compute" in render_markdown([tracker, slow, fast])
+
+
+def test_a_pretraining_two_records_share_is_reported_as_counted_again():
+    with_ft, without_ft, other = _record("dispo"), _record("dispo"), _record("dispo", rate=5.0)
+    without_ft["variant"] = "no-ft"
+    shared = {"name": "pretraining", "steps": 10, "train_seconds": 1800.0, "dir": "checkpoints/a/pretraining-1"}
+    for record, phases in ((with_ft, [shared, {"name": "fine-tuning", "steps": 5, "train_seconds": 60.0}]),
+                           (without_ft, [shared]), (other, [{**shared, "dir": "checkpoints/b/pretraining-2"}])):
+        record["training"] = {"phases": phases}
+    assert repeated_pretraining_hours([with_ft, other]) == 0.0
+    assert repeated_pretraining_hours([with_ft, without_ft, other, _record()]) == 0.5
+    assert "0.50 h of the train total is such a pretraining counted again" in render_markdown(
+        [with_ft, without_ft, other])
+    assert "counted again" not in render_markdown([with_ft, other])
 
 
 def test_leaderboard_cli_reports_malformed_submission(tmp_path, capsys):
