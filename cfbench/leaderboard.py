@@ -189,6 +189,32 @@ def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}") -
     return "\n".join(lines) + "\n"
 
 
+#: a policy's variants in its plot colour: line style and marker, in label order
+VARIANT_LINES = ("-", "--", ":", "-.")
+VARIANT_MARKERS = ("o", "s", "^", "D", "v")
+
+
+def line_styles(policy_of: dict[str, str]) -> dict[str, dict]:
+    """Matplotlib styles per plotted label (``policy_of``: label -> policy): one colour per
+    policy, its variants told apart by line and marker (more lines than a colour cycle has would
+    otherwise repeat colours across policies); the privileged reference grey and dashed."""
+    from matplotlib import colormaps
+
+    learners = sorted({policy for label, policy in policy_of.items() if PRIVILEGED_MARK not in label})
+    colours = {policy: colormaps["tab10"](i % 10) for i, policy in enumerate(learners)}
+    first_variant = {policy: i // 10 for i, policy in enumerate(learners)}  # past 10 colours: other lines
+    styles, drawn = {}, defaultdict(int)
+    for label in sorted(policy_of, key=lambda s: (PRIVILEGED_MARK in s, s)):
+        if PRIVILEGED_MARK in label:
+            styles[label] = dict(color="0.4", linestyle="--", marker="o")
+            continue
+        k = first_variant[policy_of[label]] + drawn[policy_of[label]]
+        drawn[policy_of[label]] += 1
+        styles[label] = dict(color=colours[policy_of[label]], linestyle=VARIANT_LINES[k % len(VARIANT_LINES)],
+                             marker=VARIANT_MARKERS[k % len(VARIANT_MARKERS)])
+    return styles
+
+
 def plot_env(records: list[dict], env_id: str) -> bytes:
     """PNG bytes: success % against source rate, one line per policy (single-rate runs only)."""
     import matplotlib
@@ -196,18 +222,19 @@ def plot_env(records: list[dict], env_id: str) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    series = defaultdict(list)
+    series, policy_of = defaultdict(list), {}
     env_records = [r for r in filter(ranked, records) if r["env_id"] == env_id]
     target_rates = sorted({r["target_hz"] for r in env_records})
     for (label, _), group in _cells([r for r in env_records if len(r["source_hz"]) == 1]).items():
         mean, low, high, _ = success_summary(group)
+        policy_of[label] = group[0]["policy"]
         series[label].append((group[0]["source_hz"][0], 100 * mean, 100 * max(0.0, mean - low),
                               100 * max(0.0, high - mean)))
-    fig, ax = plt.subplots(figsize=(5, 3.6), dpi=100)
+    fig, ax = plt.subplots(figsize=(7, 3.6), dpi=100)
+    styles = line_styles(policy_of)
     for label in sorted(series, key=lambda s: (PRIVILEGED_MARK in s, s)):
         points = np.array(sorted(series[label]))
-        style = dict(color="0.4", linestyle="--") if PRIVILEGED_MARK in label else {}
-        ax.errorbar(points[:, 0], points[:, 1], yerr=points[:, 2:].T, marker="o", capsize=3, label=label, **style)
+        ax.errorbar(points[:, 0], points[:, 1], yerr=points[:, 2:].T, capsize=3, label=label, **styles[label])
     rates = sorted({point[0] for points in series.values() for point in points}) or list(SOURCE_RATES)
     ax.set_xscale("log", base=2)
     ax.set_xticks(rates, [f"{r:g}" for r in rates])
@@ -219,7 +246,7 @@ def plot_env(records: list[dict], env_id: str) -> bytes:
     ax.set_title(short_name(env_id) + target)
     ax.grid(alpha=0.3)
     if series:
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", metadata={"Software": None})

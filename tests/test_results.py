@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from cfbench.leaderboard import main as leaderboard_main
-from cfbench.leaderboard import compute_table, regenerate, render_markdown, repeated_pretraining_hours, submit
+from cfbench.leaderboard import (compute_table, line_styles, regenerate, render_markdown, repeated_pretraining_hours,
+                                 submit)
 from cfbench.io import _FILE_MODE
 from cfbench.results import RecordError, read_all, read_record, validate, write_record
 
@@ -130,6 +131,18 @@ def test_compute_table_sums_each_policys_hours_and_the_total():
     assert list(table.index) == ["dp-c", "tracker †", "total"]
     assert table.loc["dp-c"].tolist() == [2, 2.0, 0.0] and table.loc["total"].tolist() == [3, 2.0, 0.0]
     assert "## Compute" in render_markdown([tracker, slow, fast])
+
+
+def test_every_plotted_line_has_its_own_style_and_a_policys_variants_share_its_colour():
+    dispo = ["dispo", "dispo (no-ft)", "dispo (paper)", "dispo (paper-no-ft)", "dispo (adaptive-r)"]
+    others = ["d-ma", "dp-c", "dp-t", "e0", "pf-dag", "vq-bet", "a", "b", "c", "d"]
+    policy_of = {**{label: "dispo" for label in dispo}, **{name: name for name in others}, "tracker †": "tracker"}
+    styles = line_styles(policy_of)
+    looks = {(style["color"], style["linestyle"], style["marker"]) for style in styles.values()}
+    assert len(looks) == len(policy_of)
+    assert len({styles[label]["color"] for label in dispo}) == 1
+    first_ten = sorted(others + ["dispo"])[:10]  # tab10's colours, then the grey reference
+    assert len({styles[label]["color"] for label in first_ten + ["tracker †"]}) == 11
 
 
 def test_a_pretraining_two_records_share_is_reported_as_counted_again():
