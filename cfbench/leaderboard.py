@@ -173,11 +173,12 @@ def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}") -
             lines.append(f"| `{record_filename(record)}` | {100 * m['success_rate']:.0f} "
                          f"({100 * m['collision_rate']:.0f}) | {m['episodes']} |")
         lines.append("")
-    if any(map(ranked, records)):
+    ranked_records = list(filter(ranked, records))
+    if ranked_records:
         lines += ["## Compute", "", "Wall time each ranked record measured for training and testing (its own machine",
                   "and threads; runs that shared a machine ran side by side, so the sum is more than the",
-                  "elapsed time).", "", compute_table(list(filter(ranked, records))).to_markdown(), ""]
-        repeated = repeated_pretraining_hours(list(filter(ranked, records)))
+                  "elapsed time).", "", compute_table(ranked_records).to_markdown(), ""]
+        repeated = repeated_pretraining_hours(ranked_records)
         if repeated:
             lines += ["Runs that differ only in fine-tuning share one pretraining, which each of their records",
                       f"counts: {repeated:.2f} h of the train total is such a pretraining counted again.", ""]
@@ -204,7 +205,7 @@ def line_styles(policy_of: dict[str, str]) -> dict[str, dict]:
     colours = {policy: colormaps["tab10"](i % 10) for i, policy in enumerate(learners)}
     first_variant = {policy: i // 10 for i, policy in enumerate(learners)}  # past 10 colours: other lines
     styles, drawn = {}, defaultdict(int)
-    for label in sorted(policy_of, key=lambda s: (PRIVILEGED_MARK in s, s)):
+    for label in sorted(policy_of):
         if PRIVILEGED_MARK in label:
             styles[label] = dict(color="0.4", linestyle="--", marker="o")
             continue
