@@ -80,18 +80,19 @@ def pseudo_inbetween_error(policy, dataset, finer: int) -> float:
     return float(np.concatenate(distances).mean())
 
 
-#: settings only the rollout reads (DiSPo: with fixed step scales): a variant changing only these
-#: reuses the trained model of the variant without them, set on it after loading
+#: settings only the rollout reads (DiSPo: with fixed step scales) beyond the configs' declared
+#: rollout settings (``PolicyConfig.ROLLOUT``): a variant changing only these reuses the trained
+#: model of the variant without them, set on it after loading
 ROLLOUT_ONLY = {
-    "dispo": ("n_action_steps", "num_inference_steps", "replan_every"),
-    "e0": ("n_action_steps", "refinement_steps", "temperature", "detokenize"),
-    "pf-dag": ("n_action_steps", "sampling_steps", "mode_margin"),
+    "dispo": ("num_inference_steps", "replan_every"),
+    "e0": ("refinement_steps", "temperature", "detokenize"),
+    "pf-dag": ("sampling_steps", "mode_margin"),
 }
 
 
 def measure(policy_name: str, variant: str, overrides: dict, env: str, rates: tuple[float, ...],
             setup: TrainingSetup) -> dict:
-    rollout_only = ROLLOUT_ONLY.get(policy_name, ("n_action_steps",))
+    rollout_only = ROLLOUT_ONLY.get(policy_name, ()) + policy_class(policy_name).config_class().rollout_fields()
     rollout = {k: v for k, v in overrides.items() if k in rollout_only}
     training = {k: v for k, v in overrides.items() if k not in rollout_only}
     setup = dataclasses.replace(setup, overrides={**setup.overrides, **training}, variant=variant)

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import re
 
-#: the protocol version records and cached runs belong to. 1: past actions before the first
-#: sample hold the start pose; mixed-rate demos run at the most frequent step; training seeds
-#: in the record; open-loop fidelity metrics (docs/design.md). Records of older protocols live
-#: in results/archive/protocol<N>/ and leave the leaderboard.
-PROTOCOL = 1
+#: the protocol version records belong to. 1: past actions before the first sample hold the
+#: start pose; mixed-rate demos run at the most frequent step; training seeds in the record;
+#: open-loop fidelity metrics. 2: execution is part of the protocol: every fixed-rate policy and
+#: the Tracker join their actions with a curve chosen on the validation seeds (or straight lines),
+#: `tracker (smooth)` beside the straight-line indicator (docs/design.md section 5). Records of
+#: older protocols live in results/archive/protocol<N>/ and leave the leaderboard.
+PROTOCOL = 2
+#: the protocol that cuts demos into training windows, in checkpoint-cache keys: protocol 2
+#: changed only how trained models are executed, so models trained under 1 stay valid
+TRAINING_PROTOCOL = 1
 #: demos are recorded from the expert on seeds 0, 1, ... (a seed the expert fails is skipped)
 TRAIN_SEED_START = 0
 #: demos per dataset: training seeds 0-89

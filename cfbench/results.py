@@ -39,7 +39,8 @@ RECORD_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
-        "protocol": {"const": PROTOCOL, "description": "the benchmark protocol the record was made under"},
+        "protocol": {"type": "integer", "minimum": 0, "maximum": PROTOCOL,
+                     "description": "the benchmark protocol the record was made under"},
         "train_seed": {"type": "integer", "minimum": 0, "description": "the policy's training seed (0 if untrained)"},
         "reference_hz": {"type": "number", "exclusiveMinimum": 0,
                          "description": "the rate the policy observed and replanned at: the demos' most frequent step"},
@@ -120,14 +121,19 @@ class RecordError(ValueError):
     """A result record that is malformed, inconsistent, or a duplicate."""
 
 
-def validate(record: Any, source: str = "record") -> dict:
-    """Schema check, then what a schema cannot say: every number finite, a registered env, rates
-    that make sense, one row per test seed exactly, and aggregates that agree with the rows."""
+def validate(record: Any, source: str = "record", protocol: int | None = PROTOCOL) -> dict:
+    """Schema check, then what a schema cannot say: the protocol asked for (None: any), every
+    number finite, a registered env, rates that make sense, one row per test seed exactly, and
+    aggregates that agree with the rows."""
     try:
         jsonschema.validate(record, RECORD_SCHEMA)
     except jsonschema.ValidationError as error:
         where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
         raise RecordError(f"{source}: malformed result record at {where}: {error.message}") from None
+    if protocol is not None and record["protocol"] != protocol:
+        raise RecordError(f"{source}: a protocol v{record['protocol']} record where protocol v{protocol} records "
+                          f"belong; older records live in results/archive/protocol{record['protocol']}/ "
+                          f"(cfbench-leaderboard --protocol {record['protocol']} renders such a folder)")
     where = _non_finite(record)
     if where:
         raise RecordError(f"{source}: {where} is not a finite number")
@@ -247,7 +253,7 @@ def _check_same_config(existing: dict, record: dict, path: Path) -> None:
             "name this configuration with --variant, or write to another --results-dir")
 
 
-def read_record(path: str | Path) -> dict:
+def read_record(path: str | Path, protocol: int | None = PROTOCOL) -> dict:
     path = Path(path)
     if not path.is_file():
         raise RecordError(f"{path}: no such result file")
@@ -258,18 +264,19 @@ def read_record(path: str | Path) -> dict:
         record = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RecordError(f"{path}: not valid JSON (truncated or corrupted?): {error}") from None
-    return validate(record, str(path))
+    return validate(record, str(path), protocol)
 
 
-def read_all(results_dir: str | Path, *, allow_empty: bool = False) -> list[dict]:
-    """Every record in ``results_dir``; malformed files or duplicate experiments raise RecordError,
-    and so does a folder that does not exist or (unless allowed) holds no record."""
+def read_all(results_dir: str | Path, *, allow_empty: bool = False, protocol: int | None = PROTOCOL) -> list[dict]:
+    """Every record in ``results_dir``; malformed files, records of another protocol or duplicate
+    experiments raise RecordError, and so does a folder that does not exist or (unless allowed)
+    holds no record."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise RecordError(f"results folder {results_dir} does not exist")
     records, seen = [], {}
     for path in sorted(results_dir.glob("*.json")):
-        record = read_record(path)
+        record = read_record(path, protocol)
         key = run_key(record)
         if key in seen:
             raise RecordError(f"{path} duplicates the experiment already recorded in {seen[key]}")
@@ -316,7 +323,8 @@ def _cpu_count() -> int:
 
 
 #: what runs write into a checkout: changes there say nothing about the code that made a record
-GENERATED = ("results", "leaderboard.md")
+#: (the rollout choices are measured settings, and a record's config says which ones it ran)
+GENERATED = ("results", "leaderboard.md", "policies/rollout_choices.json", "docs/rollout-choices.md")
 
 
 def code_dirty(cwd: Path | None = None) -> bool:

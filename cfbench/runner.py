@@ -44,10 +44,10 @@ from cfbench.io import CheckpointError, atomic_write_text
 from cfbench.protocol import (
     MAX_RATE_HZ,
     N_DEMOS,
-    PROTOCOL,
     TARGET_HZ,
     TEST_SEEDS,
     TRAIN_SEED_START,
+    TRAINING_PROTOCOL,
     VALIDATION_SEEDS,
     check_name,
     parse_rates,
@@ -56,6 +56,7 @@ from cfbench.protocol import (
 )
 from cfbench.results import VIDEOS, make_record, record_stem, write_record
 from cfbench.tree import state_of
+from policies.rollout import chosen_rollout
 
 SUMMARY = "summary.json"
 POLICY_DIR = "policy"
@@ -82,8 +83,12 @@ class TrainingSetup:
     #: DiSPo's "paper") also applies its overrides, under ``overrides``
     variant: str = ""
 
-    def make_policy(self, policy_name: str) -> policies.Policy:
-        return policies.make(policy_name, profile=self.profile, variant=self.variant, **self.overrides)
+    def make_policy(self, policy_name: str, env_id: str | None = None, rates: tuple[float, ...] | None = None
+                    ) -> policies.Policy:
+        """The policy as configured; for a given env and rates, with the rollout settings the
+        validation seeds chose for that cell (``policies/rollout.py``) under the user's overrides."""
+        chosen = chosen_rollout(policy_name, self.variant, short_name(env_id), rates) if env_id else {}
+        return policies.make(policy_name, profile=self.profile, variant=self.variant, **{**chosen, **self.overrides})
 
 
 #: what a record keeps of a training run's summary
@@ -93,15 +98,16 @@ TRAINING_FIELDS = ("run_dir", "best_step", "best_score", "validation", "losses",
 
 # ------------------------------------------------------------------- the cache
 def run_dir(checkpoints_dir: Path, policy: policies.Policy, env_id: str, rates: tuple[float, ...],
-            demo_files: dict, protocol: int = PROTOCOL) -> Path:
-    """The run's folder, keyed by the (unfitted) config, the demo files' checksums and the
-    protocol that cuts them into windows (protocol 0 keys had no protocol entry)."""
+            demo_files: dict, protocol: int = TRAINING_PROTOCOL) -> Path:
+    """The run's folder, keyed by the (unfitted) config without its rollout settings, the demo
+    files' checksums and the protocol that cuts them into windows (protocol 0 keys had no
+    protocol entry)."""
     identity = {"config": policy.config.identity(), "demos": demo_files, **({"protocol": protocol} if protocol else {})}
     key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=list).encode()).hexdigest()[:12]
     return Path(checkpoints_dir) / short_name(env_id) / policy.name / f"{rates_label(rates)}hz" / key
 
 
-def pretraining_dir(work: Path, identity: dict, dataset: DemoDataset, protocol: int = PROTOCOL) -> Path:
+def pretraining_dir(work: Path, identity: dict, dataset: DemoDataset, protocol: int = TRAINING_PROTOCOL) -> Path:
     """The shared first phase's folder beside ``work``: keyed by the settings that phase reads,
     the protocol and the demos' states, actions, rates and seeds."""
     identity = {**identity, **({"protocol": protocol} if protocol else {})}
@@ -114,20 +120,26 @@ def pretraining_dir(work: Path, identity: dict, dataset: DemoDataset, protocol: 
 
 def train_or_load(policy_name: str, env: str, rates: tuple[float, ...], setup: TrainingSetup | None = None,
                   progress: bool = True) -> tuple[policies.Policy, dict]:
-    """The trained policy for (policy, config, env, demo rates), training it only if needed."""
+    """The trained policy for (policy, config, env, demo rates), training it only if needed.
+    It is trained, and its checkpoint selected, with its rollout settings at their defaults (so
+    the cache holds one model whatever they are), then set to run with the requested ones."""
     from cfbench.evaluate import evaluate
     from policies.base import WEIGHTS_FILE
 
     setup = setup or TrainingSetup()
     env_id = resolve_env(env)
-    policy = setup.make_policy(policy_name)
+    policy = setup.make_policy(policy_name, env_id, rates)
+    rollout = policy.config.rollout()
+    policy.set_rollout(policy.config.training_rollout())
     dataset = load_demos(env_id, rates, obs_mode=policy.config.obs_mode, n=setup.n_demos, demos_dir=setup.demos_dir)
     demo_files = manifest_entry(setup.demos_dir, dataset_id(env_id, rates, policy.config.obs_mode))["files"]
     work = run_dir(setup.checkpoints_dir, policy, env_id, rates, demo_files)
     if setup.retrain and work.exists():
         shutil.rmtree(work)
     if (work / SUMMARY).exists():
-        return load_finished(work)
+        policy, summary = load_finished(work)
+        policy.set_rollout(rollout)
+        return policy, summary
 
     seeds = seed_list(VALIDATION_SEEDS)[: setup.validation_episodes]
 
@@ -153,6 +165,7 @@ def train_or_load(policy_name: str, env: str, rates: tuple[float, ...], setup: T
     summary = {"run_dir": paths.shown(work), "validation_seeds": [seeds[0], seeds[-1] + 1] if seeds else [],
                **history, "weights_sha256": _sha256(work / POLICY_DIR / WEIGHTS_FILE)}
     atomic_write_text(work / SUMMARY, json.dumps(summary, indent=1))
+    policy.set_rollout(rollout)
     return policy, summary
 
 
@@ -247,7 +260,7 @@ def trained_policy(policy_name: str, env_id: str, rates: tuple[float, ...], setu
     if not cls.trainable:
         if train_seed != 0:
             raise ValueError(f"policy {policy_name!r} is not trained: its only training seed is 0")
-        return setup.make_policy(policy_name), None
+        return setup.make_policy(policy_name, env_id, rates), None
     if "seed" in setup.overrides and setup.overrides["seed"] != train_seed:
         raise ValueError("give the training seed with --train-seeds, not --set seed=...")
     seeded = setup

@@ -5,7 +5,10 @@
   episodes), which carries the spread between training runs as well as the finite test set,
   never narrower than the Wilson interval of the pooled episodes (resampling all-fail or
   all-succeed outcomes has no spread at all: 0 of 300 is not "exactly 0 %");
-- two policies on the same test episodes: McNemar's exact test on the discordant pairs.
+- two policies on the same test episodes: McNemar's exact test on the discordant pairs of one
+  training seed; over several training seeds, a paired two-level bootstrap (resample the seeds,
+  then the test episodes, the same episodes for both sides), so the spread between training runs
+  counts and the pairs of different seeds are not taken for independent evidence.
 """
 
 from __future__ import annotations
@@ -56,3 +59,39 @@ def mcnemar_exact(only_a: int, only_b: int) -> float:
         return 1.0
     tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2 ** n
     return min(1.0, 2 * tail)
+
+
+def paired_difference(first: list[np.ndarray], second: list[np.ndarray]) -> dict:
+    """The success difference first - second on the same test episodes, per training seed (each
+    list holds one 0/1 array per seed, the same episodes in the same order on both sides; an
+    untrained side repeats its one array). Returns the mean difference over the seeds, its 95 %
+    interval, a two-sided p-value and the test's name: exact McNemar for one seed, a paired
+    two-level bootstrap (seeds, then episodes) for several."""
+    if len(first) != len(second) or not first:
+        raise ValueError("both sides need the same training seeds, at least one")
+    first = [np.asarray(a, float) for a in first]
+    second = [np.asarray(b, float) for b in second]
+    if any(a.shape != b.shape for a, b in zip(first, second)):
+        raise ValueError("both sides need the same test episodes for each training seed")
+    differences = [a - b for a, b in zip(first, second)]
+    mean = float(np.mean([d.mean() for d in differences]))
+    if len(differences) == 1:
+        only_first, only_second = int((differences[0] > 0).sum()), int((differences[0] < 0).sum())
+        n = len(differences[0])
+        # the interval: a bootstrap of the paired episodes (the p-value is exact)
+        rng = np.random.default_rng(0)
+        draws = differences[0][rng.integers(n, size=(BOOTSTRAP_SAMPLES, n))].mean(axis=1)
+        low, high = np.percentile(draws, [2.5, 97.5])
+        return {"difference": mean, "low": float(low), "high": float(high),
+                "p": mcnemar_exact(only_first, only_second), "test": "exact McNemar"}
+    rng = np.random.default_rng(0)
+    k, draws = len(differences), BOOTSTRAP_SAMPLES
+    seeds = rng.integers(k, size=(draws, k))
+    per_seed = np.stack([d[rng.integers(len(d), size=(draws, len(d)))].mean(axis=1) for d in differences])
+    estimates = per_seed[seeds, np.arange(draws)[:, None]].mean(axis=1)
+    low, high = np.percentile(estimates, [2.5, 97.5])
+    # the share of resampled differences on the other side of zero, doubled (ties count half)
+    below, ties = float(np.mean(estimates < 0)), float(np.mean(estimates == 0))
+    p = min(1.0, 2 * min(below + ties / 2, 1 - below - ties / 2))
+    return {"difference": mean, "low": float(low), "high": float(high), "p": max(p, 1 / draws),
+            "test": f"paired bootstrap over {k} training seeds, then episodes"}

@@ -177,7 +177,7 @@ def finished_record(cell: Cell, results_dir: Path) -> dict | None:
     path = cell.record_path(results_dir)
     if not path.exists():
         return None
-    record = read_record(path)  # a malformed record is an error, not a re-run
+    record = read_record(path, protocol=None)  # a malformed record is an error, not a re-run
     return record if record["protocol"] == PROTOCOL else None
 
 

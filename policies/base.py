@@ -93,6 +93,11 @@ class PolicyConfig:
     #: fields added after runs were cached, each with the value that behaves as before it existed:
     #: at that value a field is left out of ``identity()``, so cached runs stay valid
     NEUTRAL: ClassVar[dict[str, Any]] = {}
+    #: rollout settings: fields only the execution of a trained model reads (how many actions run
+    #: per prediction, the curve through them). A model is trained, and its checkpoint selected on
+    #: the validation seeds, with each at its declared default; changing one re-evaluates a cached
+    #: model, never retrains it (``identity()`` names the model by the defaults)
+    ROLLOUT: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self):
         hints = typing.get_type_hints(type(self))
@@ -129,11 +134,29 @@ class PolicyConfig:
         return values
 
     def identity(self) -> dict[str, Any]:
-        """What names a trained model (cache keys, resumption checks): ``to_dict()`` without the
-        fields at their ``NEUTRAL`` value."""
+        """What names a trained model (cache keys, resumption checks): ``to_dict()`` with the
+        rollout settings at the values it is trained with, without the fields at their
+        ``NEUTRAL`` value."""
         neutral = self.neutral()
-        values = self.to_dict()
+        values = {**self.to_dict(), **self.training_rollout()}
         return {k: v for k, v in values.items() if k not in neutral or _plain(v) != _plain(neutral[k])}
+
+    def rollout_fields(self) -> tuple[str, ...]:
+        """The ``ROLLOUT`` fields of every class of this config (a subclass may keep one out where
+        training reads it)."""
+        fields: list[str] = []
+        for cls in reversed(type(self).__mro__):
+            fields += [name for name in vars(cls).get("ROLLOUT", ()) if name not in fields]
+        return tuple(fields)
+
+    def rollout(self) -> dict[str, Any]:
+        """This config's rollout settings."""
+        return {name: getattr(self, name) for name in self.rollout_fields()}
+
+    def training_rollout(self) -> dict[str, Any]:
+        """The rollout settings a model is trained and selected with: each at its declared default."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        return {name: defaults[name] for name in self.rollout_fields()}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PolicyConfig:
@@ -218,6 +241,14 @@ class Policy(ABC):
     def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float) -> np.ndarray:
         """Action chunks (len(slots), n_actions, pose_dim) at ``target_hz`` for the given slots, or a
         list of len(slots) chunks (n_actions_i, pose_dim) when their lengths differ."""
+
+    def set_rollout(self, settings: dict[str, Any]) -> None:
+        """Change rollout settings of a (trained) policy; anything else is refused."""
+        other = sorted(set(settings) - set(self.config.rollout_fields()))
+        if other:
+            raise ValueError(f"{self.name}: {other} are not rollout settings (these are: "
+                             f"{', '.join(self.config.rollout_fields()) or 'none'})")
+        self.config = dataclasses.replace(self.config, **settings)  # checked like any config
 
     # ------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, torch.Tensor]:

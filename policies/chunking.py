@@ -2,7 +2,9 @@
 
 Such a policy predicts, from ``n_obs_steps`` observations one source step apart, a chunk of
 absolute poses at the source rate, executes ``n_action_steps`` of them (receding horizon) and
-runs them at the target rate through the shared linear-interpolation helper. Its network sees
+runs them at the target rate along the curve its ``interpolation`` names (the shared helper of
+``policies/interpolation.py``; both are rollout settings, see ``PolicyConfig.ROLLOUT``; DiSPo
+emits target-rate actions itself and has no curve). Its network sees
 states and poses in one of the frames of ``policies/frames.py``; its model has an
 ``obs_encoder`` (state normaliser, optional pixel encoders) and an ``action_normalizer``.
 Subclasses say how a chunk is predicted (``predict_chunk``) and how they learn.
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -21,7 +23,7 @@ from cfbench.protocol import mix_seed
 from cfbench.tree import state_of
 from policies.base import EpisodeContext
 from policies.frames import FRAMES, Frame
-from policies.interpolation import upsample_linear
+from policies.interpolation import check_interpolant, upsample
 from policies.learning import LearnedConfig, LearnedPolicy
 
 
@@ -29,8 +31,12 @@ from policies.learning import LearnedConfig, LearnedPolicy
 class ChunkConfig(LearnedConfig):
     #: observations per prediction, one source step apart (Diffusion Policy's T_o = 2)
     n_obs_steps: int = 2
-    #: actions of each predicted chunk executed before the next prediction
+    #: actions of each predicted chunk executed before the next prediction (a rollout setting)
     n_action_steps: int = 8
+    #: the curve through the executed source-rate actions at the target rate: "linear" (the
+    #: paper), "cubic", "cubic-clamped", "akima", "makima" or "pchip" (policies/interpolation.py;
+    #: a rollout setting, chosen per env and rate on the validation seeds)
+    interpolation: str = "linear"
     #: coordinates the network works in: "world", "agent" (relative poses) or "task" (policies/frames.py)
     frame: str = "task"
     #: the env's StateLayout, filled in by ``fit``
@@ -39,9 +45,15 @@ class ChunkConfig(LearnedConfig):
     resnet_width: int = 64
 
     LIMITS: ClassVar[dict[str, str]] = {"n_action_steps": "positive", "resnet_width": "positive"}
+    ROLLOUT: ClassVar[tuple[str, ...]] = ("n_action_steps", "interpolation")
+    NEUTRAL: ClassVar[dict[str, Any]] = {"interpolation": "linear"}
+    #: "straight": the paper's execution (straight lines, the default actions per prediction), where
+    #: the plain policy runs with the rollout settings the validation seeds chose for the cell
+    variants: ClassVar[dict[str, dict[str, Any]]] = {"straight": {"interpolation": "linear"}}
 
     def __post_init__(self):
         super().__post_init__()
+        check_interpolant(self.interpolation)
         if self.frame not in FRAMES:
             raise ValueError(f"frame must be one of {FRAMES}, got {self.frame!r}")
 
@@ -72,6 +84,7 @@ class ChunkPolicy(LearnedPolicy):
         super().__init__(config)
         self._generators: dict[int, torch.Generator] = {}
         self._anchors: dict[int, np.ndarray | None] = {}
+        self._pasts: dict[int, np.ndarray | None] = {}
 
     # ---------------------------------------------------------------- training
     def window_tensors(self, dataset, windows) -> dict[str, torch.Tensor]:
@@ -120,6 +133,7 @@ class ChunkPolicy(LearnedPolicy):
         """Per-slot noise generator seeded by the episode: rollouts do not depend on batching."""
         self._generators[slot] = torch.Generator().manual_seed(mix_seed(self.config.seed, context.seed))
         self._anchors[slot] = None
+        self._pasts[slot] = None
 
     def chunk_noise(self, slots: list[int], n_actions: int, width: int | None = None) -> torch.Tensor:
         """Gaussian noise (B, n_actions, width), each row from its slot's episode generator
@@ -134,13 +148,28 @@ class ChunkPolicy(LearnedPolicy):
         generators only."""
 
     def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float) -> np.ndarray:
+        """The next ``n_action_steps`` of the predicted chunk at the target rate. The curve runs
+        from the last executed action (the agent's pose at the start) and, for a smooth one,
+        through the one before it (the start pose held, as in the demos' padding) and the rest
+        of the chunk, so its heading carries across chunks."""
         c = self.config
-        chunk = self.predict_chunk(obs_history, slots)[:, : c.n_action_steps]
+        chunk = self.predict_chunk(obs_history, slots)
+        n = c.n_action_steps
         state = np.asarray(state_of(obs_history))
         anchors = np.stack([
             self._anchors[s] if self._anchors[s] is not None else state[i, -1, : c.action_dim]
             for i, s in enumerate(slots)
         ])
+        pasts = np.stack([self._pasts[s] if self._pasts[s] is not None else anchors[i] for i, s in enumerate(slots)])
         for i, s in enumerate(slots):
-            self._anchors[s] = chunk[i, -1]
-        return upsample_linear(anchors, chunk, source_hz, target_hz)
+            self._anchors[s], self._pasts[s] = chunk[i, n - 1], (chunk[i, n - 2] if n > 1 else anchors[i])
+        return upsample(anchors, chunk, source_hz, target_hz, c.interpolation, n_steps=n, past=pasts,
+                        **angle_settings(c.state_layout, c.action_dim))
+
+
+def angle_settings(layout: dict, pose_dim: int) -> dict[str, Any]:
+    """``upsample``'s angle arguments for poses of an env with this ``StateLayout``: the yaw
+    (pose entry 2, when the layout lists it among its angles) and its period."""
+    if pose_dim > 2 and 2 in layout.get("angles", ()):
+        return {"angle_dims": (2,), "angle_period": layout.get("angle_period", 2 * np.pi)}
+    return {}

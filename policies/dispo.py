@@ -176,6 +176,15 @@ class DiSPoConfig(MambaDiffusionConfig):
             raise ValueError("augment_action_finer must include 1 (windows with actions at the observations' rate)")
         if not self.max_speedup >= 1:
             raise ValueError(f"max_speedup must be >= 1, got {self.max_speedup}")
+        if self.interpolation != "linear":
+            raise ValueError(f"interpolation={self.interpolation!r}: DiSPo emits target-rate actions itself, "
+                             "it has no curve to choose")
+
+    def rollout_fields(self) -> tuple[str, ...]:
+        """With adaptive step scales φ_r learns from the chunk a rollout executes: n_action_steps
+        is then a training setting."""
+        fields = super().rollout_fields()
+        return tuple(f for f in fields if f != "n_action_steps") if self.step_scale_mode == "adaptive" else fields
 
 
 class DiSPoBlock(nn.Module):

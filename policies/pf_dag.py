@@ -84,6 +84,7 @@ class PFDAGConfig(UNetConfig, HorizonConfig):
     train_steps: int = 5000
 
     variants: ClassVar[dict[str, dict[str, Any]]] = {
+        **HorizonConfig.variants,
         "no-modes": {"n_modes": 1},  # one mode for every chunk: the MeanFlow alone, without the decoupling
     }
     LIMITS: ClassVar[dict[str, str]] = {

@@ -25,7 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import cfbench
-from policies.interpolation import upsample_linear
+from policies.interpolation import upsample
 
 RATES = (2.5, 20.0)
 FRAMES_PER_STRIP = 6
@@ -36,7 +36,7 @@ def tracker_frames(env_id: str, seed: int, source_hz: float) -> tuple[list[np.nd
     env = gym.make(env_id, render_mode="rgb_array")
     env.reset(seed=seed)
     coarse = env.unwrapped.expert_trajectory().sample(source_hz)
-    plan = upsample_linear(coarse[0], coarse[1:], source_hz, env.unwrapped.control_hz)
+    plan = upsample(coarse[0], coarse[1:], source_hz, env.unwrapped.control_hz)
     frames, info = [env.render()], {}
     for step in range(env.unwrapped.max_episode_steps):
         _, _, terminated, truncated, info = env.step(plan[min(step, len(plan) - 1)])

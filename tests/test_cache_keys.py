@@ -1,7 +1,8 @@
-"""Refactors must not move results: the archived protocol-0 records' configs still load as they
-are, and the checkpoint-cache keys (run folders and DiSPo's shared pretraining folders)
-computed for them under protocol 0 are the ones they were trained under. (Protocol 1 keys add
-the protocol: a run cut into windows by other rules is another run.)"""
+"""Refactors must not move results: the archived records' configs still load as they are, and
+the checkpoint-cache keys (run folders and DiSPo's shared pretraining folders) computed for
+them are the ones they were trained under: protocol 0's, and protocol 1's, which protocol 2
+keeps (it changed only execution, whose settings never enter a key). Protocol 1 keys add the
+protocol: a run cut into windows by other rules is another run."""
 
 import json
 from pathlib import Path
@@ -15,10 +16,10 @@ from cfbench.envs import ENV_IDS
 from cfbench.protocol import N_DEMOS
 from cfbench.runner import pretraining_dir, run_dir
 
-ARCHIVE = Path(__file__).resolve().parent.parent / "results" / "archive" / "protocol0"
+ARCHIVES = Path(__file__).resolve().parent.parent / "results" / "archive"
 #: config fields that ``fit`` fills in from the dataset: unset when a run's key is computed
 FITTED = ("obs_dim", "action_dim", "views", "state_layout", "reference_hz")
-RECORDS = [json.loads(path.read_text()) for path in sorted(ARCHIVE.glob("*.json"))]  # schema 1: read as is
+RECORDS = [json.loads(path.read_text()) for path in sorted(ARCHIVES.glob("protocol[01]/*.json"))]  # read as is
 TRAINED = [r for r in RECORDS if "training" in r]
 #: the keys hash the demos, which only a registered env can make (ClampPassing-v0 is retired)
 KEYED = [r for r in TRAINED if r["env_id"] in ENV_IDS.values()]
@@ -52,36 +53,46 @@ def _label(record):
 
 
 def test_committed_configs_load_unchanged():
-    """Fields added since are filled in at their neutral value (config.NEUTRAL), which ``identity``
-    leaves out: what is left is the config as recorded."""
-    assert len(TRAINED) >= 60
+    """Fields added since are filled in at their neutral value (config.NEUTRAL): what a record
+    lists is the config as recorded, and nothing else differs from what it ran."""
+    assert len(TRAINED) >= 60 + 150
     for record in TRAINED:
         config = record["provenance"]["config"]
         loaded = policies.policy_class(record["policy"]).config_class.from_saved(config)
-        assert _json(loaded.identity()) == config, _label(record)
+        values, neutral = _json(loaded.to_dict()), _json(loaded.neutral())
+        assert {k: values[k] for k in config} == config, _label(record)
+        assert all(values[k] == neutral[k] for k in values.keys() - config.keys()), _label(record)
 
 
 def test_default_configs_are_those_of_the_default_records():
     for record in TRAINED:
         if record["variant"] == "":
-            then = policies.make(record["policy"], **CHANGED_DEFAULTS.get(record["policy"], {}))
-            assert _unfitted(record) == _json(then.config.identity()), _label(record)
+            changed = CHANGED_DEFAULTS.get(record["policy"], {}) if _protocol(record) == 0 else {}
+            seed = {"seed": record["train_seed"]} if record.get("train_seed") else {}
+            then = _json(policies.make(record["policy"], **changed, **seed).config.to_dict())
+            recorded = _unfitted(record)
+            assert recorded == {k: then[k] for k in recorded}, _label(record)
+
+
+def _protocol(record: dict) -> int:
+    return record.get("protocol", 0)  # schema 1 (protocol 0) had no such entry
 
 
 def test_cache_keys_of_committed_records_are_unchanged(demos_dir):
-    assert len(KEYED) >= 40
+    assert len(KEYED) >= 40 + 150
     for record in KEYED:
         config = _unfitted(record)
         neutral = policies.policy_class(record["policy"]).config_class.neutral()  # what the record ran
         policy = policies.make(record["policy"], **{**neutral, **{k: v for k, v in config.items() if k != "policy"}})
         rates = tuple(record["source_hz"])
         files = manifest_entry(demos_dir, dataset_id(record["env_id"], rates))["files"]
-        work = run_dir(Path("checkpoints"), policy, record["env_id"], rates, files, protocol=0)
+        work = run_dir(Path("checkpoints"), policy, record["env_id"], rates, files, protocol=_protocol(record))
         assert str(work) == record["training"]["run_dir"], _label(record)
         identity = policy.pretraining_identity()
         if identity is not None:
             dataset = load_demos(record["env_id"], rates, demos_dir=demos_dir, generate=False)
-            assert str(pretraining_dir(work, identity, dataset, protocol=0)) == record["training"]["phases"][0]["dir"], \
+            assert str(pretraining_dir(work, identity, dataset, protocol=_protocol(record))) == \
+                record["training"]["phases"][0]["dir"], \
                 _label(record)
 
 

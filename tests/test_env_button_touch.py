@@ -8,7 +8,7 @@ import pytest
 
 import cfbench  # noqa: F401  (registers the ids)
 from cfbench.envs.button_touch import TIP_RADIUS
-from policies.interpolation import upsample_linear
+from policies.interpolation import upsample
 
 ENV_ID = "cfbench/ButtonTouch-v0"
 
@@ -17,7 +17,7 @@ def tracker_episode(env, seed: int, source_hz: float):
     """Follow the episode's expert sampled at ``source_hz``, linearly interpolated to 20 Hz."""
     env.reset(seed=seed)
     coarse = env.unwrapped.expert_trajectory().sample(source_hz)
-    fine = upsample_linear(coarse[0], coarse[1:], source_hz, env.unwrapped.control_hz)
+    fine = upsample(coarse[0], coarse[1:], source_hz, env.unwrapped.control_hz)
     for t in range(env.unwrapped.max_episode_steps):
         _, reward, terminated, truncated, info = env.step(fine[min(t, len(fine) - 1)])
         if terminated or truncated:

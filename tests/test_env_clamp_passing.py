@@ -8,7 +8,7 @@ import pytest
 
 import cfbench  # noqa: F401  (registers the ids)
 from cfbench.envs import clamp_passing
-from policies.interpolation import upsample_linear
+from policies.interpolation import upsample
 
 ENV_ID = "cfbench/ClampPassing-v1"
 
@@ -32,7 +32,7 @@ def run_plan(env, plan):
 def tracker(env, seed, source_hz):
     env.reset(seed=seed)
     coarse = env.unwrapped.expert_trajectory().sample(source_hz)
-    fine = upsample_linear(coarse[0], coarse[1:], source_hz, env.unwrapped.control_hz)
+    fine = upsample(coarse[0], coarse[1:], source_hz, env.unwrapped.control_hz)
     return run_plan(env, fine)
 
 

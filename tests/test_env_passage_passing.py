@@ -6,7 +6,7 @@ import pytest
 
 import cfbench  # noqa: F401  (registers the ids)
 from cfbench.envs.passage_passing import AGENT_HALF, CLEARANCE, N_SEGMENTS, PassagePassingEnv
-from policies.interpolation import upsample_linear
+from policies.interpolation import upsample
 
 ENV_ID = "cfbench/PassagePassing-v0"
 
@@ -15,7 +15,7 @@ def tracker_episode(env, seed, source_hz):
     """Follow the expert sampled at ``source_hz``, linearly interpolated to the control rate."""
     env.reset(seed=seed)
     coarse = env.expert_trajectory().sample(source_hz)
-    fine = upsample_linear(coarse[0], coarse[1:], source_hz, env.control_hz)
+    fine = upsample(coarse[0], coarse[1:], source_hz, env.control_hz)
     for t in range(env.max_episode_steps):
         _, _, terminated, truncated, info = env.step(fine[min(t, len(fine) - 1)])
         if terminated or truncated:

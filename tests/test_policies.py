@@ -71,7 +71,8 @@ def test_every_config_field_is_documented(name):
 def test_show_config_lists_every_key_with_its_value_and_meaning(capsys):
     train_main(["--policy", "dp-c", "--show-config", "--profile", "gpu", "--set", "horizon=12"])
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line for line in out.splitlines()[2:]}
+    rows = {line.split()[0]: line for line in out.split("\n\ndeclared variants")[0].splitlines()[2:]}
+    assert "  straight: interpolation=\"linear\"" in out  # the paper's execution, a declared variant
     assert set(rows) == {f.name for f in dataclasses.fields(policies.policy_class("dp-c").config_class)}
     assert "[256, 512, 1024]" in rows["down_dims"] and "U-Net levels" in rows["down_dims"]  # the gpu profile
     assert rows["horizon"].split()[1] == "12"  # --set applies

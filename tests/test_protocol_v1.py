@@ -9,6 +9,7 @@ from cfbench.datasets import DemoDataset, Episode, load_demos
 from cfbench.fidelity import probe
 from cfbench.leaderboard import compare, success_table
 from cfbench.runner import TrainingSetup, run
+from cfbench.protocol import PROTOCOL
 from cfbench.stats import mcnemar_exact, success_interval, wilson
 
 SEEDS = [10000, 10001, 10002]
@@ -31,7 +32,7 @@ def test_mixed_demos_run_at_the_reference_rate(tmp_path):
     assert dataset.reference_hz == 5.0
     record, _ = run("tracker", "ButtonTouch", (2.5, 5.0), TrainingSetup(n_demos=4, demos_dir=tmp_path / "demos"),
                     episodes=2, results_dir=tmp_path / "results", progress=False)
-    assert record["reference_hz"] == 5.0 and record["protocol"] == 1 and record["train_seed"] == 0
+    assert record["reference_hz"] == 5.0 and record["protocol"] == PROTOCOL and record["train_seed"] == 0
     dispo = policies.make("dispo", d_model=8, n_layer=1, d_state=4, train_steps=1, eval_every=1, batch_size=4,
                           finetune_steps=0)
     data = dispo.prepare(dataset)
@@ -74,8 +75,47 @@ def test_leaderboard_cells_pool_training_seeds_and_compare_states_the_paired_tes
     assert table.loc["dispo", "2.5 Hz"].endswith("×1")
     sentence = compare(records, "dp-t", "dispo", "PassagePassing", (2.5,))
     # seed 0 only is shared; dp-t wins where i % 3 == 1 (33 episodes), dispo never wins alone
-    assert "100 paired test episodes, 1 training seed" in sentence and "dp-t succeeds in 33 episodes" in sentence
-    assert "dp-t is better" in sentence and "p = 2.33e-10" in sentence
+    assert "100 paired test episodes, 1 training seed" in sentence and "a difference of +33 points" in sentence
+    assert "dp-t is better (exact McNemar, p = 2.33e-10)" in sentence
+
+
+def _indicator(successes):
+    from test_results import _record
+
+    record = _record(policy="tracker", successes=successes)
+    record["variant"] = "smooth"
+    return record
+
+
+def test_cells_state_the_gain_over_the_smooth_indicator_and_compare_accepts_it():
+    """The indicator ran once (no training seed): it pairs with every training seed of a learner,
+    and several seeds are tested by the paired bootstrap, not as if their pairs were independent."""
+    learner = [_seeded("dp-t", s, (True, True, False)) for s in range(3)]
+    records = learner + [_indicator((True, False, False))]
+    table = success_table(records)
+    assert "; Δ +33 (p " in table.loc["dp-t", "2.5 Hz"] and "Δ" not in table.loc["tracker (smooth) †", "2.5 Hz"]
+    sentence = compare(records, "dp-t", "tracker-smooth", "PassagePassing", (2.5,))
+    assert "300 paired test episodes, 3 training seeds" in sentence and "a difference of +33 points" in sentence
+    assert "dp-t is better (paired bootstrap over 3 training seeds, then episodes" in sentence
+    # the same sentence the other way round
+    assert "tracker-smooth succeeds in 34 %" in compare(records, "tracker-smooth", "dp-t", "PassagePassing", (2.5,))
+
+
+def test_paired_difference_counts_the_spread_between_training_seeds():
+    from cfbench.stats import paired_difference
+
+    reference = np.array([True, False] * 50)
+    same = paired_difference([reference] * 3, [reference] * 3)
+    assert same["difference"] == 0 and same["p"] == 1.0
+    # two seeds far above the reference, one far below: the mean gain is positive, but a method
+    # whose training seeds disagree this much is not shown better (pooled McNemar would say it is)
+    up, down = np.ones(100, bool), np.zeros(100, bool)
+    mixed = paired_difference([up, up, down], [reference] * 3)
+    assert mixed["difference"] > 0 and mixed["p"] > 0.05 and mixed["low"] < 0 < mixed["high"]
+    steady = paired_difference([up, up, up], [reference] * 3)
+    assert steady["p"] < 0.01 and steady["low"] > 0
+    with pytest.raises(ValueError, match="same test episodes"):
+        paired_difference([up], [up[:50]])
 
 
 def test_the_tracker_from_20_hz_demos_has_no_open_loop_error():

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from cfbench.leaderboard import main as leaderboard_main
-from cfbench.leaderboard import (compute_table, line_styles, regenerate, render_markdown, repeated_pretraining_hours,
+from cfbench.leaderboard import (compute_table, line_styles, page, regenerate, render_markdown, repeated_pretraining_hours,
                                  submit)
 from cfbench.io import _FILE_MODE
+from cfbench.protocol import PROTOCOL
 from cfbench.results import RecordError, read_all, read_record, validate, write_record
 
 
@@ -22,7 +23,7 @@ def _record(policy="tracker", rate=2.5, successes=(True, False, True), episodes=
     ]
     return {
         "schema_version": 2,
-        "protocol": 1,
+        "protocol": PROTOCOL,
         "policy": policy,
         "variant": "",
         "train_seed": 0,
@@ -175,7 +176,12 @@ def test_committed_leaderboard_matches_results():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    assert (root / "leaderboard.md").read_text() == render_markdown(read_all(root / "results"))
+    results = root / "results"
+    assert (root / "leaderboard.md").read_text() == page(read_all(results), results, root / "leaderboard.md")
+    archive = results / "archive" / "protocol1"  # the paper protocol's page, which the leaderboard links
+    assert "](results/archive/protocol1/leaderboard.md)" in (root / "leaderboard.md").read_text()
+    assert (archive / "leaderboard.md").read_text() == page(read_all(archive, protocol=1), archive,
+                                                             archive / "leaderboard.md", protocol=1)
 
 
 def test_only_code_changes_make_a_checkout_dirty(tmp_path):

@@ -33,6 +33,14 @@ def resolve_env(name: str) -> str:
     raise ValueError(f"unknown environment {name!r}; choose one of {', '.join(ENV_IDS)}")
 
 
+def state_layout(env: str):
+    """The env's ``StateLayout`` (what its state entries are), without making the env."""
+    import importlib
+
+    module, _, name = _ENTRY_POINTS[short_name(resolve_env(env))].partition(":")
+    return getattr(importlib.import_module(module), name).state_layout
+
+
 def short_name(env_id: str) -> str:
     for name, known in ENV_IDS.items():
         if known == env_id:

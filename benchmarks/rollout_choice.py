@@ -1,0 +1,163 @@
+"""Choose a policy's rollout settings per env and source rate on the validation seeds only.
+
+How a trained model is executed is a hyperparameter like any other (protocol v2,
+docs/design.md section 5): for fixed-rate policies the curve through their source-rate actions
+(``interpolation``) and for every chunking policy the actions run per prediction
+(``n_action_steps``); the smooth indicator ``tracker (smooth)`` picks its curve the same way.
+For every (env, source rates) this script takes the cell's model (training seed 0, through the
+runner's checkpoint cache: trained once, with the rollout settings at their defaults), runs
+every candidate setting on the validation seeds 10000-10049, keeps the best (ties: the default,
+then the earlier candidate) and writes it to ``policies/rollout_choices.json``, where a plain
+``cfbench-eval`` finds it; ``docs/rollout-choices.md`` is regenerated from that file.
+
+    python benchmarks/rollout_choice.py --policy tracker --variant smooth --env all \\
+        --source-hz 2.5 5 10 20 2.5+5
+    python benchmarks/rollout_choice.py --policy dp-t --env all --source-hz 2.5 5 2.5+5 --threads 1
+
+The test seeds are never touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from cfbench import paths
+from cfbench.datasets import load_demos
+from cfbench.envs import ENV_IDS, resolve_env, short_name
+from cfbench.evaluate import evaluate
+from cfbench.io import atomic_write_text
+from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
+from cfbench.results import provenance
+from cfbench.runner import TrainingSetup, parse_overrides, set_threads, train_or_load
+from policies import policy_class
+from policies.interpolation import INTERPOLANTS, SMOOTH_INTERPOLANTS
+from policies.rollout import CHOICES_FILE, all_choices, write_choices
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "rollout-choices.md"
+
+
+def candidates(config, interpolants: list[str] | None, action_steps: list[int] | None, smooth_only: bool
+               ) -> list[dict]:
+    """Every combination of the rollout settings the config has, the default first. Actions per
+    prediction: the default halved down to 1 unless given; curves: every one (smooth ones only
+    for the smooth indicator) unless given."""
+    fields = config.rollout_fields()
+    defaults = config.training_rollout()
+    axes = {}
+    if "interpolation" in fields:
+        axes["interpolation"] = interpolants or list(SMOOTH_INTERPOLANTS if smooth_only else INTERPOLANTS)
+    if "n_action_steps" in fields:
+        default, halvings = defaults["n_action_steps"], []
+        while default >= 1:
+            halvings.append(default)
+            default //= 2
+        axes["n_action_steps"] = action_steps or halvings
+    if not axes:
+        raise ValueError(f"{config.name} has no rollout setting to choose")
+    settings = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+    is_default = [all(s[k] == defaults.get(k) for k in s) for s in settings]
+    return [s for _, s in sorted(zip(is_default, settings), key=lambda pair: not pair[0])]
+
+
+def label(settings: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in settings.items())
+
+
+def choose(policy_name: str, variant: str, env: str, rates: tuple[float, ...], setup: TrainingSetup,
+           interpolants, action_steps, seeds: list[int]) -> dict:
+    """The cell's validation table and choice, as a rollout_choices.json entry."""
+    start = time.perf_counter()
+    env_id = resolve_env(env)
+    cls = policy_class(policy_name)
+    setup = dataclasses.replace(setup, variant=variant)
+    if cls.trainable:
+        policy, summary = train_or_load(policy_name, env_id, rates, setup)
+        run = summary["run_dir"]
+        reference_hz = load_demos(env_id, rates, n=setup.n_demos, demos_dir=setup.demos_dir).reference_hz
+    else:
+        policy, run = setup.make_policy(policy_name), None
+        reference_hz = rates[0] if len(rates) == 1 else load_demos(
+            env_id, rates, n=setup.n_demos, demos_dir=setup.demos_dir).reference_hz
+    options = candidates(policy.config, interpolants, action_steps, smooth_only=policy.privileged)
+    table = {}
+    for settings in tqdm(options, desc=f"{policy_name} {short_name(env_id)} {rates_label(rates)} Hz", unit="setting"):
+        policy.set_rollout(settings)
+        outcome = evaluate(policy, env_id, reference_hz, seeds=seeds, progress=False)
+        table[label(settings)] = round(100 * outcome["metrics"]["success_rate"], 1)
+    best = max(range(len(options)), key=lambda i: (table[label(options[i])], -i))  # ties: the earlier
+    made = provenance(["python", *sys.argv], (seeds[0], seeds[-1] + 1), {})
+    return {
+        "policy": policy_name, "variant": variant, "env": short_name(env_id), "source_hz": rates_label(rates),
+        "settings": options[best], "validation_success": table,
+        "validation_seeds": [seeds[0], seeds[-1] + 1], "train_seed": 0, "run_dir": run,
+        "made_by": {**{k: made[k] for k in ("command", "git_commit", "git_dirty", "shared_with")},
+                    "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - start)},
+    }
+
+
+def render(entries: list[dict]) -> str:
+    """docs/rollout-choices.md: every choice with its validation numbers, from the JSON file."""
+    lines = ["# Rollout settings chosen on the validation seeds", "",
+             "Generated by `benchmarks/rollout_choice.py` from `policies/rollout_choices.json`; do not edit by hand.",
+             "Each cell's model (training seed 0) ran every candidate setting on the validation seeds",
+             "10000-10049; the best is what `cfbench-eval` uses for that policy, env and source rate (ties: the",
+             "default, then the earlier candidate). Success in %.", ""]
+    for (policy, variant), group in itertools.groupby(entries, key=lambda e: (e["policy"], e["variant"])):
+        group = list(group)
+        lines += [f"## {policy}" + (f" ({variant})" if variant else ""), ""]
+        rows = {f"{e['env']} {e['source_hz']} Hz": {**e["validation_success"], "chosen": label(e["settings"])}
+                for e in group}
+        lines += [pd.DataFrame(rows).T.fillna("–").to_markdown(), ""]
+        commands = sorted({f"`{e['made_by']['command']}` at {e['made_by']['git_commit'][:10]}"
+                           + ("+dirty" if e["made_by"]["git_dirty"] else "") for e in group})
+        lines += ["Made by: " + "; ".join(commands), ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--policy", required=True)
+    parser.add_argument("--variant", default="")
+    parser.add_argument("--env", nargs="+", default=["all"])
+    parser.add_argument("--source-hz", nargs="+", default=["2.5", "5"])
+    parser.add_argument("--interpolation", nargs="+", default=None, choices=INTERPOLANTS,
+                        help="curves to try (default: every one; the smooth ones for an indicator)")
+    parser.add_argument("--n-action-steps", nargs="+", type=int, default=None,
+                        help="actions per prediction to try (default: the default halved down to 1)")
+    parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                        help="training config overrides (the cell's model is the one these name)")
+    parser.add_argument("--episodes", type=int, default=VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0],
+                        help="validation seeds to use, from 10000")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--dry-run", action="store_true", help="print the choices without writing them")
+    args = parser.parse_args()
+    set_threads(args.threads)
+    envs = list(ENV_IDS) if args.env == ["all"] else args.env
+    seeds = seed_list(VALIDATION_SEEDS)[: args.episodes]
+    setup = TrainingSetup(parse_overrides(args.overrides), demos_dir=paths.demos_dir(),
+                          checkpoints_dir=paths.checkpoints_dir())
+    entries = []
+    for env, text in itertools.product(envs, args.source_hz):
+        entry = choose(args.policy, args.variant, env, parse_rates(text), setup, args.interpolation,
+                       args.n_action_steps, seeds)
+        print(f"{entry['env']} {entry['source_hz']} Hz: {entry['validation_success']} -> {label(entry['settings'])}")
+        entries.append(entry)
+        if not args.dry_run:  # each cell as soon as it is known: an interrupted run keeps what it chose
+            write_choices([entry])
+            atomic_write_text(DOC, render(all_choices()))
+    if not args.dry_run:
+        print(f"wrote {paths.shown(CHOICES_FILE)} and {paths.shown(DOC)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

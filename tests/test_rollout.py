@@ -1,0 +1,115 @@
+"""Protocol v2: execution is a rollout setting. Changing the curve or the actions per prediction
+re-evaluates a cached model and never retrains it; the settings validation chose for a cell are
+what a plain run uses, under the user's own overrides."""
+
+import json
+
+import numpy as np
+import pytest
+
+import policies
+from cfbench.runner import SUMMARY, TrainingSetup, train_or_load
+from policies.learning import LearnedPolicy
+from policies.rollout import chosen_rollout, write_choices
+
+TINY = {"down_dims": [8, 16], "step_embed_dim": 8, "n_groups": 4, "batch_size": 8, "warmup_steps": 2,
+        "train_steps": 4, "eval_every": 4}
+
+
+def _setup(tmp_path, **overrides):
+    return TrainingSetup({**TINY, **overrides}, n_demos=2, validation_episodes=0, demos_dir=tmp_path / "demos",
+                         checkpoints_dir=tmp_path / "ckpt")
+
+
+def test_changing_the_rollout_settings_reuses_the_checkpoint(tmp_path, monkeypatch):
+    trained, summary = train_or_load("dp-c", "PassagePassing", (5.0,), _setup(tmp_path), progress=False)
+    run = next((tmp_path / "ckpt").rglob(SUMMARY)).parent
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a rollout setting must not retrain the model")
+
+    monkeypatch.setattr(LearnedPolicy, "fit", no_training)
+    other, again = train_or_load("dp-c", "PassagePassing", (5.0,),
+                                 _setup(tmp_path, interpolation="akima", n_action_steps=4), progress=False)
+    assert again == summary and list((tmp_path / "ckpt").rglob(SUMMARY)) == [run / SUMMARY]
+    assert (other.config.interpolation, other.config.n_action_steps) == ("akima", 4)
+    saved = json.loads((run / "policy" / "config.json").read_text())
+    assert (saved["interpolation"], saved["n_action_steps"]) == ("linear", 8)  # trained and selected so
+    assert other.config.identity() == trained.config.identity()
+    assert all(np.array_equal(v, other.state_dict()[k]) for k, v in trained.state_dict().items())
+
+
+def test_a_training_setting_still_names_another_model():
+    base, changed = policies.make("dp-t"), policies.make("dp-t", horizon=12)
+    assert base.config.identity() != changed.config.identity()
+    assert policies.make("dp-t", interpolation="pchip", n_action_steps=2).config.identity() == base.config.identity()
+    # the identity is the one models were cached under before the setting existed
+    assert "interpolation" not in base.config.identity() and base.config.identity()["n_action_steps"] == 8
+    # DiSPo's φ_r learns from the executed chunk: there n_action_steps is a training setting
+    adaptive = policies.make("dispo", step_scale_mode="adaptive")
+    assert "n_action_steps" not in adaptive.config.rollout_fields()
+    assert policies.make("dispo", step_scale_mode="adaptive", n_action_steps=4).config.identity() \
+        != adaptive.config.identity()
+
+
+def test_only_rollout_settings_change_on_a_trained_policy():
+    policy = policies.make("vq-bet")
+    policy.set_rollout({"interpolation": "makima", "n_action_steps": 2})
+    assert policy.config.rollout() == {"n_action_steps": 2, "interpolation": "makima"}
+    with pytest.raises(ValueError, match=r"\['horizon'\] are not rollout settings"):
+        policies.make("dp-t").set_rollout({"horizon": 4})
+    with pytest.raises(ValueError, match="n_action_steps"):
+        policy.set_rollout({"n_action_steps": 9})  # more than VQ-BeT's chunk: checked like any config
+
+
+def test_the_validated_choice_is_the_default_under_the_users_overrides(tmp_path, monkeypatch):
+    choices = tmp_path / "choices.json"
+    entry = {"policy": "dp-t", "variant": "", "env": "PassagePassing", "source_hz": "5",
+             "settings": {"interpolation": "akima", "n_action_steps": 4}, "validation_success": {}}
+    smooth = {**entry, "policy": "tracker", "variant": "smooth", "settings": {"interpolation": "cubic"}}
+    write_choices([entry, smooth], choices)
+    assert chosen_rollout("dp-t", "", "PassagePassing", (5.0,), choices) == entry["settings"]
+    assert chosen_rollout("dp-t", "", "PassagePassing", (2.5,), choices) == {}
+    monkeypatch.setattr("cfbench.runner.chosen_rollout",
+                        lambda *args: chosen_rollout(*args, path=choices))
+    env = "cfbench/PassagePassing-v0"
+    assert TrainingSetup().make_policy("dp-t", env, (5.0,)).config.rollout() == entry["settings"]
+    assert TrainingSetup().make_policy("dp-t", env, (2.5,)).config.rollout() == {"n_action_steps": 8,
+                                                                                  "interpolation": "linear"}
+    user = TrainingSetup({"n_action_steps": 2}).make_policy("dp-t", env, (5.0,)).config
+    assert (user.interpolation, user.n_action_steps) == ("akima", 2)
+    # the paper's execution, as a declared variant, and the smooth indicator's choice per cell
+    straight = TrainingSetup(variant="straight").make_policy("dp-t", env, (5.0,)).config
+    assert (straight.interpolation, straight.n_action_steps) == ("linear", 8)
+    assert TrainingSetup(variant="smooth").make_policy("tracker", env, (5.0,)).config.interpolation == "cubic"
+    assert TrainingSetup(variant="smooth").make_policy("tracker", env, (10.0,)).config.interpolation == "akima"
+    assert TrainingSetup().make_policy("tracker", env, (5.0,)).config.interpolation == "linear"
+
+
+def test_a_broken_choice_file_is_named(tmp_path):
+    choices = tmp_path / "choices.json"
+    choices.write_text('{"choices": [{"policy": "dp-t"}]}')
+    with pytest.raises(ValueError, match="is not a rollout-choice file"):
+        chosen_rollout("dp-t", "", "PassagePassing", (5.0,), choices)
+
+
+def test_the_smooth_tracker_runs_through_the_exact_samples():
+    """The smooth indicator's plan passes through the expert's own samples at the source rate, as
+    the straight one does, and bends between them."""
+    import gymnasium as gym
+
+    from policies.base import EpisodeContext
+
+    env = gym.make("cfbench/ClampPassing-v1")
+    env.reset(seed=10000)
+    expert = env.unwrapped.expert_trajectory()
+    env.close()
+    plans = {}
+    for curve in ("linear", "akima"):
+        tracker = policies.make("tracker", interpolation=curve)
+        tracker.reset(0, EpisodeContext("cfbench/ClampPassing-v1", 10000, 20.0, expert))
+        plans[curve] = tracker.act(None, slots=[0], source_hz=2.5, target_hz=20.0)[0]
+    samples = expert.sample(2.5)[1:]
+    for plan in plans.values():
+        np.testing.assert_allclose(plan[7::8][: len(samples)], samples, atol=1e-9)
+    assert not np.allclose(plans["linear"], plans["akima"])
