@@ -6,9 +6,14 @@ docs/design.md section 5): for fixed-rate policies the curve through their sourc
 (``n_action_steps``); the smooth indicator ``tracker (smooth)`` picks its curve the same way.
 For every (env, source rates) this script takes the cell's model (training seed 0, through the
 runner's checkpoint cache: trained once, with the rollout settings at their defaults), runs
-every candidate setting on the validation seeds 10000-10049, keeps the best (ties: the default,
-then the earlier candidate) and writes it to ``policies/rollout_choices.json``, where a plain
+candidate settings on the validation seeds 10000-10049, keeps the best (ties: the default, then
+the earlier candidate) and writes it to ``policies/rollout_choices.json``, where a plain
 ``cfbench-eval`` finds it; ``docs/rollout-choices.md`` is regenerated from that file.
+
+``--search grid`` runs every combination of curve and actions per prediction (24 for DP-T);
+``--search coordinate`` (the default) runs every curve at the default actions per prediction,
+then every actions-per-prediction with the best curve (9 for DP-T): on DP-T PassagePassing 5 Hz
+both chose the same (``docs/rollout-choices.md`` lists every setting run).
 
     python benchmarks/rollout_choice.py --policy tracker --variant smooth --env all \\
         --source-hz 2.5 5 10 20 2.5+5
@@ -45,27 +50,46 @@ from policies.rollout import CHOICES_FILE, all_choices, write_choices
 DOC = Path(__file__).resolve().parent.parent / "docs" / "rollout-choices.md"
 
 
-def candidates(config, interpolants: list[str] | None, action_steps: list[int] | None, smooth_only: bool
-               ) -> list[dict]:
-    """Every combination of the rollout settings the config has, the default first. Actions per
+def axes(config, interpolants: list[str] | None, action_steps: list[int] | None, smooth_only: bool
+         ) -> dict[str, list]:
+    """The values to try of each rollout setting the config has, the default first. Actions per
     prediction: the default halved down to 1 unless given; curves: every one (smooth ones only
     for the smooth indicator) unless given."""
-    fields = config.rollout_fields()
-    defaults = config.training_rollout()
-    axes = {}
+    fields, defaults = config.rollout_fields(), config.training_rollout()
+    values = {}
     if "interpolation" in fields:
-        axes["interpolation"] = interpolants or list(SMOOTH_INTERPOLANTS if smooth_only else INTERPOLANTS)
+        values["interpolation"] = interpolants or list(SMOOTH_INTERPOLANTS if smooth_only else INTERPOLANTS)
     if "n_action_steps" in fields:
         default, halvings = defaults["n_action_steps"], []
         while default >= 1:
             halvings.append(default)
             default //= 2
-        axes["n_action_steps"] = action_steps or halvings
-    if not axes:
+        values["n_action_steps"] = action_steps or halvings
+    if not values:
         raise ValueError(f"{config.name} has no rollout setting to choose")
-    settings = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
-    is_default = [all(s[k] == defaults.get(k) for k in s) for s in settings]
-    return [s for _, s in sorted(zip(is_default, settings), key=lambda pair: not pair[0])]
+    for name, options in values.items():  # the default first: it wins ties
+        values[name] = sorted(options, key=lambda v: v != defaults[name])
+    return values
+
+
+def search(values: dict[str, list], score, coordinate: bool) -> tuple[dict, dict[str, float]]:
+    """The best setting and every score run (label -> validation success %). Grid: every
+    combination; coordinate: one setting at a time, in order, the others at their best so far.
+    Ties go to the earlier candidate (the defaults come first)."""
+    table: dict[str, float] = {}
+
+    def best_of(options: list[dict]) -> dict:
+        for settings in options:
+            if label(settings) not in table:
+                table[label(settings)] = score(settings)
+        return max(options, key=lambda s: (table[label(s)], -options.index(s)))
+
+    if not coordinate:
+        return best_of([dict(zip(values, combo)) for combo in itertools.product(*values.values())]), table
+    current = {name: options[0] for name, options in values.items()}
+    for name, options in values.items():
+        current = best_of([{**current, name: option} for option in options])
+    return current, table
 
 
 def label(settings: dict) -> str:
@@ -73,7 +97,7 @@ def label(settings: dict) -> str:
 
 
 def choose(policy_name: str, variant: str, env: str, rates: tuple[float, ...], setup: TrainingSetup,
-           interpolants, action_steps, seeds: list[int]) -> dict:
+           interpolants, action_steps, seeds: list[int], coordinate: bool = True) -> dict:
     """The cell's validation table and choice, as a rollout_choices.json entry."""
     start = time.perf_counter()
     env_id = resolve_env(env)
@@ -87,17 +111,21 @@ def choose(policy_name: str, variant: str, env: str, rates: tuple[float, ...], s
         policy, run = setup.make_policy(policy_name), None
         reference_hz = rates[0] if len(rates) == 1 else load_demos(
             env_id, rates, n=setup.n_demos, demos_dir=setup.demos_dir).reference_hz
-    options = candidates(policy.config, interpolants, action_steps, smooth_only=policy.privileged)
-    table = {}
-    for settings in tqdm(options, desc=f"{policy_name} {short_name(env_id)} {rates_label(rates)} Hz", unit="setting"):
+    values = axes(policy.config, interpolants, action_steps, smooth_only=policy.privileged)
+    bar = tqdm(desc=f"{policy_name} {short_name(env_id)} {rates_label(rates)} Hz", unit="setting")
+
+    def score(settings: dict) -> float:
         policy.set_rollout(settings)
         outcome = evaluate(policy, env_id, reference_hz, seeds=seeds, progress=False)
-        table[label(settings)] = round(100 * outcome["metrics"]["success_rate"], 1)
-    best = max(range(len(options)), key=lambda i: (table[label(options[i])], -i))  # ties: the earlier
+        bar.update(1)
+        return round(100 * outcome["metrics"]["success_rate"], 1)
+
+    best, table = search(values, score, coordinate)
+    bar.close()
     made = provenance(["python", *sys.argv], (seeds[0], seeds[-1] + 1), {})
     return {
         "policy": policy_name, "variant": variant, "env": short_name(env_id), "source_hz": rates_label(rates),
-        "settings": options[best], "validation_success": table,
+        "settings": best, "validation_success": table, "search": "coordinate" if coordinate else "grid",
         "validation_seeds": [seeds[0], seeds[-1] + 1], "train_seed": 0, "run_dir": run,
         "made_by": {**{k: made[k] for k in ("command", "git_commit", "git_dirty", "shared_with")},
                     "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - start)},
@@ -145,6 +173,8 @@ def main() -> int:
                         help="actions per prediction to try (default: the default halved down to 1)")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="training config overrides (the cell's model is the one these name)")
+    parser.add_argument("--search", choices=["coordinate", "grid"], default="coordinate",
+                        help="one setting at a time (curves, then actions per prediction) or every combination")
     parser.add_argument("--episodes", type=int, default=VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0],
                         help="validation seeds to use, from 10000")
     parser.add_argument("--threads", type=int, default=None)
@@ -163,7 +193,7 @@ def main() -> int:
     entries = []
     for env, text in itertools.product(envs, args.source_hz):
         entry = choose(args.policy, args.variant, env, parse_rates(text), setup, args.interpolation,
-                       args.n_action_steps, seeds)
+                       args.n_action_steps, seeds, coordinate=args.search == "coordinate")
         print(f"{entry['env']} {entry['source_hz']} Hz: {entry['validation_success']} -> {label(entry['settings'])}")
         entries.append(entry)
         if not args.dry_run:  # each cell as soon as it is known: an interrupted run keeps what it chose

@@ -183,11 +183,16 @@ def finished_record(cell: Cell, results_dir: Path) -> dict | None:
 
 def estimate_seconds(cells: list[Cell], results_dir: Path) -> dict[str, float | None]:
     """Each cell's expected wall time from the records' own train and test times: the mean over
-    records of the same policy and variant on the same env, else on any env, else of the policy."""
-    try:
-        records = read_all(results_dir, allow_empty=True)
-    except RecordError:
-        records = []
+    records of the same policy and variant on the same env, else on any env, else of the policy;
+    the previous protocol's archived records count too (a new protocol changes how a model is run
+    or cut into windows, not what a training step costs)."""
+    records = []
+    for folder, protocol in ((results_dir, PROTOCOL),
+                             (Path(results_dir) / "archive" / f"protocol{PROTOCOL - 1}", PROTOCOL - 1)):
+        try:
+            records += read_all(folder, allow_empty=True, protocol=protocol)
+        except RecordError:
+            pass
     times: dict[tuple, list[float]] = {}
     for record in records:
         seconds = (record["metrics"]["train_wall_s"] or 0.0) + record["metrics"]["eval_wall_s"]

@@ -113,3 +113,37 @@ def test_the_smooth_tracker_runs_through_the_exact_samples():
     for plan in plans.values():
         np.testing.assert_allclose(plan[7::8][: len(samples)], samples, atol=1e-9)
     assert not np.allclose(plans["linear"], plans["akima"])
+
+
+def _choice_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "rollout_choice.py"
+    spec = importlib.util.spec_from_file_location("rollout_choice", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_choice_search_keeps_the_default_on_ties_and_runs_each_setting_once():
+    script = _choice_script()
+    values = script.axes(policies.make("dp-t").config, None, None, smooth_only=False)
+    assert values["n_action_steps"] == [8, 4, 2, 1] and values["interpolation"][0] == "linear"
+    assert script.axes(policies.make("vq-bet").config, None, None, False)["n_action_steps"] == [5, 2, 1]
+    smooth = script.axes(policies.make("tracker", variant="smooth").config, None, None, smooth_only=True)
+    assert smooth == {"interpolation": ["cubic", "cubic-clamped", "akima", "makima", "pchip"]}
+
+    def score(settings):  # akima helps, fewer actions per prediction help with akima only
+        calls.append(script.label(settings))
+        return (10 if settings["interpolation"] == "akima" else 5) + (settings["n_action_steps"] < 8) * (
+            settings["interpolation"] == "akima")
+
+    calls = []
+    best, table = script.search(values, score, coordinate=True)
+    assert best == {"interpolation": "akima", "n_action_steps": 4}  # 4, 2 and 1 tie: the earlier
+    assert len(calls) == len(set(calls)) == 6 + 3 and set(table) == set(calls)
+    calls = []
+    assert script.search(values, score, coordinate=False)[0] == best and len(calls) == 24
+    flat = lambda settings: 1.0  # noqa: E731  (nothing helps: the defaults stay)
+    assert script.search(values, flat, coordinate=True)[0] == {"interpolation": "linear", "n_action_steps": 8}
