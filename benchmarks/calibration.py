@@ -24,7 +24,6 @@ from pathlib import Path
 
 import pandas as pd
 
-import policies
 from cfbench import paths
 from cfbench.envs import ENV_IDS
 from cfbench.evaluate import evaluate

@@ -181,10 +181,10 @@ class DiSPoConfig(MambaDiffusionConfig):
                              "it has no curve to choose")
 
     def rollout_fields(self) -> tuple[str, ...]:
-        """With adaptive step scales φ_r learns from the chunk a rollout executes: n_action_steps
-        is then a training setting."""
-        fields = super().rollout_fields()
-        return tuple(f for f in fields if f != "n_action_steps") if self.step_scale_mode == "adaptive" else fields
+        """No curve to choose; and with adaptive step scales φ_r learns from the chunk a rollout
+        executes, so n_action_steps is then a training setting."""
+        kept_out = ("interpolation", "n_action_steps") if self.step_scale_mode == "adaptive" else ("interpolation",)
+        return tuple(f for f in super().rollout_fields() if f not in kept_out)
 
 
 class DiSPoBlock(nn.Module):

@@ -133,6 +133,7 @@ def test_the_choice_search_keeps_the_default_on_ties_and_runs_each_setting_once(
     assert script.axes(policies.make("vq-bet").config, None, None, False)["n_action_steps"] == [5, 2, 1]
     smooth = script.axes(policies.make("tracker", variant="smooth").config, None, None, smooth_only=True)
     assert smooth == {"interpolation": ["cubic", "cubic-clamped", "akima", "makima", "pchip"]}
+    assert script.axes(policies.make("dispo").config, None, None, False) == {"n_action_steps": [8, 4, 2, 1]}
 
     def score(settings):  # akima helps, fewer actions per prediction help with akima only
         calls.append(script.label(settings))
