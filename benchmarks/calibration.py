@@ -79,7 +79,7 @@ def main() -> int:
     print(pd.DataFrame(table).T.fillna("").to_string())
     print(f"wall time {time.perf_counter() - start:.1f} s")
     if not args.no_write:
-        print(f"wrote {regenerate(args.results_dir, args.results_dir.parent / 'leaderboard.md')}")
+        print(f"wrote {regenerate(args.results_dir, paths.page_for(args.results_dir))}")
     return 0 if ok else 1
 
 

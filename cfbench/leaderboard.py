@@ -413,7 +413,7 @@ def main(argv: list[str]) -> None:
     parser = Parser("cfbench-leaderboard", __doc__.split("\n")[0])
     parser.add_argument("--results-dir", type=Path, default=paths.results_dir())
     parser.add_argument("--output", type=Path, default=None,
-                        help="the page to write (default: leaderboard.md beside the results folder)")
+                        help="the page to write (default: the published leaderboard.md for the published results/, else leaderboard.md beside the results folder, or inside it where beside it is the published page)")
     parser.add_argument("--submit", type=Path, nargs="*", default=[], metavar="FILE",
                         help="result files to add: all of them, or none if one is bad")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
@@ -431,7 +431,7 @@ def main(argv: list[str]) -> None:
         records = read_all(args.results_dir, protocol=args.protocol)
         print(compare(records, *args.compare, args.env, parse_rates(args.source_hz)))
         return
-    output = args.output or args.results_dir.parent / "leaderboard.md"
+    output = args.output or paths.page_for(args.results_dir)
     if args.submit and args.protocol != PROTOCOL:
         raise ValueError(f"--submit adds protocol v{PROTOCOL} records only")
     for path in submit(args.submit, args.results_dir):

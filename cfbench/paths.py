@@ -35,7 +35,20 @@ def results_dir() -> Path:
 
 
 def leaderboard_path() -> Path:
+    """The published page."""
     return home() / "leaderboard.md"
+
+
+def page_for(results: Path) -> Path:
+    """The one rule for the page regenerated from a results folder: the published page for the
+    published ``results/`` only; for any other folder the page beside it (``runs/results`` ->
+    ``runs/leaderboard.md``), or inside it where beside it would be the published page (e.g.
+    ``--results-dir myruns`` from the checkout), so no scratch run ever rewrites what is published."""
+    folder = Path(results).absolute()
+    if folder.resolve() == results_dir().absolute().resolve():
+        return leaderboard_path()
+    beside = folder.parent / "leaderboard.md"
+    return folder / "leaderboard.md" if beside.resolve() == leaderboard_path().absolute().resolve() else beside
 
 
 def runs_dir() -> Path:

@@ -460,7 +460,7 @@ def eval_main(argv: list[str]) -> None:
                         help="where records go; the published results/ only when named here")
     parser.add_argument("--leaderboard", type=Path, default=None,
                         help="regenerated from --results-dir after the runs, with the per-env plots "
-                             "(default: leaderboard.md beside the results folder)")
+                             "(default: the published leaderboard.md for the published results/, else leaderboard.md beside the results folder, or inside it where beside it is the published page)")
     parser.add_argument("--no-leaderboard", action="store_true", help="write only the result records")
     parser.add_argument("--videos", type=non_negative_int, default=0, metavar="N",
                         help="GIFs of the first N test episodes and of the first N failures after them, in "
@@ -498,7 +498,7 @@ def eval_main(argv: list[str]) -> None:
     print(f"\n{args.policy}{' (' + args.variant + ')' if args.variant else ''} at {args.target_hz:g} Hz")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.1f}"))
     if not args.no_leaderboard:
-        args.leaderboard = args.leaderboard or args.results_dir.parent / "leaderboard.md"
+        args.leaderboard = args.leaderboard or paths.page_for(args.results_dir)
         regenerate(args.results_dir, args.leaderboard)
         plots = ", ".join(paths.shown(args.results_dir / PLOTS / f"{e}.png") for e in envs)
         print(f"leaderboard: {paths.shown(args.leaderboard)}; plots: {plots}")

@@ -122,3 +122,27 @@ def test_demo_generation_is_announced(capsys, tmp_path):
 
     load_demos("PassagePassing", (20.0,), n=1, demos_dir=tmp_path)
     assert "generating 1 expert demos of PassagePassing at 20 Hz" in capsys.readouterr().err
+
+
+def test_a_relative_results_dir_never_rewrites_the_published_page(monkeypatch, capsys):
+    """From the checkout root, ``--results-dir myruns`` used to regenerate ``./leaderboard.md``
+    (the published page) from myruns/ alone: cfbench-eval, cfbench-leaderboard and cfbench-sweep."""
+    from cfbench.leaderboard import main as leaderboard_main
+    from cfbench.sweep import main as sweep_main
+
+    home = paths.home()
+    monkeypatch.chdir(home)
+    published = paths.leaderboard_path()
+    published.write_text("the published page\n")
+    eval_main(["--policy", "tracker", "--env", "PassagePassing", "--source-hz", "20", "--episodes", "2",
+               "--results-dir", "myruns"])
+    leaderboard_main(["--results-dir", "myruns"])
+    sweep_main(["--policy", "tracker", "--env", "PassagePassing", "--source-hz", "10", "--episodes", "2",
+                "--results-dir", "myruns2"])
+    assert published.read_text() == "the published page\n"
+    assert (home / "myruns" / "leaderboard.md").is_file() and (home / "myruns2" / "leaderboard.md").is_file()
+    # the published results folder is the one that writes the published page; scratch stays beside
+    assert paths.page_for(paths.results_dir()) == published
+    assert paths.page_for(paths.runs_dir()) == home / "runs" / "leaderboard.md"
+    assert paths.page_for(home / "a" / "b") == home / "a" / "leaderboard.md"
+    capsys.readouterr()
