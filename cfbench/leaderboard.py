@@ -352,6 +352,10 @@ def submit(files: list[Path], results_dir: Path) -> list[Path]:
         missing = [video for video in record.get("videos", []) if not (Path(path).parent / video).is_file()]
         if missing:
             raise RecordError(f"{path} lists videos that are not beside it: {', '.join(missing[:3])}")
+        linked = [video for video in record.get("videos", []) if _linked(Path(path).parent, video)]
+        if linked:
+            raise RecordError(f"{path} lists videos that are links, not files: {', '.join(linked[:3])}; "
+                              "copy the GIFs themselves beside it")
         incoming[run_key(record)] = (path, record)
     written: list[Path] = []
     with exclusive(results_dir):
@@ -369,6 +373,17 @@ def submit(files: list[Path], results_dir: Path) -> list[Path]:
                 target.unlink(missing_ok=True)
             raise
     return written
+
+
+def _linked(folder: Path, video: str) -> bool:
+    """Whether a listed video, or a folder on its way from the record's folder, is a symbolic
+    link (a submission copies only regular files from the record's own video folder)."""
+    path = Path(folder)
+    for part in Path(video).parts:
+        path = path / part
+        if path.is_symlink():
+            return True
+    return False
 
 
 def compare(records: list[dict], first: str, second: str, env: str, rates: tuple[float, ...]) -> str:

@@ -154,6 +154,10 @@ def validate(record: Any, source: str = "record", protocol: int | None = PROTOCO
     both = [row["seed"] for row in rows if row["success"] and row["collision"]]
     if both:
         raise RecordError(f"{source}: episode seed {both[0]} is marked both success and collision")
+    stem = record_filename(record)[: -len(".json")]
+    strays = [video for video in record.get("videos", []) if video.split("/")[1] != stem]
+    if strays:
+        raise RecordError(f"{source}: video {strays[0]!r} is not in the record's own folder {VIDEOS}/{stem}/")
     if metrics["episodes"] != len(rows):
         raise RecordError(f"{source}: metrics.episodes = {metrics['episodes']} but {len(rows)} episode rows")
     for key, field in (("success_rate", "success"), ("collision_rate", "collision")):

@@ -1,5 +1,6 @@
 """Pictures of what policies do: rollout GIFs (``cfbench-eval --videos``) and ``cfbench-figure``."""
 
+import json
 import shutil
 
 import gymnasium as gym
@@ -88,6 +89,24 @@ def test_submitting_a_record_copies_its_videos_or_refuses_when_they_are_missing(
     with pytest.raises(RecordError, match="lists videos that are not beside it"):
         submit([path], tmp_path / "elsewhere")
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_submission_copies_only_regular_files_from_the_records_own_video_folder(tmp_path):
+    """A record's video list used to be trusted: a link to a system file was copied into the
+    results folder, and videos/../x.gif landed outside videos/."""
+    record, path = _run(tmp_path / "runs", videos=1, hz=20)
+    gif = tmp_path / "runs" / record["videos"][0]
+    gif.unlink()
+    gif.symlink_to("/etc/hostname")
+    with pytest.raises(RecordError, match="videos that are links, not files"):
+        submit([path], tmp_path / "published")
+    for stray in ("videos/../seed20000_success.gif", f"videos/{path.stem}x/seed20000_success.gif"):
+        forged = {**record, "videos": [stray]}
+        (tmp_path / "forged").mkdir(exist_ok=True)
+        (tmp_path / "forged" / path.name).write_text(json.dumps(forged))
+        with pytest.raises(RecordError, match="is not in the record's own folder"):
+            submit([tmp_path / "forged" / path.name], tmp_path / "published")
+    assert not (tmp_path / "published").exists() and not (tmp_path / "seed20000_success.gif").exists()
 
 
 def test_figure_for_the_tracker_needs_no_training(tmp_path, capsys):
