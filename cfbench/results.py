@@ -12,6 +12,7 @@ import math
 import platform
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,28 @@ def write_record(record: dict, results_dir: str | Path) -> Path:
             _check_same_config(read_record(path), record, path)
         atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
     return path
+
+
+def check_writable(results_dir: str | Path) -> None:
+    """A results folder a run can write into (made if missing), or an error naming it and the way
+    out: asked before a run trains, not after."""
+    results_dir = Path(results_dir)
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=results_dir, prefix=".write-check-")
+        probe.close()
+    except OSError as error:
+        raise RecordError(f"results folder {results_dir} is not writable ({error.strerror or error}); "
+                          "choose another with --results-dir") from None
+
+
+def check_replaceable(path: str | Path, config: dict) -> None:
+    """Whether a run with this policy config may write ``path``: it may replace a record of the
+    same experiment run with the same config, never one with another (asked before anything of
+    the run, its GIFs included, is written)."""
+    path = Path(path)
+    if path.exists():
+        _check_same_config(read_record(path, protocol=None), {"provenance": {"config": config}}, path)
 
 
 def _check_same_config(existing: dict, record: dict, path: Path) -> None:

@@ -54,7 +54,7 @@ from cfbench.protocol import (
     rates_label,
     seed_list,
 )
-from cfbench.results import VIDEOS, make_record, record_stem, write_record
+from cfbench.results import VIDEOS, check_replaceable, check_writable, make_record, record_stem, write_record
 from cfbench.tree import state_of
 from policies.rollout import chosen_rollout
 
@@ -232,12 +232,15 @@ def run(
     if setup.variant:
         check_name(setup.variant, "variant")
     env_id = resolve_env(env)
-    reference_hz = reference_rate(env_id, rates, setup)
-    policy, training = trained_policy(policy_name, env_id, rates, setup, train_seed=train_seed, progress=progress)
     seeds = seed_list(test_seeds)[:episodes]
     results_dir = Path(results_dir or paths.runs_dir())
+    check_writable(results_dir)  # before training, not after it
+    reference_hz = reference_rate(env_id, rates, setup)
+    policy, training = trained_policy(policy_name, env_id, rates, setup, train_seed=train_seed, progress=progress)
     test_range = (seeds[0], seeds[-1] + 1)
     stem = record_stem(policy.name, setup.variant, env_id, rates, target_hz, test_range, train_seed)
+    # whether the record may be written is decided before anything (a GIF) is written
+    check_replaceable(results_dir / f"{stem}.json", policy.config.to_dict())
     outcome = evaluate(policy, env_id, reference_hz, target_hz=target_hz, seeds=seeds, num_envs=num_envs,
                        vector=vector, progress=progress, traces=bool(videos))
     video_files = None

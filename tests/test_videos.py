@@ -128,3 +128,33 @@ def test_figure_names_policies_as_the_leaderboard_does(capsys):
         figure_main(["--policies", "tracker", "nonsense"])
     assert "unknown policy 'nonsense'" in capsys.readouterr().err
 
+
+
+def test_a_refused_rerun_leaves_the_records_videos_alone(tmp_path, capsys):
+    """A re-run with another config is refused (exit 2); it used to film first and delete the
+    GIFs the existing record lists before the refusal."""
+    from cfbench.runner import eval_main
+
+    base = ["--policy", "tracker", "--env", "PassagePassing", "--source-hz", "20", "--episodes", str(EPISODES),
+            "--results-dir", str(tmp_path), "--no-leaderboard"]
+    eval_main(base + ["--videos", "2"])
+    record = json.loads(next(tmp_path.glob("*.json")).read_text())
+    before = {video: (tmp_path / video).read_bytes() for video in record["videos"]}
+    with pytest.raises(SystemExit) as stopped:
+        eval_main(base + ["--videos", "1", "--set", "n_obs_steps=2"])
+    assert stopped.value.code == 2 and "with another config" in capsys.readouterr().err
+    assert {video: (tmp_path / video).read_bytes() for video in record["videos"]} == before
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == [next(tmp_path.glob("*.json")).stem]
+
+
+def test_an_unwritable_results_folder_is_named_before_training(tmp_path, capsys):
+    from cfbench.runner import eval_main
+
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(SystemExit) as stopped:
+        eval_main(["--policy", "dp-c", "--env", "PassagePassing", "--source-hz", "20", "--episodes", "2",
+                   "--results-dir", str(tmp_path / "file" / "results"), "--checkpoints-dir", str(tmp_path / "ckpt"),
+                   "--demos-dir", str(tmp_path / "demos")])
+    assert stopped.value.code == 2
+    assert f"results folder {tmp_path / 'file' / 'results'} is not writable" in capsys.readouterr().err
+    assert not (tmp_path / "ckpt").exists() and not (tmp_path / "demos").exists()  # nothing trained or made
