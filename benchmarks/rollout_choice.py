@@ -10,9 +10,9 @@ candidate settings on the validation seeds 10000-10049, keeps the best (ties: th
 the earlier candidate) and writes it to ``policies/rollout_choices.json``, where a plain
 ``cfbench-eval`` finds it; ``docs/rollout-choices.md`` is regenerated from that file.
 
-``--search grid`` runs every combination of curve and actions per prediction (24 for DP-T);
+``--search grid`` runs every combination of curve and actions per prediction;
 ``--search coordinate`` (the default) runs every curve at the default actions per prediction,
-then every actions-per-prediction with the best curve (9 for DP-T): on DP-T PassagePassing 5 Hz
+then every actions-per-prediction with the best curve (8 for DP-T against 18): on DP-T PassagePassing 5 Hz
 both chose the same (``docs/rollout-choices.md`` lists every setting run).
 
     python benchmarks/rollout_choice.py --policy tracker --variant smooth --env all \\
@@ -53,15 +53,17 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "rollout-choices.md"
 def axes(config, interpolants: list[str] | None, action_steps: list[int] | None, smooth_only: bool
          ) -> dict[str, list]:
     """The values to try of each rollout setting the config has, the default first. Actions per
-    prediction: the default halved down to 1 unless given; curves: every one (smooth ones only
-    for the smooth indicator) unless given."""
+    prediction: the default halved down to 2 unless given (1 costs a prediction per source step:
+    a 2.5 Hz rollout then predicts eight times as often as at the default, and a 5 Hz DP-C
+    validation took 4-5 minutes beside other work); curves: every one (smooth ones only for the
+    smooth indicator) unless given."""
     fields, defaults = config.rollout_fields(), config.training_rollout()
     values = {}
     if "interpolation" in fields:
         values["interpolation"] = interpolants or list(SMOOTH_INTERPOLANTS if smooth_only else INTERPOLANTS)
     if "n_action_steps" in fields:
         default, halvings = defaults["n_action_steps"], []
-        while default >= 1:
+        while default >= 2 or not halvings:
             halvings.append(default)
             default //= 2
         values["n_action_steps"] = action_steps or halvings
@@ -97,7 +99,7 @@ def label(settings: dict) -> str:
 
 
 def choose(policy_name: str, variant: str, env: str, rates: tuple[float, ...], setup: TrainingSetup,
-           interpolants, action_steps, seeds: list[int], coordinate: bool = True) -> dict:
+           interpolants, action_steps, seeds: list[int], coordinate: bool = True, num_envs: int = 50) -> dict:
     """The cell's validation table and choice, as a rollout_choices.json entry."""
     start = time.perf_counter()
     env_id = resolve_env(env)
@@ -116,7 +118,7 @@ def choose(policy_name: str, variant: str, env: str, rates: tuple[float, ...], s
 
     def score(settings: dict) -> float:
         policy.set_rollout(settings)
-        outcome = evaluate(policy, env_id, reference_hz, seeds=seeds, progress=False)
+        outcome = evaluate(policy, env_id, reference_hz, seeds=seeds, num_envs=num_envs, progress=False)
         bar.update(1)
         return round(100 * outcome["metrics"]["success_rate"], 1)
 
@@ -178,6 +180,8 @@ def main() -> int:
     parser.add_argument("--episodes", type=int, default=VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0],
                         help="validation seeds to use, from 10000")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--num-envs", type=int, default=50,
+                        help="episodes run side by side (rollouts do not depend on batching; more is faster)")
     parser.add_argument("--dry-run", action="store_true", help="print the choices without writing them")
     parser.add_argument("--render", action="store_true", help=f"only redraw {DOC.name} from the choices file")
     args = parser.parse_args()
@@ -193,7 +197,7 @@ def main() -> int:
     entries = []
     for env, text in itertools.product(envs, args.source_hz):
         entry = choose(args.policy, args.variant, env, parse_rates(text), setup, args.interpolation,
-                       args.n_action_steps, seeds, coordinate=args.search == "coordinate")
+                       args.n_action_steps, seeds, coordinate=args.search == "coordinate", num_envs=args.num_envs)
         print(f"{entry['env']} {entry['source_hz']} Hz: {entry['validation_success']} -> {label(entry['settings'])}")
         entries.append(entry)
         if not args.dry_run:  # each cell as soon as it is known: an interrupted run keeps what it chose
