@@ -18,7 +18,7 @@ import numpy as np
 from cfbench import paths
 from cfbench.demos import dataset_id, manifest_entry, verify, write_dataset
 from cfbench.envs import resolve_env, short_name
-from cfbench.protocol import N_DEMOS, rates_label
+from cfbench.protocol import N_DEMOS, TEST_SEEDS, VALIDATION_SEEDS, rates_label
 from cfbench.tree import state_of, tree_concat, tree_index
 
 
@@ -140,8 +140,11 @@ def load_demos(
     n: int = N_DEMOS,
     demos_dir: str | Path | None = None,
     generate: bool = True,
+    allow_seed_overlap: bool = False,
 ) -> DemoDataset:
-    """The dataset for ``env`` at ``rates``, verified against the manifest (made if missing)."""
+    """The dataset for ``env`` at ``rates``, verified against the manifest (made if missing).
+    Demos recorded on validation or test seeds are refused unless ``allow_seed_overlap``: a
+    policy trained on them would be selected or tested on scenes it has seen."""
     from minari import MinariDataset
 
     env_id = resolve_env(env)
@@ -168,7 +171,24 @@ def load_demos(
         ]
     except (OSError, KeyError, ValueError) as error:
         raise ValueError(f"demo dataset {root} cannot be read ({error}); regenerate it with cfbench-demos") from error
+    if not allow_seed_overlap:
+        check_demo_seeds(ds_id, [episode.seed for episode in episodes])
     return DemoDataset(env_id=env_id, rates=tuple(rates), obs_mode=obs_mode, episodes=episodes)
+
+
+def check_demo_seeds(name: str, seeds: list[int]) -> None:
+    """Training demos must come from scenes no policy is selected or tested on."""
+    for what, (start, end) in (("validation", VALIDATION_SEEDS), ("test", TEST_SEEDS)):
+        inside = [seed for seed in seeds if start <= seed < end]
+        if inside:
+            raise ValueError(f"demo dataset {name} holds demos on the {what} seeds ({len(inside)}, from {min(inside)}; "
+                             f"{what} seeds are {start}:{end}): a policy trained on them would be judged on scenes "
+                             "it has seen. Regenerate it (cfbench-demos, --first-seed 0) or pass --allow-seed-overlap")
+
+
+def seed_span(seeds: list[int]) -> dict:
+    """How a record names its demos' seeds: first, last and how many."""
+    return {"first": min(seeds), "last": max(seeds), "count": len(seeds)}
 
 
 def _seeds(dataset) -> list[int]:

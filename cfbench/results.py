@@ -249,13 +249,14 @@ def write_record(record: dict, results_dir: str | Path) -> Path:
 
 
 def check_writable(results_dir: str | Path) -> None:
-    """A results folder a run can write into (made if missing), or an error naming it and the way
-    out: asked before a run trains, not after."""
-    results_dir = Path(results_dir)
+    """A results folder a run can write into (or make), or an error naming it and the way out:
+    asked before a run trains, not after; nothing is left behind by asking."""
+    results_dir = Path(results_dir).absolute()
+    existing = next(folder for folder in (results_dir, *results_dir.parents) if folder.exists())
     try:
-        results_dir.mkdir(parents=True, exist_ok=True)
-        probe = tempfile.NamedTemporaryFile(dir=results_dir, prefix=".write-check-")
-        probe.close()
+        if not existing.is_dir():
+            raise NotADirectoryError(20, "Not a directory", str(existing))
+        tempfile.NamedTemporaryFile(dir=existing, prefix=".write-check-").close()
     except OSError as error:
         raise RecordError(f"results folder {results_dir} is not writable ({error.strerror or error}); "
                           "choose another with --results-dir") from None

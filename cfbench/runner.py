@@ -37,7 +37,7 @@ import numpy as np
 import policies
 from cfbench import paths
 from cfbench.cli import Interrupted, Parser, command, non_negative_int, positive_int
-from cfbench.datasets import DemoDataset, load_demos
+from cfbench.datasets import DemoDataset, load_demos, seed_span
 from cfbench.demos import dataset_id, manifest_entry
 from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.io import CheckpointError, atomic_write_text
@@ -82,6 +82,13 @@ class TrainingSetup:
     #: the results' label for this configuration; a variant the policy's config declares (e.g.
     #: DiSPo's "paper") also applies its overrides, under ``overrides``
     variant: str = ""
+    #: train on demos recorded on validation or test seeds (refused otherwise)
+    allow_seed_overlap: bool = False
+
+    def demos(self, env_id: str, rates: tuple[float, ...], obs_mode: str = "state") -> DemoDataset:
+        """The training demos of these options (made if missing, checked)."""
+        return load_demos(env_id, rates, obs_mode=obs_mode, n=self.n_demos, demos_dir=self.demos_dir,
+                          allow_seed_overlap=self.allow_seed_overlap)
 
     def make_policy(self, policy_name: str, env_id: str | None = None, rates: tuple[float, ...] | None = None
                     ) -> policies.Policy:
@@ -93,7 +100,7 @@ class TrainingSetup:
 
 #: what a record keeps of a training run's summary
 TRAINING_FIELDS = ("run_dir", "best_step", "best_score", "validation", "losses", "train_seconds",
-                   "validation_seeds", "phases")
+                   "validation_seeds", "demo_seeds", "phases")
 
 
 # ------------------------------------------------------------------- the cache
@@ -131,15 +138,16 @@ def train_or_load(policy_name: str, env: str, rates: tuple[float, ...], setup: T
     policy = setup.make_policy(policy_name, env_id, rates)
     rollout = policy.config.rollout()
     policy.set_rollout(policy.config.training_rollout())
-    dataset = load_demos(env_id, rates, obs_mode=policy.config.obs_mode, n=setup.n_demos, demos_dir=setup.demos_dir)
+    dataset = setup.demos(env_id, rates, policy.config.obs_mode)
     demo_files = manifest_entry(setup.demos_dir, dataset_id(env_id, rates, policy.config.obs_mode))["files"]
     work = run_dir(setup.checkpoints_dir, policy, env_id, rates, demo_files)
     if setup.retrain and work.exists():
         shutil.rmtree(work)
+    demo_seeds = seed_span([episode.seed for episode in dataset.episodes])
     if (work / SUMMARY).exists():
         policy, summary = load_finished(work)
         policy.set_rollout(rollout)
-        return policy, summary
+        return policy, {**summary, "demo_seeds": demo_seeds}  # runs cached before summaries named them
 
     seeds = seed_list(VALIDATION_SEEDS)[: setup.validation_episodes]
 
@@ -163,6 +171,7 @@ def train_or_load(policy_name: str, env: str, rates: tuple[float, ...], setup: T
         if "dir" in phase:
             phase["dir"] = paths.shown(phase["dir"])
     summary = {"run_dir": paths.shown(work), "validation_seeds": [seeds[0], seeds[-1] + 1] if seeds else [],
+               "demo_seeds": demo_seeds,
                **history, "weights_sha256": _sha256(work / POLICY_DIR / WEIGHTS_FILE)}
     atomic_write_text(work / SUMMARY, json.dumps(summary, indent=1))
     policy.set_rollout(rollout)
@@ -200,7 +209,7 @@ def reference_rate(env_id: str, rates: tuple[float, ...], setup: TrainingSetup) 
     frequent step (for a mixed set read off the dataset, generated if need be)."""
     if len(rates) == 1:
         return rates[0]
-    return load_demos(env_id, rates, n=setup.n_demos, demos_dir=setup.demos_dir).reference_hz
+    return setup.demos(env_id, rates).reference_hz
 
 
 def run(
@@ -343,6 +352,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", default="",
                         help="label for this configuration in results and the leaderboard; a variant the policy "
                              "declares (--show-config lists them, e.g. dispo's 'paper') also sets its config")
+    parser.add_argument("--allow-seed-overlap", action="store_true",
+                        help="allow training demos on validation or test seeds, and test seeds that overlap the "
+                             "training or validation seeds")
 
 
 def training_setup(args: argparse.Namespace) -> TrainingSetup:
@@ -355,7 +367,7 @@ def training_setup(args: argparse.Namespace) -> TrainingSetup:
     if args.val_episodes > validation:
         raise ValueError(f"--val-episodes {args.val_episodes}: there are {validation} validation seeds")
     setup = TrainingSetup(overrides, args.profile, args.n_demos, args.val_episodes, args.demos_dir,
-                          args.checkpoints_dir, args.retrain, args.variant)
+                          args.checkpoints_dir, args.retrain, args.variant, args.allow_seed_overlap)
     setup.make_policy(args.policy)  # a bad config value is named now, not after the demos are made
     return setup
 
@@ -452,8 +464,6 @@ def eval_main(argv: list[str]) -> None:
     parser.add_argument("--source-hz", nargs="+", default=["2.5"], help="demo rates; '2.5+5' = mixed dataset")
     parser.add_argument("--target-hz", type=float, default=TARGET_HZ)
     parser.add_argument("--test-seeds", default=f"{TEST_SEEDS[0]}:{TEST_SEEDS[1]}", help="START:END (END exclusive)")
-    parser.add_argument("--allow-seed-overlap", action="store_true",
-                        help="allow test seeds that overlap the training or validation seeds")
     parser.add_argument("--episodes", type=positive_int, default=None, help="evaluate only the first N test seeds")
     parser.add_argument("--train-seeds", nargs="+", type=non_negative_int, default=[0],
                         help="training seeds: one run (and record) per seed")

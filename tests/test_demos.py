@@ -125,3 +125,28 @@ def test_cli_rejects_unknown_env(capsys):
     with pytest.raises(SystemExit):
         main(["--env", "Nope"])
     assert "unknown environment 'Nope'" in capsys.readouterr().err
+
+
+def test_demos_on_validation_or_test_seeds_are_refused_for_training(tmp_path, capsys):
+    """``cfbench-demos --first-seed 20000`` used to put test scenes under the standard dataset
+    id, and the next cfbench-eval trained on them with exit 0."""
+    from cfbench.datasets import load_demos
+    from cfbench.demos import write_dataset
+    from cfbench.runner import eval_main
+
+    write_dataset("PassagePassing", (20.0,), 2, demos_dir=tmp_path / "demos", first_seed=20000)
+    with pytest.raises(ValueError, match=r"holds demos on the test seeds \(2, from 20000; test seeds are 20000:20100\)"):
+        load_demos("PassagePassing", (20.0,), n=2, demos_dir=tmp_path / "demos")
+    assert [e.seed for e in load_demos("PassagePassing", (20.0,), n=2, demos_dir=tmp_path / "demos",
+                                       allow_seed_overlap=True).episodes] == [20000, 20001]
+    command = ["--policy", "dp-c", "--env", "PassagePassing", "--source-hz", "20", "--n-demos", "2",
+               "--episodes", "2", "--demos-dir", str(tmp_path / "demos"), "--checkpoints-dir", str(tmp_path / "ckpt"),
+               "--results-dir", str(tmp_path / "results"), "--val-episodes", "0",
+               "--set", "train_steps=2", "eval_every=2", "batch_size=4", "down_dims=[8,16]", "n_groups=4"]
+    with pytest.raises(SystemExit) as stopped:
+        eval_main(command)
+    assert stopped.value.code == 2 and "--allow-seed-overlap" in capsys.readouterr().err
+    assert not (tmp_path / "ckpt").exists()
+    eval_main(command + ["--allow-seed-overlap"])  # said explicitly: it runs, and the record names the seeds
+    record = json.loads(next((tmp_path / "results").glob("*.json")).read_text())
+    assert record["training"]["demo_seeds"] == {"first": 20000, "last": 20001, "count": 2}
