@@ -131,7 +131,7 @@ def train_or_load(policy_name: str, env: str, rates: tuple[float, ...], setup: T
     It is trained, and its checkpoint selected, with its rollout settings at their defaults (so
     the cache holds one model whatever they are), then set to run with the requested ones."""
     from cfbench.evaluate import evaluate
-    from policies.base import WEIGHTS_FILE
+    from policies.base import CONFIG_FILE, WEIGHTS_FILE
 
     setup = setup or TrainingSetup()
     env_id = resolve_env(env)
@@ -172,15 +172,18 @@ def train_or_load(policy_name: str, env: str, rates: tuple[float, ...], setup: T
             phase["dir"] = paths.shown(phase["dir"])
     summary = {"run_dir": paths.shown(work), "validation_seeds": [seeds[0], seeds[-1] + 1] if seeds else [],
                "demo_seeds": demo_seeds,
-               **history, "weights_sha256": _sha256(work / POLICY_DIR / WEIGHTS_FILE)}
+               **history, "weights_sha256": _sha256(work / POLICY_DIR / WEIGHTS_FILE),
+               "config_sha256": _sha256(work / POLICY_DIR / CONFIG_FILE)}
     atomic_write_text(work / SUMMARY, json.dumps(summary, indent=1))
     policy.set_rollout(rollout)
     return policy, summary
 
 
 def load_finished(work: Path) -> tuple[policies.Policy, dict]:
-    """A finished run's policy and summary, after checking the weights are the ones trained."""
-    from policies.base import WEIGHTS_FILE
+    """A finished run's policy and summary, after checking the weights and the config are the ones
+    trained (SHA-256s in the summary; a run finished before summaries held the config's has it
+    pinned the first time it is loaded)."""
+    from policies.base import CONFIG_FILE, WEIGHTS_FILE
 
     redo = f"delete {work} (or pass --retrain) to train it again"
     try:
@@ -192,6 +195,13 @@ def load_finished(work: Path) -> tuple[policies.Policy, dict]:
         raise CheckpointError(f"{work / SUMMARY} records no weights checksum; {redo}")
     if not weights.is_file() or _sha256(weights) != summary["weights_sha256"]:
         raise CheckpointError(f"{weights} is missing or not the weights this run trained (SHA-256 differs "
+                              f"from {SUMMARY}); {redo}")
+    config = work / POLICY_DIR / CONFIG_FILE
+    if config.is_file() and "config_sha256" not in summary:
+        summary["config_sha256"] = _sha256(config)
+        atomic_write_text(work / SUMMARY, json.dumps(summary, indent=1))
+    if not config.is_file() or _sha256(config) != summary["config_sha256"]:
+        raise CheckpointError(f"{config} is missing or not the config this run trained (SHA-256 differs "
                               f"from {SUMMARY}); {redo}")
     try:
         return policies.load(work / POLICY_DIR), summary

@@ -73,3 +73,23 @@ def test_a_checkpoint_saved_before_a_field_existed_loads_as_it_ran(tmp_path):
     loaded = policies.load(tmp_path / "old")
     assert (loaded.config.scan_direction, loaded.config.discretization) == ("causal", "euler")
     assert policies.make("dispo").config.scan_direction == "bidirectional"  # new configs: today's default
+
+
+def test_a_cached_runs_edited_config_is_refused(tmp_path):
+    """Editing a cached checkpoint's config.json (horizon, n_action_steps, ...) used to change a
+    published-looking record with exit 0: the config is checksummed like the weights."""
+    _train(tmp_path)
+    run = next((tmp_path / "ckpt").rglob(SUMMARY)).parent
+    assert json.loads((run / SUMMARY).read_text())["config_sha256"]
+    config = run / "policy" / "config.json"
+    values = json.loads(config.read_text())
+    config.write_text(json.dumps({**values, "num_inference_steps": 2}, indent=2, sort_keys=True))
+    with pytest.raises(CheckpointError, match=r"config.json is missing or not the config this run trained"):
+        _train(tmp_path)
+    # a run finished before summaries held the config's checksum has it pinned at its first load
+    config.write_text(json.dumps(values, indent=2, sort_keys=True))
+    summary = json.loads((run / SUMMARY).read_text())
+    del summary["config_sha256"]
+    (run / SUMMARY).write_text(json.dumps(summary))
+    _train(tmp_path)
+    assert "config_sha256" in json.loads((run / SUMMARY).read_text())
