@@ -20,7 +20,7 @@ import jsonschema
 
 from cfbench.envs import ENV_IDS
 from cfbench.io import atomic_write_text, exclusive
-from cfbench.protocol import NAME_PATTERN, PROTOCOL, rates_label, seed_list
+from cfbench.protocol import MAX_RATE_HZ, MIN_RATE_HZ, NAME_PATTERN, PROTOCOL, rates_label, seed_list
 
 SCHEMA_VERSION = 2
 #: a submitted file larger than this is refused before it is read (a 100-episode record is ~25 kB)
@@ -161,11 +161,34 @@ def validate(record: Any, source: str = "record", protocol: int | None = PROTOCO
         raise RecordError(f"{source}: video {strays[0]!r} is not in the record's own folder {VIDEOS}/{stem}/")
     if metrics["episodes"] != len(rows):
         raise RecordError(f"{source}: metrics.episodes = {metrics['episodes']} but {len(rows)} episode rows")
-    for key, field in (("success_rate", "success"), ("collision_rate", "collision")):
-        rate = sum(row[field] for row in rows) / len(rows)
-        if not math.isclose(rate, metrics[key], abs_tol=1e-9):
-            raise RecordError(f"{source}: metrics.{key} = {metrics[key]} disagrees with the episode rows ({rate})")
+    successes = [row["steps"] for row in rows if row["success"]]
+    recomputed = {
+        "success_rate": sum(row["success"] for row in rows) / len(rows),
+        "collision_rate": sum(row["collision"] for row in rows) / len(rows),
+        "mean_steps_to_success": sum(successes) / len(successes) if successes else None,
+        "path_deviation": math.fsum(row["path_deviation"] for row in rows) / len(rows),
+    }
+    for key, value in recomputed.items():  # every summary number is the rows' own
+        stated = metrics[key]
+        if (value is None) != (stated is None) or (value is not None and not math.isclose(
+                value, stated, rel_tol=1e-9, abs_tol=1e-9)):
+            raise RecordError(f"{source}: metrics.{key} = {stated} disagrees with the episode rows ({value})")
+    _check_rates_and_flags(record, source)
     return record
+
+
+def _check_rates_and_flags(record: dict, source: str) -> None:
+    """What the protocol says of rates, seeds and the privileged mark."""
+    rates = record["source_hz"]
+    if any(not MIN_RATE_HZ <= hz <= MAX_RATE_HZ for hz in (*rates, record["target_hz"])):
+        raise RecordError(f"{source}: rates must lie between {MIN_RATE_HZ:g} and {MAX_RATE_HZ:g} Hz, got source "
+                          f"{rates_label(rates)} and target {record['target_hz']:g}")
+    if list(rates) != sorted(set(rates)):
+        raise RecordError(f"{source}: source_hz {rates} must list distinct rates in increasing order")
+    if record.get("privileged") and ("training" in record or record["train_seed"] != 0):
+        raise RecordError(f"{source}: a privileged reference is not trained: no training section, training seed 0")
+    if "training" not in record and record["train_seed"] != 0:
+        raise RecordError(f"{source}: training seed {record['train_seed']} without a training section")
 
 
 def _non_finite(value: Any, where: str = "") -> str | None:
@@ -289,26 +312,35 @@ def read_record(path: str | Path, protocol: int | None = PROTOCOL) -> dict:
         raise RecordError(f"{path}: {path.stat().st_size} bytes, more than a result record can be "
                           f"({MAX_RECORD_BYTES // 2**20} MB)")
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(), object_pairs_hook=_unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RecordError(f"{path}: not valid JSON (truncated or corrupted?): {error}") from None
+    except ValueError as error:  # a duplicate key
+        raise RecordError(f"{path}: {error}") from None
     return validate(record, str(path), protocol)
 
 
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    keys = [key for key, _ in pairs]
+    doubled = sorted({key for key in keys if keys.count(key) > 1})
+    if doubled:
+        raise ValueError(f"key {doubled[0]!r} appears twice in one object (which one counts?)")
+    return dict(pairs)
+
+
 def read_all(results_dir: str | Path, *, allow_empty: bool = False, protocol: int | None = PROTOCOL) -> list[dict]:
-    """Every record in ``results_dir``; malformed files, records of another protocol or duplicate
-    experiments raise RecordError, and so does a folder that does not exist or (unless allowed)
-    holds no record."""
+    """Every record in ``results_dir``; malformed files, records of another protocol or files not
+    named by what they hold (so no experiment twice) raise RecordError, and so does a folder that
+    does not exist or (unless allowed) holds no record."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise RecordError(f"results folder {results_dir} does not exist")
-    records, seen = [], {}
+    records = []
     for path in sorted(results_dir.glob("*.json")):
         record = read_record(path, protocol)
-        key = run_key(record)
-        if key in seen:
-            raise RecordError(f"{path} duplicates the experiment already recorded in {seen[key]}")
-        seen[key] = path
+        if path.name != record_filename(record):  # the name is the run key: no two files hold one experiment
+            raise RecordError(f"{path}: the file records {record_filename(record)} (its name must say what it "
+                              "holds; cfbench-leaderboard --submit names files)")
         records.append(record)
     if not records and not allow_empty:
         raise RecordError(f"results folder {results_dir} holds no result records (*.json)")

@@ -120,7 +120,7 @@ def test_leaderboard_is_idempotent_and_rejects_duplicates(tmp_path):
     submit([fresh], results)
     assert "| dp-c " in render_markdown(read_all(results))
     (results / "copy.json").write_text(json.dumps(_record(rate=2.5)))
-    with pytest.raises(RecordError, match="duplicates the experiment"):
+    with pytest.raises(RecordError, match="copy.json: the file records PassagePassing__tracker__2.5hz"):
         read_all(results)
 
 
@@ -225,6 +225,17 @@ def _write(path, record):
         (lambda r: r["provenance"].update(test_seeds=[20000, 20101]), "not exactly the test seeds"),
         (lambda r: r["episodes"].reverse(), "not exactly the test seeds"),
         (lambda r: r["episodes"][1].update(success=True), "both success and collision"),
+        # every summary number is recomputed from the rows
+        (lambda r: r["metrics"].update(mean_steps_to_success=42.0), "mean_steps_to_success = 42.0 disagrees"),
+        (lambda r: r.update(episodes=[{**row, "success": False, "collision": True} for row in r["episodes"]])
+         or r["metrics"].update(success_rate=0.0, collision_rate=1.0), "mean_steps_to_success = .* disagrees .*None"),
+        (lambda r: r["metrics"].update(path_deviation=0.5), "path_deviation = 0.5 disagrees"),
+        # rates and flags the protocol allows
+        (lambda r: r.update(source_hz=[0.001], reference_hz=0.001), "rates must lie between"),
+        (lambda r: r.update(source_hz=[2.5, 2.5]), "distinct rates in increasing order"),
+        (lambda r: r.update(source_hz=[5.0, 2.5], reference_hz=5.0), "distinct rates in increasing order"),
+        (lambda r: r.update(train_seed=7), "a privileged reference is not trained"),
+        (lambda r: r.update(privileged=False, train_seed=7), "training seed 7 without a training section"),
     ],
 )
 def test_records_that_cannot_be_true_are_rejected(mutate, message):
@@ -305,3 +316,16 @@ def test_written_files_get_the_usual_permissions(tmp_path):
         os.umask(old)
     path = write_record(_record(), tmp_path)
     assert stat.S_IMODE(path.stat().st_mode) == _FILE_MODE and _FILE_MODE & 0o044  # group and others may read
+
+
+def test_a_results_folder_refuses_misnamed_files_and_doubled_keys(tmp_path):
+    path = write_record(_record(), tmp_path)
+    path.rename(tmp_path / "Other__name.json")
+    with pytest.raises(RecordError, match=r"Other__name.json: the file records PassagePassing__tracker__2.5hz"):
+        read_all(tmp_path)
+    (tmp_path / "Other__name.json").unlink()
+    text = json.dumps(_record(), indent=1)
+    doubled = text.replace('"train_seed": 0', '"train_seed": 0,\n "train_seed": 9', 1)
+    path.write_text(doubled)
+    with pytest.raises(RecordError, match="key 'train_seed' appears twice"):
+        read_record(path)
