@@ -15,6 +15,8 @@ import toppra
 import toppra.algorithm
 import toppra.constraint
 
+from cfbench.protocol import MAX_RATE_HZ
+
 toppra.setup_logging("WARNING")
 
 
@@ -44,8 +46,8 @@ class ExpertTrajectory:
 
     def sample(self, hz: float) -> np.ndarray:
         """Poses at 0, 1/hz, 2/hz, ... up to and including the end pose."""
-        if not hz > 0:
-            raise ValueError(f"sample rate must be positive, got {hz}")
+        if not 0 < hz <= MAX_RATE_HZ:
+            raise ValueError(f"sample rate must lie in (0, {MAX_RATE_HZ:g}] Hz (the physics rate), got {hz}")
         n = int(np.ceil(self.duration * hz - 1e-9))
         return self(np.arange(n + 1) / hz)
 

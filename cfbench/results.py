@@ -315,8 +315,10 @@ def read_record(path: str | Path, protocol: int | None = PROTOCOL) -> dict:
         record = json.loads(path.read_text(), object_pairs_hook=_unique_keys)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise RecordError(f"{path}: not valid JSON (truncated or corrupted?): {error}") from None
-    except ValueError as error:  # a duplicate key
+    except ValueError as error:  # a duplicate key, an integer of thousands of digits
         raise RecordError(f"{path}: {error}") from None
+    except RecursionError:
+        raise RecordError(f"{path}: nested too deeply to be a result record") from None
     return validate(record, str(path), protocol)
 
 

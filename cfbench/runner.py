@@ -378,8 +378,19 @@ def training_setup(args: argparse.Namespace) -> TrainingSetup:
         raise ValueError(f"--val-episodes {args.val_episodes}: there are {validation} validation seeds")
     setup = TrainingSetup(overrides, args.profile, args.n_demos, args.val_episodes, args.demos_dir,
                           args.checkpoints_dir, args.retrain, args.variant, args.allow_seed_overlap)
-    setup.make_policy(args.policy)  # a bad config value is named now, not after the demos are made
+    fitted = sorted(set(overrides) & set(fitted_fields(policies.policy_class(args.policy).config_class)))
+    if fitted:
+        raise ValueError(f"{', '.join(fitted)} {'is' if len(fitted) == 1 else 'are'} filled in from the demos by "
+                         "training; it cannot be set")
+    policy = setup.make_policy(args.policy)  # a bad config value is named now, not after the demos are made
+    if policy.trainable:
+        policy.device  # noqa: B018  (a device this machine lacks is named before any demo is made)
     return setup
+
+
+def fitted_fields(config_class: type) -> tuple[str, ...]:
+    """The ``FITTED`` fields of every class of a config class."""
+    return tuple(name for cls in config_class.__mro__ for name in vars(cls).get("FITTED", ()))
 
 
 def set_threads(threads: int | None) -> int:

@@ -46,6 +46,7 @@ class ChunkConfig(LearnedConfig):
 
     LIMITS: ClassVar[dict[str, str]] = {"n_action_steps": "positive", "resnet_width": "positive"}
     ROLLOUT: ClassVar[tuple[str, ...]] = ("n_action_steps", "interpolation")
+    FITTED: ClassVar[tuple[str, ...]] = ("state_layout",)
     NEUTRAL: ClassVar[dict[str, Any]] = {"interpolation": "linear"}
     #: "straight": the paper's execution (straight lines, the default actions per prediction), where
     #: the plain policy runs with the rollout settings the validation seeds chose for the cell

@@ -23,6 +23,10 @@ from policies.chunking import ChunkPolicy, HorizonConfig
 from policies.modules import MinMaxNormalizer, ObservationEncoder
 
 
+#: the noise schedules diffusers' DDPM and DDIM schedulers both implement
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
 @dataclass
 class DiffusionConfig(HorizonConfig):
     #: diffusion steps of the DDPM training schedule (Diffusion Policy: 100)
@@ -43,6 +47,8 @@ class DiffusionConfig(HorizonConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        if self.beta_schedule not in BETA_SCHEDULES:
+            raise ValueError(f"beta_schedule={self.beta_schedule!r}: choose one of {', '.join(BETA_SCHEDULES)}")
         if self.sampler not in ("ddim", "ddpm"):
             raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
         if self.prediction_type not in ("epsilon", "sample"):

@@ -154,6 +154,7 @@ class DiSPoConfig(MambaDiffusionConfig):
         "paper-no-ft": {**PAPER_SETTINGS, "finetune_steps": 0},
         "adaptive-r": {"step_scale_mode": "adaptive"},  # φ_r picks each chunk's step (paper section III-C)
     }
+    FITTED: ClassVar[tuple[str, ...]] = ("reference_hz",)
     NEUTRAL: ClassVar[dict[str, Any]] = {
         "fine_noise": "independent", "augment_action_finer": (1,), "action_units": "pose", "replan_every": 0,
         "scan_direction": "causal", "discretization": "euler"}

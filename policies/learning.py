@@ -66,6 +66,8 @@ class LearnedConfig(PolicyConfig):
 
     #: named sets of overrides: "cpu" (the defaults) and a larger "gpu" profile
     profiles: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {}}
+    #: fields ``fit`` fills in from the dataset: never set by hand
+    FITTED: ClassVar[tuple[str, ...]] = ("obs_dim", "action_dim", "views")
     LIMITS: ClassVar[dict[str, str]] = {
         "train_steps": "positive", "batch_size": "positive", "lr": "positive", "weight_decay": "non-negative",
         "warmup_steps": "non-negative", "ema_power": "positive", "eval_every": "positive", "seed": "non-negative",
@@ -90,9 +92,18 @@ class LearnedPolicy(Policy):
 
     @property
     def device(self) -> torch.device:
-        if self.config.device.startswith("cuda") and not torch.cuda.is_available():
-            raise RuntimeError(f"device {self.config.device!r} requested but CUDA is not available")
-        return torch.device(self.config.device)
+        """The config's torch device, if this machine has it (else a ValueError saying so)."""
+        try:
+            device = torch.device(self.config.device)
+        except RuntimeError:
+            raise ValueError(f"device={self.config.device!r} is not a torch device; use cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {self.config.device!r} requested but CUDA is not available on this machine; "
+                             "use --device cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {self.config.device!r}: this machine has {torch.cuda.device_count()} CUDA "
+                             "device(s)")
+        return device
 
     # ------------------------------------------------------------------ hooks
     @abstractmethod

@@ -45,6 +45,12 @@ def _fails(main, argv, capsys, message):
     (["--policy", "tracker", "--variant", "a|b"], "bad variant name"),
     (["--policy", "tracker", "--episodes", "0"], "must be a positive integer"),
     (["--policy", "tracker", "--videos", "-1"], "must be 0 or more"),
+    # named before any demo is made (they used to end in tracebacks, some after generating demos)
+    (["--policy", "dp-c", "--device", "cuda:7"], "'cuda:7' requested but CUDA is not available"),
+    (["--policy", "dp-c", "--device", "foo"], "device='foo' is not a torch device"),
+    (["--policy", "dp-t", "--set", "beta_schedule=linear_typo"], "beta_schedule='linear_typo': choose one of"),
+    (["--policy", "dp-c", "--set", "obs_dim=5"], "obs_dim is filled in from the demos"),
+    (["--policy", "dispo", "--set", "reference_hz=5"], "reference_hz is filled in from the demos"),
 ])
 def test_eval_mistakes_are_one_line_with_exit_code_2(argv, message, capsys, tmp_path):
     err = _fails(eval_main, [*argv, "--results-dir", str(tmp_path / "results")], capsys, message)

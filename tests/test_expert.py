@@ -50,3 +50,16 @@ def test_sampling_clips_to_duration_and_ends_at_goal():
     assert trajectory([-1.0, 10.0]).tolist() == [[0.0], [5.0]]
     with pytest.raises(ValueError):
         trajectory.sample(0)
+
+
+def test_sampling_faster_than_the_physics_is_refused():
+    """ExpertTrajectory.sample(1e9) used to try to allocate 25 GiB."""
+    import numpy as np
+    import pytest
+
+    from cfbench.expert import ExpertTrajectory
+
+    trajectory = ExpertTrajectory(times=np.array([0.0, 10.0]), poses=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match=r"sample rate must lie in \(0, 200\] Hz"):
+        trajectory.sample(1e9)
+    assert len(trajectory.sample(200)) == 2001

@@ -329,3 +329,14 @@ def test_a_results_folder_refuses_misnamed_files_and_doubled_keys(tmp_path):
     path.write_text(doubled)
     with pytest.raises(RecordError, match="key 'train_seed' appears twice"):
         read_record(path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[" * 200_000 + "]" * 200_000, "nested too deeply"),
+    ('{"a": ' + "9" * 5000 + "}", "Exceeds the limit"),
+])
+def test_hostile_json_is_named_not_a_traceback(tmp_path, text, message):
+    path = tmp_path / "hostile.json"
+    path.write_text(text)
+    with pytest.raises(RecordError, match=f"hostile.json: .*{message}"):
+        read_record(path)
