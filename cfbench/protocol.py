@@ -45,14 +45,16 @@ def seed_list(seed_range: tuple[int, int]) -> list[int]:
 
 
 def parse_rates(text: str) -> tuple[float, ...]:
-    """'2.5' -> (2.5,); '2.5+5' -> (2.5, 5.0): a mixed-rate dataset."""
+    """'2.5' -> (2.5,); '2.5+5' (or '5+2.5') -> (2.5, 5.0): a mixed-rate dataset."""
     try:
         rates = tuple(float(part) for part in str(text).split("+"))
     except ValueError:
         raise ValueError(f"bad sample rate {text!r}: use a number like 2.5 or a mix like 2.5+5") from None
     if any(not MIN_RATE_HZ <= hz <= MAX_RATE_HZ for hz in rates):  # NaN fails too
         raise ValueError(f"sample rates must lie between {MIN_RATE_HZ:g} and {MAX_RATE_HZ:g} Hz, got {text!r}")
-    return rates
+    if len(set(rates)) != len(rates):
+        raise ValueError(f"bad sample rates {text!r}: a mixed-rate dataset names each rate once")
+    return tuple(sorted(rates))  # 5+2.5 is the experiment 2.5+5
 
 
 def check_name(name: str, what: str) -> str:

@@ -503,6 +503,11 @@ def eval_main(argv: list[str]) -> None:
     setup = training_setup(args)
     envs = list(ENV_IDS) if args.env == ["all"] else [short_name(resolve_env(e)) for e in args.env]
     rate_sets = [parse_rates(text) for text in args.source_hz]
+    for option, values in (("--source-hz", [rates_label(r) for r in rate_sets]), ("--train-seeds", args.train_seeds),
+                           ("--env", envs)):
+        doubled = sorted({str(v) for v in values if values.count(v) > 1})
+        if doubled:
+            raise ValueError(f"{option} names {doubled[0]} twice: each run would be made twice")
     check_target_rate(args.target_hz, rate_sets)
     test_seeds = parse_seed_range(args.test_seeds)
     check_test_seeds(test_seeds, args.n_demos, args.allow_seed_overlap)
@@ -534,5 +539,6 @@ def eval_main(argv: list[str]) -> None:
     if not args.no_leaderboard:
         args.leaderboard = args.leaderboard or paths.page_for(args.results_dir)
         regenerate(args.results_dir, args.leaderboard)
-        plots = ", ".join(paths.shown(args.results_dir / PLOTS / f"{e}.png") for e in envs)
+        drawn = [args.results_dir / PLOTS / f"{e}.png" for e in envs]
+        plots = ", ".join(paths.shown(p) for p in drawn if p.is_file()) or "none (only full test runs are plotted)"
         print(f"leaderboard: {paths.shown(args.leaderboard)}; plots: {plots}")

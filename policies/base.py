@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import difflib
 import inspect
 import json
 import math
@@ -237,6 +238,13 @@ class Policy(ABC):
     def reset(self, slot: int, context: EpisodeContext) -> None:
         """A new episode starts in vector-env slot ``slot``."""
 
+    def check_started(self, slots: list[int], episodes: dict) -> None:
+        """``act`` for slots whose episode ``reset`` began (``episodes``: the policy's per-slot state)."""
+        missing = [slot for slot in slots if slot not in episodes]
+        if missing:
+            raise ValueError(f"{self.name}: act() for slot {missing[0]} before reset({missing[0]}, context) "
+                             "started its episode")
+
     @abstractmethod
     def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float) -> np.ndarray:
         """Action chunks (len(slots), n_actions, pose_dim) at ``target_hz`` for the given slots, or a
@@ -276,7 +284,12 @@ def make(name: str, profile: str | None = None, variant: str = "", **overrides) 
     profiles = getattr(cls.config_class, "profiles", {})
     if profile is not None and profile not in profiles and not (profile == "cpu" and not profiles):
         raise ValueError(f"policy {name!r} has no profile {profile!r}; profiles: {sorted(profiles) or ['cpu']}")
-    variant_overrides = cls.config_class.variants.get(variant, {})
+    declared = cls.config_class.variants
+    near = difflib.get_close_matches(variant, list(declared), n=1, cutoff=0.75) if variant not in declared else []
+    if near:
+        raise ValueError(f"policy {name!r} declares no variant {variant!r}; did you mean {near[0]!r}? (declared: "
+                         f"{', '.join(declared)}; a label of your own must not look like one of them)")
+    variant_overrides = declared.get(variant, {})
     config = cls.config_class.from_dict({**profiles.get(profile, {}), **variant_overrides, **overrides})
     return cls(config)
 

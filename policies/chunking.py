@@ -154,6 +154,7 @@ class ChunkPolicy(LearnedPolicy):
         through the one before it (the start pose held, as in the demos' padding) and the rest
         of the chunk, so its heading carries across chunks."""
         c = self.config
+        self.check_started(slots, self._generators)
         chunk = self.predict_chunk(obs_history, slots)
         n = c.n_action_steps
         state = np.asarray(state_of(obs_history))

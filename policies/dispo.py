@@ -421,6 +421,7 @@ class DiSPo(DiffusionPolicy):
         """One chunk per slot covering n_action_steps source steps; slots whose chunks have the
         same step size are denoised together. Chunks of different lengths come as a list."""
         c = self.config
+        self.check_started(slots, self._generators)
         per_step = self.actions_per_step(obs_history, source_hz, target_hz)
         chunks: list[np.ndarray] = [np.empty(0)] * len(slots)
         for count in np.unique(per_step):

@@ -59,6 +59,7 @@ class Tracker(Policy):
 
     def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float) -> np.ndarray:
         """The whole plan in the first chunk (it ignores observations), then hold its last pose."""
+        self.check_started(slots, self._plans)
         chunks = []
         for slot in slots:
             plan = self._plans[slot]

@@ -152,3 +152,23 @@ def test_a_relative_results_dir_never_rewrites_the_published_page(monkeypatch, c
     assert paths.page_for(paths.runs_dir()) == home / "runs" / "leaderboard.md"
     assert paths.page_for(home / "a" / "b") == home / "a" / "leaderboard.md"
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--policy", "dispo", "--variant", "papr"], "declares no variant 'papr'; did you mean 'paper'?"),
+    (["--policy", "tracker", "--variant", "smoth"], "did you mean 'smooth'?"),
+    (["--policy", "tracker", "--train-seeds", "0", "0"], "--train-seeds names 0 twice"),
+    (["--policy", "tracker", "--source-hz", "2.5", "2.5"], "--source-hz names 2.5 twice"),
+    (["--policy", "tracker", "--source-hz", "2.5+5", "5+2.5"], "--source-hz names 2.5+5 twice"),
+    (["--policy", "tracker", "--source-hz", "2.5+2.5"], "names each rate once"),
+])
+def test_small_mistakes_that_used_to_run_are_refused(argv, message, capsys, tmp_path):
+    """A variant typo used to run the default under the typo's name; duplicates ran twice."""
+    _fails(eval_main, [*argv, "--results-dir", str(tmp_path / "results")], capsys, message)
+    assert not (tmp_path / "results").exists()
+
+
+def test_mixed_rates_are_one_experiment_in_any_order():
+    from cfbench.protocol import parse_rates
+
+    assert parse_rates("5+2.5") == parse_rates("2.5+5") == (2.5, 5.0)

@@ -150,3 +150,24 @@ def test_state_layout_describes_the_state(env_name):
             assert np.linalg.norm(obs[i : i + 2]) == pytest.approx(1.0, abs=1e-5)
         assert layout.frame_direction in layout.directions
         assert max((*layout.points, *layout.directions)) + 1 < len(obs)
+
+
+def test_control_rates_and_reset_options_that_would_mislead_are_refused(env_name):
+    """control_hz=True became 1 Hz, 7 Hz a 203 Hz physics step; unknown reset options were ignored."""
+    for bad, message in ((True, "must be a positive number"), (7, "must divide the physics rate 200 Hz")):
+        with pytest.raises(ValueError, match=message):
+            gym.make(cfbench.ENV_IDS[env_name], control_hz=bad)
+    env = gym.make(cfbench.ENV_IDS[env_name])
+    with pytest.raises(ValueError, match=r"unknown options \['start_pose'\]"):
+        env.reset(seed=0, options={"start_pose": [0, 0]})
+    env.close()
+
+
+def test_act_before_reset_names_the_slot():
+    import numpy as np
+
+    import policies
+
+    for name in ("tracker", "dp-c"):
+        with pytest.raises(ValueError, match=r"act\(\) for slot 0 before reset\(0, context\)"):
+            policies.make(name).act(np.zeros((1, 2, 12)), slots=[0], source_hz=5, target_hz=20)

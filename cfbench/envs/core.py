@@ -86,8 +86,12 @@ class CoarseToFineEnv(gym.Env, ABC):
             raise ValueError(
                 f"unknown render_mode {render_mode!r}; choose one of {self.metadata['render_modes']}"
             )
-        if not (np.isfinite(control_hz) and control_hz > 0):
+        if isinstance(control_hz, bool) or not isinstance(control_hz, (int, float, np.number)) or not (
+                np.isfinite(control_hz) and control_hz > 0):
             raise ValueError(f"control_hz must be a positive number, got {control_hz!r}")
+        if abs(self.physics_hz / control_hz - round(self.physics_hz / control_hz)) > 1e-9:
+            raise ValueError(f"control_hz={control_hz!r} must divide the physics rate {self.physics_hz:g} Hz "
+                             "(e.g. 2.5, 5, 10, 20, 40), so that every control step is whole physics steps")
         self.obs_mode = obs_mode
         self.render_mode = render_mode
         self.control_hz = float(control_hz)
@@ -159,6 +163,9 @@ class CoarseToFineEnv(gym.Env, ABC):
 
     # ------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        if options:
+            raise ValueError(f"{type(self).__name__}.reset: unknown options {sorted(options)}; the scene is chosen "
+                             "by the seed")
         super().reset(seed=seed)
         self._build_scene(self.np_random)
         self._steps = 0
