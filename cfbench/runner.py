@@ -100,7 +100,7 @@ class TrainingSetup:
 
 #: what a record keeps of a training run's summary
 TRAINING_FIELDS = ("run_dir", "best_step", "best_score", "validation", "losses", "train_seconds",
-                   "validation_seeds", "demo_seeds", "phases")
+                   "validation_seeds", "demo_seeds", "phases", "weights_sha256", "config_sha256")
 
 
 # ------------------------------------------------------------------- the cache
@@ -382,10 +382,15 @@ def training_setup(args: argparse.Namespace) -> TrainingSetup:
     if fitted:
         raise ValueError(f"{', '.join(fitted)} {'is' if len(fitted) == 1 else 'are'} filled in from the demos by "
                          "training; it cannot be set")
-    policy = setup.make_policy(args.policy)  # a bad config value is named now, not after the demos are made
-    if policy.trainable:
-        policy.device  # noqa: B018  (a device this machine lacks is named before any demo is made)
+    setup.make_policy(args.policy)  # a bad config value is named now, not after the demos are made
     return setup
+
+
+def check_device(policy_name: str, setup: TrainingSetup) -> None:
+    """A device this machine lacks is named before any demo is made (not by --show-config)."""
+    policy = setup.make_policy(policy_name)
+    if policy.trainable:
+        policy.device  # noqa: B018  (the property checks it)
 
 
 def fitted_fields(config_class: type) -> tuple[str, ...]:
@@ -467,6 +472,7 @@ def train_main(argv: list[str]) -> None:
     if args.show_config:
         print(show_config(args.policy, setup))
         return
+    check_device(args.policy, setup)
     env_id = resolve_env(args.env)
     rates = parse_rates(args.source_hz)
     set_threads(args.threads)
@@ -501,6 +507,7 @@ def eval_main(argv: list[str]) -> None:
                              "videos/<record name>/ beside each record")
     args = parser.parse_args(_values_may_start_with_a_dash(argv, ("--test-seeds",)))
     setup = training_setup(args)
+    check_device(args.policy, setup)
     envs = list(ENV_IDS) if args.env == ["all"] else [short_name(resolve_env(e)) for e in args.env]
     rate_sets = [parse_rates(text) for text in args.source_hz]
     for option, values in (("--source-hz", [rates_label(r) for r in rate_sets]), ("--train-seeds", args.train_seeds),

@@ -26,5 +26,9 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Commands under test set torch's threads to all cores (``--threads``); every test starts
-    from one again, so a later test does not spin a second OpenMP thread on a busy machine."""
+    and ends with one again, so a later test does not spin a second OpenMP thread on a busy
+    machine, and a module's shared fixture (built before a test's own fixtures) trains with one
+    thread whatever ran before it (two threads round differently: a retraining would not match)."""
+    torch.set_num_threads(1)
+    yield
     torch.set_num_threads(1)

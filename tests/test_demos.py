@@ -150,3 +150,8 @@ def test_demos_on_validation_or_test_seeds_are_refused_for_training(tmp_path, ca
     eval_main(command + ["--allow-seed-overlap"])  # said explicitly: it runs, and the record names the seeds
     record = json.loads(next((tmp_path / "results").glob("*.json")).read_text())
     assert record["training"]["demo_seeds"] == {"first": 20000, "last": 20001, "count": 2}
+    # and the checkpoint it was evaluated with, by its SHA-256s (what a verification re-runs)
+    run = next((tmp_path / "ckpt").rglob("summary.json")).parent
+    summary = json.loads((run / "summary.json").read_text())
+    assert (record["training"]["weights_sha256"], record["training"]["config_sha256"]) == (
+        summary["weights_sha256"], summary["config_sha256"])
