@@ -482,10 +482,30 @@ def train_main(argv: list[str]) -> None:
           f"{summary['best_score']} at step {summary['best_step']}")
 
 
-@command("cfbench-eval")
-def eval_main(argv: list[str]) -> None:
-    parser = Parser("cfbench-eval", "Train (if needed) and evaluate a policy on cfbench test envs at a fine control "
-                                    "rate.")
+@dataclasses.dataclass(frozen=True)
+class EvalRequest:
+    """A cfbench-eval command line, checked: every run it stands for is one the protocol allows."""
+
+    args: argparse.Namespace
+    setup: TrainingSetup
+    envs: list[str]
+    rate_sets: list[tuple[float, ...]]
+    test_seeds: tuple[int, int]
+
+
+class _CheckingParser(Parser):
+    """The cfbench-eval parser for checking a command line someone else will run (a sweep's
+    cell): a bad argument raises instead of exiting."""
+
+    def error(self, message: str):
+        raise ValueError(message)
+
+
+def eval_request(argv: list[str], checking: bool = False) -> EvalRequest:
+    """Parse and check a cfbench-eval command line: the one set of rules cfbench-eval applies and
+    cfbench-sweep applies to each of its cells before any runs (``checking``: errors raise)."""
+    parser = (_CheckingParser if checking else Parser)(
+        "cfbench-eval", "Train (if needed) and evaluate a policy on cfbench test envs at a fine control rate.")
     add_training_arguments(parser)
     parser.add_argument("--env", nargs="+", default=["PassagePassing"], help=f"'all' or any of {', '.join(ENV_IDS)}")
     parser.add_argument("--source-hz", nargs="+", default=["2.5"], help="demo rates; '2.5+5' = mixed dataset")
@@ -500,14 +520,16 @@ def eval_main(argv: list[str]) -> None:
                         help="where records go; the published results/ only when named here")
     parser.add_argument("--leaderboard", type=Path, default=None,
                         help="regenerated from --results-dir after the runs, with the per-env plots "
-                             "(default: the published leaderboard.md for the published results/, else leaderboard.md beside the results folder, or inside it where beside it is the published page)")
+                             "(default: the published leaderboard.md for the published results/, else leaderboard.md "
+                             "beside the results folder, or inside it where beside it is the published page)")
     parser.add_argument("--no-leaderboard", action="store_true", help="write only the result records")
     parser.add_argument("--videos", type=non_negative_int, default=0, metavar="N",
                         help="GIFs of the first N test episodes and of the first N failures after them, in "
                              "videos/<record name>/ beside each record")
     args = parser.parse_args(_values_may_start_with_a_dash(argv, ("--test-seeds",)))
     setup = training_setup(args)
-    check_device(args.policy, setup)
+    if not checking:  # a sweep's cell may run on another machine (Ray), with its own devices
+        check_device(args.policy, setup)
     envs = list(ENV_IDS) if args.env == ["all"] else [short_name(resolve_env(e)) for e in args.env]
     rate_sets = [parse_rates(text) for text in args.source_hz]
     for option, values in (("--source-hz", [rates_label(r) for r in rate_sets]), ("--train-seeds", args.train_seeds),
@@ -518,6 +540,16 @@ def eval_main(argv: list[str]) -> None:
     check_target_rate(args.target_hz, rate_sets)
     test_seeds = parse_seed_range(args.test_seeds)
     check_test_seeds(test_seeds, args.n_demos, args.allow_seed_overlap)
+    if not policies.policy_class(args.policy).trainable and args.train_seeds != [0]:
+        raise ValueError(f"policy {args.policy!r} is not trained: its only training seed is 0")
+    return EvalRequest(args, setup, envs, rate_sets, test_seeds)
+
+
+@command("cfbench-eval")
+def eval_main(argv: list[str]) -> None:
+    request = eval_request(argv)
+    args, setup, envs, rate_sets, test_seeds = (request.args, request.setup, request.envs, request.rate_sets,
+                                                request.test_seeds)
 
     import pandas as pd
 

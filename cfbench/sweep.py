@@ -118,10 +118,32 @@ class Cell:
 
 
 # ------------------------------------------------------------------ the grid
+#: what each grid key holds, as TOML writes it (the message says so when a value is another kind)
+GRID_TYPES = {
+    "envs": ("a list of env names, or \"all\"", lambda v: v == "all" or _list_of(v, str)),
+    "source_hz": ("a list of rates (2.5, \"2.5+5\")", lambda v: _list_of(v, (str, int, float))),
+    "train_seeds": ("a list of integers", lambda v: _list_of(v, int)),
+    "variant": ("a string", lambda v: isinstance(v, str)),
+    "set": ("a table of config values, or a list of \"KEY=VALUE\"", lambda v: isinstance(v, dict) or _list_of(v, str)),
+    "test_seeds": ("\"START:END\" or [START, END]", lambda v: isinstance(v, str) or (_list_of(v, int) and len(v) == 2)),
+    "target_hz": ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)),
+    "episodes": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "n_demos": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "val_episodes": ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool)),
+    "profile": ("a string", lambda v: isinstance(v, str)),
+}
+
+
+def _list_of(value, kinds) -> bool:
+    return isinstance(value, list) and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value)
+
+
 def expand(grid: dict) -> list[Cell]:
     """Cells of a grid: the top-level keys are defaults for every ``policy`` table, which must
-    name a registered policy (``name``) and may override any of them."""
-    from cfbench.runner import known_policy, override_items
+    name a registered policy (``name``) and may override any of them. Every cell is checked as
+    ``cfbench-eval`` checks its command line (``runner.eval_request``), so a grid (and
+    ``--dry-run``) is refused before anything runs."""
+    from cfbench.runner import eval_request, override_items
 
     unknown = set(grid) - GRID_KEYS - {"policy"}
     if unknown:
@@ -129,6 +151,8 @@ def expand(grid: dict) -> list[Cell]:
     tables = grid.get("policy")
     if not tables:
         raise ValueError("the grid names no policy: add [[policy]] tables with name = \"...\"")
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ValueError("policy must be a list of tables: write [[policy]] (two brackets) before each one")
     defaults = {key: grid[key] for key in GRID_KEYS if key in grid}
     cells, seen = [], set()
     for table in tables:
@@ -136,10 +160,12 @@ def expand(grid: dict) -> list[Cell]:
         if unknown:
             raise ValueError(f"[[policy]] {table.get('name', '?')}: unknown key(s) {sorted(unknown)}; "
                              f"allowed: {sorted(GRID_KEYS | {'name'})}")
-        if "name" not in table:
-            raise ValueError("every [[policy]] table needs a name")
+        if not isinstance(table.get("name"), str):
+            raise ValueError("every [[policy]] table needs a name (a string)")
         spec = {**defaults, **table}
-        known_policy(spec["name"])  # an unknown policy is named now
+        for key, (kind, fits) in GRID_TYPES.items():
+            if key in spec and not fits(spec[key]):
+                raise ValueError(f"[[policy]] {spec['name']}: {key} = {spec[key]!r} must be {kind}")
         envs = spec.get("envs", ["PassagePassing"])
         envs = list(ENV_IDS) if envs in ("all", ["all"]) else [short_name(resolve_env(e)) for e in envs]
         overrides = spec.get("set", {})
@@ -147,11 +173,16 @@ def expand(grid: dict) -> list[Cell]:
         for env in envs:
             for rates_text in spec.get("source_hz", ["2.5"]):
                 for train_seed in spec.get("train_seeds", [0]):
-                    cell = Cell(spec["name"], env, parse_rates(str(rates_text)), int(train_seed),
+                    cell = Cell(spec["name"], env, parse_rates(str(rates_text)), train_seed,
                                 spec.get("variant", ""), overrides, _seed_range(spec.get("test_seeds", TEST_SEEDS)),
                                 float(spec.get("target_hz", TARGET_HZ)), spec.get("episodes"),
-                                int(spec.get("n_demos", N_DEMOS)), int(spec.get("val_episodes", Cell.val_episodes)),
+                                spec.get("n_demos", N_DEMOS), spec.get("val_episodes", Cell.val_episodes),
                                 spec.get("profile", "cpu"))
+                    try:
+                        eval_request(cell.eval_args(1), checking=True)
+                    except ValueError as error:
+                        raise ValueError(f"[[policy]] {spec['name']}, cell {env} {rates_label(cell.rates)} Hz "
+                                         f"training seed {train_seed}: {error}") from None
                     if cell.name in seen:
                         raise ValueError(f"cell {cell.name} is listed twice: give one of them its own variant")
                     seen.add(cell.name)

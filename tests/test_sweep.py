@@ -200,3 +200,29 @@ def test_the_leaderboard_grid_covers_the_zoo_every_env_and_rate():
         if name != "tracker":
             for env in ("PassagePassing", "ButtonTouch"):
                 assert {(name, "", env, "5", seed) for seed in (1, 2)} <= keys, (name, env)
+
+
+@pytest.mark.parametrize("text, message", [
+    ('test_seeds = "0:5"\n[[policy]]\nname = "tracker"', "overlap the training seeds"),
+    ('target_hz = 1000\n[[policy]]\nname = "tracker"', "--target-hz must lie in"),
+    ('episodes = -5\n[[policy]]\nname = "tracker"', "must be a positive integer, got -5"),
+    ('episodes = 0\n[[policy]]\nname = "tracker"', "must be a positive integer, got 0"),
+    ('train_seeds = [-1]\n[[policy]]\nname = "dp-c"', "must be 0 or more, got -1"),
+    ('train_seeds = [1]\n[[policy]]\nname = "tracker"', "its only training seed is 0"),
+    ('source_hz = 2.5\n[[policy]]\nname = "tracker"', "source_hz = 2.5 must be a list of rates"),
+    ('[policy]\nname = "tracker"', "write \\[\\[policy\\]\\] \\(two brackets\\)"),
+    ('policy = "tracker"', "write \\[\\[policy\\]\\] \\(two brackets\\)"),
+    ('set = "train_steps=5"\n[[policy]]\nname = "dp-c"', "set = 'train_steps=5' must be a table"),
+    ('test_seeds = [20000]\n[[policy]]\nname = "tracker"', r"must be \"START:END\" or \[START, END\]"),
+    ('envs = "ButtonTouch"\n[[policy]]\nname = "tracker"', "envs = 'ButtonTouch' must be a list of env names"),
+    ('[[policy]]\nname = "dispo"\nvariant = "papr"', "did you mean 'paper'"),
+])
+def test_a_grid_is_checked_as_cfbench_eval_checks_a_command_line(tmp_path, capsys, text, message):
+    """cfbench-sweep used to skip cfbench-eval's checks: records on overlapping seeds, cells that
+    re-ran forever or crashed inside, tracebacks; --dry-run accepted all of them."""
+    with pytest.raises(SystemExit) as stopped:
+        main([str(_grid(tmp_path, text)), "--results-dir", str(tmp_path / "results"), "--dry-run"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "results").exists()

@@ -158,3 +158,14 @@ def test_an_unwritable_results_folder_is_named_before_training(tmp_path, capsys)
     assert stopped.value.code == 2
     assert f"results folder {tmp_path / 'file' / 'results'} is not writable" in capsys.readouterr().err
     assert not (tmp_path / "ckpt").exists() and not (tmp_path / "demos").exists()  # nothing trained or made
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--source-hz", "40"], "above the target rate"),
+    (["--seed", "5"], "overlap the training seeds"),
+    (["--seed", "-1"], "must be 0 or more"),
+])
+def test_figure_applies_cfbench_evals_rules(argv, message, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        figure_main(["--policies", "tracker", *argv])
+    assert stopped.value.code == 2 and message in capsys.readouterr().err
