@@ -160,6 +160,7 @@ def load_demos(
     root = verify(demos_dir, ds_id)
     try:
         dataset = MinariDataset(root / "data")
+        recorded = dataset.spec.env_spec.id if dataset.spec.env_spec is not None else None
         episodes = [
             Episode(
                 observations=episode.observations,
@@ -171,6 +172,9 @@ def load_demos(
         ]
     except (OSError, KeyError, ValueError) as error:
         raise ValueError(f"demo dataset {root} cannot be read ({error}); regenerate it with cfbench-demos") from error
+    if recorded != env_id:
+        raise ValueError(f"demo dataset {root} was recorded in {recorded}, not {env_id}: it is stored under another "
+                         "env's id; regenerate it with cfbench-demos")
     if not allow_seed_overlap:
         check_demo_seeds(ds_id, [episode.seed for episode in episodes])
     return DemoDataset(env_id=env_id, rates=tuple(rates), obs_mode=obs_mode, episodes=episodes)

@@ -3,6 +3,7 @@ permissions any other new file gets, and a folder lock for processes that share 
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import tempfile
@@ -26,20 +27,38 @@ class CheckpointError(ValueError):
     the file and how to train it again."""
 
 
+#: what to do about the errors a write meets, by errno
+WAY_OUT = {errno.ENOSPC: "free some space on that disk and run again (nothing half-written was left)",
+           errno.EDQUOT: "free some of your quota and run again (nothing half-written was left)",
+           errno.EROFS: "the disk is read-only: point the command at a writable folder",
+           errno.EACCES: "you may not write there: point the command at a folder you own",
+           errno.EPERM: "you may not write there: point the command at a folder you own"}
+
+
+class WriteError(OSError):
+    """A write that failed, named with its path and the way out (a user's to fix, one line)."""
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to a temp file in the same folder, fsync it, then rename over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(error, OSError) and error.errno in WAY_OUT:
+            failed = WriteError(f"cannot write {path}: {error.strerror}; {WAY_OUT[error.errno]}")
+            failed.errno = error.errno
+            raise failed from None
         raise
 
 

@@ -129,7 +129,12 @@ class LearnedPolicy(Policy):
     def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
         if self.model is None:
             raise ValueError(f"policy {self.name!r}: checkpoint config has no dataset dims; was it trained?")
-        missing, unexpected = self.model.load_state_dict(tensors, strict=False)
+        try:
+            missing, unexpected = self.model.load_state_dict(tensors, strict=False)
+        except RuntimeError as error:  # torch lists every mismatched tensor: name the first
+            mismatch = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error))
+            raise ValueError(f"checkpoint weights do not fit the network its config describes ({mismatch[:200]}); "
+                             "was config.json edited?") from None
         if missing or unexpected:
             raise ValueError(f"checkpoint does not match {self.name!r}: missing {missing}, unexpected {unexpected}")
 

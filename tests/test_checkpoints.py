@@ -93,3 +93,14 @@ def test_a_cached_runs_edited_config_is_refused(tmp_path):
     (run / SUMMARY).write_text(json.dumps(summary))
     _train(tmp_path)
     assert "config_sha256" in json.loads((run / SUMMARY).read_text())
+
+
+def test_weights_that_do_not_fit_the_config_are_one_line(tmp_path):
+    """A checkpoint whose config.json changed a width used to end in torch's 115-line size mismatch."""
+    _train(tmp_path)
+    folder = next((tmp_path / "ckpt").rglob("policy"))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "down_dims": [16, 32]}))
+    with pytest.raises(ValueError, match=r"^checkpoint weights do not fit the network its config describes \(size "
+                                         r"mismatch for .*\); was config.json edited\?$"):
+        policies.load(folder)

@@ -155,3 +155,21 @@ def test_demos_on_validation_or_test_seeds_are_refused_for_training(tmp_path, ca
     summary = json.loads((run / "summary.json").read_text())
     assert (record["training"]["weights_sha256"], record["training"]["config_sha256"]) == (
         summary["weights_sha256"], summary["config_sha256"])
+
+
+def test_demos_stored_under_another_envs_id_are_named(tmp_path):
+    """ButtonTouch data under the PassagePassing id (manifest and all) ended in an IndexError."""
+    import shutil
+
+    from cfbench.datasets import load_demos
+    from cfbench.demos import MANIFEST, dataset_id, write_dataset
+
+    demos = tmp_path / "demos"
+    write_dataset("ButtonTouch", (20.0,), 2, demos_dir=demos)
+    source, target = dataset_id("cfbench/ButtonTouch-v0", (20.0,)), dataset_id("cfbench/PassagePassing-v0", (20.0,))
+    shutil.copytree(demos / source, demos / target)
+    manifest = json.loads((demos / MANIFEST).read_text())
+    manifest[target] = {**manifest[source], "env_id": "cfbench/PassagePassing-v0"}
+    (demos / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="was recorded in cfbench/ButtonTouch-v0, not cfbench/PassagePassing-v0"):
+        load_demos("PassagePassing", (20.0,), n=2, demos_dir=demos, generate=False)

@@ -340,3 +340,18 @@ def test_hostile_json_is_named_not_a_traceback(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(RecordError, match=f"hostile.json: .*{message}"):
         read_record(path)
+
+
+@pytest.mark.parametrize("code, way_out", [(28, "free some space"), (30, "the disk is read-only")])
+def test_a_failed_write_names_the_path_and_the_way_out(tmp_path, monkeypatch, code, way_out):
+    import os
+
+    from cfbench.io import WriteError, atomic_write_text
+
+    def full(fd):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(WriteError, match=rf"^cannot write {tmp_path / 'x.json'}: .*; {way_out}"):
+        atomic_write_text(tmp_path / "x.json", "{}")
+    assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
