@@ -6,7 +6,8 @@ target rate, and a success-vs-source-rate plot per env (paper Fig. 8). Only runs
 test-seed range are ranked and plotted; shorter runs (smoke tests) are listed apart. Output is
 deterministic, so regenerating an unchanged ``results/`` changes no file.
 ``cfbench-leaderboard --submit FILE...`` validates result files and adds them to ``results/``:
-all of them, or none when one is bad.
+all of them, or none when one is bad. The command itself lives in ``cfbench.runner`` (it can
+re-run a record's episodes, which needs the zoo; this module does not know it).
 """
 
 from __future__ import annotations
@@ -20,12 +21,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cfbench import paths
-from cfbench.cli import Parser, command
 from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.io import atomic_write_bytes, atomic_write_text, exclusive
-from cfbench.protocol import PROTOCOL, SOURCE_RATES, TARGET_HZ, TEST_SEEDS, parse_rates, rates_label
-from cfbench.results import RecordError, read_all, read_record, record_filename, run_key
+from cfbench.protocol import PROTOCOL, SOURCE_RATES, TARGET_HZ, TEST_SEEDS, rates_label
+from cfbench.results import RecordError, read_all, read_record, read_verified, record_filename, run_key
 from cfbench.stats import paired_difference, success_interval
 
 PLOTS = "plots"
@@ -148,9 +147,10 @@ def repeated_pretraining_hours(records: list[dict]) -> float:
 
 
 def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}", protocol: int = PROTOCOL,
-                    archive_link: str | None = None) -> str:
-    """The leaderboard page; ``plots_link`` is the plots folder relative to the page, and
-    ``archive_link`` the previous protocol's page (the paper's straight-line execution)."""
+                    archive_link: str | None = None, verified: dict[str, dict] | None = None) -> str:
+    """The leaderboard page; ``plots_link`` is the plots folder relative to the page,
+    ``archive_link`` the previous protocol's page (the paper's straight-line execution) and
+    ``verified`` the folder's verifications (``cfbench-leaderboard --verify``)."""
     lines = [
         "# cfbench leaderboard",
         "",
@@ -216,11 +216,17 @@ def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}", p
         if repeated:
             lines += ["Runs that differ only in fine-tuning share one pretraining, which each of their records",
                       f"counts: {repeated:.2f} h of the train total is such a pretraining counted again.", ""]
-    lines += ["## Provenance", "", "| record | commit | command |", "|---|---|---|"]
+    lines += ["## Provenance", "",
+              "Verified: the record's test episodes were re-run with the checkpoint it names by SHA-256 and came",
+              "out identical (`cfbench-leaderboard --verify RECORD --checkpoint DIR`).", "",
+              "| record | commit | command | verified |", "|---|---|---|---|"]
     for record in sorted(records, key=record_filename):
         p = record["provenance"]
         commit = p["git_commit"][:10] + ("+dirty" if p["git_dirty"] else "")
-        lines.append(f"| `{record_filename(record)}` | {commit} | `{p['command'].replace('|', '&#124;')}` |")
+        check = (verified or {}).get(record_filename(record))
+        mark = (f"✓ {check['date']}" if check and check.get("weights_sha256") == (record.get("training") or {}).get(
+            "weights_sha256") else "")
+        lines.append(f"| `{record_filename(record)}` | {commit} | `{p['command'].replace('|', '&#124;')}` | {mark} |")
     return "\n".join(lines) + "\n"
 
 
@@ -330,7 +336,7 @@ def page(records: list[dict], results_dir: Path, output: Path, protocol: int = P
     plots_link = Path(os.path.relpath(Path(results_dir) / PLOTS, page_dir)).as_posix()
     archive = archived_page(results_dir, protocol)
     archive_link = Path(os.path.relpath(archive, page_dir)).as_posix() if archive.is_file() else None
-    return render_markdown(records, plots_link, protocol, archive_link)
+    return render_markdown(records, plots_link, protocol, archive_link, read_verified(results_dir))
 
 
 def submit(files: list[Path], results_dir: Path) -> list[Path]:
@@ -421,35 +427,3 @@ def compare(records: list[dict], first: str, second: str, env: str, rates: tuple
             f"{len(seeds)} training seed{'s' * (len(seeds) > 1)}), {first} succeeds in {rate_a:.0f} % and {second} "
             f"in {rate_b:.0f} %: a difference of {100 * test['difference']:+.0f} points [95 % interval "
             f"{100 * test['low']:+.0f} to {100 * test['high']:+.0f}]; {verdict} ({test['test']}, p = {test['p']:.3g}).")
-
-
-@command("cfbench-leaderboard")
-def main(argv: list[str]) -> None:
-    parser = Parser("cfbench-leaderboard", __doc__.split("\n")[0])
-    parser.add_argument("--results-dir", type=Path, default=paths.results_dir())
-    parser.add_argument("--output", type=Path, default=None,
-                        help="the page to write (default: the published leaderboard.md for the published results/, else leaderboard.md beside the results folder, or inside it where beside it is the published page)")
-    parser.add_argument("--submit", type=Path, nargs="*", default=[], metavar="FILE",
-                        help="result files to add: all of them, or none if one is bad")
-    parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
-                        help="paired test of two policies (policy or policy-variant) instead of regenerating; "
-                             "needs --env and --source-hz")
-    parser.add_argument("--env", default=None, help="with --compare")
-    parser.add_argument("--source-hz", default=None, help="with --compare: demo rates, e.g. 2.5 or 2.5+5")
-    parser.add_argument("--protocol", type=int, default=PROTOCOL,
-                        help="the protocol of the folder's records: an archive of an older one "
-                             "(results/archive/protocol1 with --output results/archive/protocol1/leaderboard.md)")
-    args = parser.parse_args(argv)
-    if args.compare:
-        if not (args.env and args.source_hz):
-            raise ValueError("--compare needs --env and --source-hz")
-        records = read_all(args.results_dir, protocol=args.protocol)
-        print(compare(records, *args.compare, args.env, parse_rates(args.source_hz)))
-        return
-    output = args.output or paths.page_for(args.results_dir)
-    if args.submit and args.protocol != PROTOCOL:
-        raise ValueError(f"--submit adds protocol v{PROTOCOL} records only")
-    for path in submit(args.submit, args.results_dir):
-        print(f"added {path}")
-    regenerate(args.results_dir, output, args.protocol)
-    print(f"wrote {output} and {args.results_dir / PLOTS}/")

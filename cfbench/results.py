@@ -349,6 +349,23 @@ def read_all(results_dir: str | Path, *, allow_empty: bool = False, protocol: in
     return records
 
 
+#: beside the records of a results folder: which of them were re-run episode by episode
+#: (``cfbench-leaderboard --verify``), one JSON object per line
+VERIFIED_FILE = "verified.jsonl"
+
+
+def read_verified(results_dir: str | Path) -> dict[str, dict]:
+    """Record file name -> its verification (date, commit, the checkpoint's SHA-256), if any."""
+    path = Path(results_dir) / VERIFIED_FILE
+    if not path.is_file():
+        return {}
+    try:
+        entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        return {entry["record"]: entry for entry in entries}
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise RecordError(f"{path} is not a verification list ({error}); restore it from git") from None
+
+
 #: set to say what else ran on the machine (timings in the record depend on it)
 SHARED_WITH_VARIABLE = "CFBENCH_SHARED_WITH"
 

@@ -1,4 +1,5 @@
-"""The runner: train (through a checkpoint cache), evaluate, record; ``cfbench-train`` and ``cfbench-eval``.
+"""The runner: train (through a checkpoint cache), evaluate, record, verify; ``cfbench-train``,
+``cfbench-eval`` and ``cfbench-leaderboard`` (which can re-run a record: ``--verify``).
 
 ``cfbench-eval --policy tracker --env PassagePassing --source-hz 2.5`` evaluates over the 100
 test envs at 20 Hz, prints a table, writes one JSON record per (env, source rates) and redraws
@@ -30,6 +31,7 @@ import json
 import os
 import shutil
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +42,10 @@ from cfbench.cli import Interrupted, Parser, command, non_negative_int, positive
 from cfbench.datasets import DemoDataset, load_demos, seed_span
 from cfbench.demos import dataset_id, manifest_entry
 from cfbench.envs import ENV_IDS, resolve_env, short_name
-from cfbench.io import CheckpointError, atomic_write_text
+from cfbench.io import CheckpointError, atomic_write_text, exclusive
 from cfbench.protocol import (
     MAX_RATE_HZ,
+    PROTOCOL,
     N_DEMOS,
     TARGET_HZ,
     TEST_SEEDS,
@@ -54,7 +57,8 @@ from cfbench.protocol import (
     rates_label,
     seed_list,
 )
-from cfbench.results import VIDEOS, check_replaceable, check_writable, make_record, record_stem, write_record
+from cfbench.results import (VIDEOS, check_replaceable, check_writable, make_record, read_all, read_record,
+                             read_verified, record_stem, write_record, VERIFIED_FILE)
 from cfbench.tree import state_of
 from policies.rollout import chosen_rollout
 
@@ -581,3 +585,115 @@ def eval_main(argv: list[str]) -> None:
         drawn = [args.results_dir / PLOTS / f"{e}.png" for e in envs]
         plots = ", ".join(paths.shown(p) for p in drawn if p.is_file()) or "none (only full test runs are plotted)"
         print(f"leaderboard: {paths.shown(args.leaderboard)}; plots: {plots}")
+
+
+# ------------------------------------------------------------- verification
+#: path deviations of a re-run may differ by float rounding across machines, never more
+DEVIATION_TOLERANCE = 1e-6
+
+
+def verify_record(path: Path, checkpoint: Path | None = None, num_envs: int = 10, progress: bool = True) -> dict:
+    """Re-run a record's test episodes with the checkpoint it names by SHA-256 (the privileged
+    references need none) and compare them episode by episode; a ValueError says what differs."""
+    from cfbench.evaluate import evaluate
+    from policies.base import WEIGHTS_FILE
+
+    record = read_record(path, protocol=None)
+    config = record["provenance"]["config"]
+    cls = policies.policy_class(record["policy"])
+    if cls.trainable:
+        expected = (record.get("training") or {}).get("weights_sha256")
+        if expected is None:
+            raise ValueError(f"{path} names no checkpoint by its SHA-256 (records made before they did cannot be "
+                             "verified): re-run it")
+        if checkpoint is None:
+            raise ValueError(f"{path} is of a learned policy: give its checkpoint with --checkpoint DIR (the run's "
+                             f"policy/ folder, {record['training']['run_dir']}/{POLICY_DIR})")
+        weights = Path(checkpoint) / WEIGHTS_FILE
+        if not weights.is_file() or _sha256(weights) != expected:
+            raise ValueError(f"{weights} is missing or not the checkpoint {path.name} was evaluated with (SHA-256 "
+                             f"{expected[:12]}...)")
+        policy = policies.load(checkpoint)
+        policy.set_rollout({key: config[key] for key in policy.config.rollout_fields() if key in config})
+        loaded = json.loads(json.dumps(policy.config.to_dict(), default=list))
+        differs = sorted(key for key in loaded.keys() | config.keys() if loaded.get(key) != config.get(key))
+        if differs:
+            raise ValueError(f"the checkpoint's config differs from the record's in {', '.join(differs[:3])}")
+    else:
+        policy = cls(cls.config_class.from_saved(config))
+    seeds = seed_list(tuple(record["provenance"]["test_seeds"]))
+    outcome = evaluate(policy, record["env_id"], record["reference_hz"], target_hz=record["target_hz"], seeds=seeds,
+                       num_envs=num_envs, progress=progress, desc="verification")
+    differing = [mine["seed"] for mine, again in zip(record["episodes"], outcome["episodes"])
+                 if any(mine[key] != again[key] for key in ("seed", "success", "collision", "steps"))
+                 or abs(mine["path_deviation"] - again["path_deviation"]) > DEVIATION_TOLERANCE]
+    if differing:
+        raise ValueError(f"{path.name} does not reproduce: {len(differing)} of {len(seeds)} test episodes differ "
+                         f"(seeds {', '.join(map(str, differing[:5]))}{', ...' if len(differing) > 5 else ''})")
+    from cfbench.results import provenance
+
+    made = provenance(["cfbench-leaderboard", "--verify", path.name], tuple(record["provenance"]["test_seeds"]), {})
+    return {"record": path.name, "episodes": len(seeds), "weights_sha256": (record.get("training") or {}).get(
+        "weights_sha256"), "git_commit": made["git_commit"], "git_dirty": made["git_dirty"],
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+
+
+def mark_verified(results_dir: Path, verification: dict) -> Path:
+    """Add (or replace) a record's verification in the folder's ``verified.jsonl``, atomically."""
+    path = Path(results_dir) / VERIFIED_FILE
+    with exclusive(results_dir):
+        entries = {entry["record"]: entry for entry in read_verified(results_dir).values()}
+        entries[verification["record"]] = verification
+        atomic_write_text(path, "".join(json.dumps(entries[name], sort_keys=True) + "\n" for name in sorted(entries)))
+    return path
+
+
+@command("cfbench-leaderboard")
+def leaderboard_main(argv: list[str]) -> None:
+    from cfbench.leaderboard import PLOTS, compare, regenerate, submit
+
+    parser = Parser("cfbench-leaderboard", "leaderboard.md and the per-env plots, regenerated from results/ and "
+                                           "nothing else.")
+    parser.add_argument("--results-dir", type=Path, default=paths.results_dir())
+    parser.add_argument("--output", type=Path, default=None,
+                        help="the page to write (default: the published leaderboard.md for the published results/, "
+                             "else leaderboard.md beside the results folder, or inside it where beside it is the "
+                             "published page)")
+    parser.add_argument("--submit", type=Path, nargs="*", default=[], metavar="FILE",
+                        help="result files to add: all of them, or none if one is bad")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
+                        help="paired test of two policies (policy or policy-variant) instead of regenerating; "
+                             "needs --env and --source-hz")
+    parser.add_argument("--env", default=None, help="with --compare")
+    parser.add_argument("--source-hz", default=None, help="with --compare: demo rates, e.g. 2.5 or 2.5+5")
+    parser.add_argument("--verify", type=Path, default=None, metavar="RECORD",
+                        help="re-run a record's test episodes and compare them episode by episode; a record in "
+                             "--results-dir is then marked verified on the leaderboard")
+    parser.add_argument("--checkpoint", type=Path, default=None,
+                        help="with --verify: the checkpoint folder (config.json + model.safetensors) of a learned "
+                             "policy's record")
+    parser.add_argument("--protocol", type=int, default=PROTOCOL,
+                        help="the protocol of the folder's records: an archive of an older one "
+                             "(results/archive/protocol1 with --output results/archive/protocol1/leaderboard.md)")
+    args = parser.parse_args(argv)
+    if args.compare:
+        if not (args.env and args.source_hz):
+            raise ValueError("--compare needs --env and --source-hz")
+        records = read_all(args.results_dir, protocol=args.protocol)
+        print(compare(records, *args.compare, args.env, parse_rates(args.source_hz)))
+        return
+    if args.verify:
+        verification = verify_record(args.verify, args.checkpoint)
+        print(f"verified {args.verify.name}: all {verification['episodes']} test episodes identical (success, "
+              f"collision, steps; path deviation within {DEVIATION_TOLERANCE:g})")
+        if args.verify.absolute().parent == args.results_dir.absolute():
+            print(f"marked in {paths.shown(mark_verified(args.results_dir, verification))}")
+        else:
+            return
+    output = args.output or paths.page_for(args.results_dir)
+    if args.submit and args.protocol != PROTOCOL:
+        raise ValueError(f"--submit adds protocol v{PROTOCOL} records only")
+    for path in submit(args.submit, args.results_dir):
+        print(f"added {path}")
+    regenerate(args.results_dir, output, args.protocol)
+    print(f"wrote {output} and {args.results_dir / PLOTS}/")

@@ -133,7 +133,7 @@ def test_demo_generation_is_announced(capsys, tmp_path):
 def test_a_relative_results_dir_never_rewrites_the_published_page(monkeypatch, capsys):
     """From the checkout root, ``--results-dir myruns`` used to regenerate ``./leaderboard.md``
     (the published page) from myruns/ alone: cfbench-eval, cfbench-leaderboard and cfbench-sweep."""
-    from cfbench.leaderboard import main as leaderboard_main
+    from cfbench.runner import leaderboard_main
     from cfbench.sweep import main as sweep_main
 
     home = paths.home()

@@ -2,12 +2,13 @@ import copy
 import itertools
 import json
 import os
+import shutil
 import stat
 
 import numpy as np
 import pytest
 
-from cfbench.leaderboard import main as leaderboard_main
+from cfbench.runner import leaderboard_main
 from cfbench.leaderboard import (compute_table, line_styles, page, regenerate, render_markdown, repeated_pretraining_hours,
                                  submit)
 from cfbench.io import _FILE_MODE
@@ -355,3 +356,50 @@ def test_a_failed_write_names_the_path_and_the_way_out(tmp_path, monkeypatch, co
     with pytest.raises(WriteError, match=rf"^cannot write {tmp_path / 'x.json'}: .*; {way_out}"):
         atomic_write_text(tmp_path / "x.json", "{}")
     assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
+
+
+def test_a_record_is_verified_by_re_running_its_episodes_and_marked_on_the_board(tmp_path, capsys):
+    """A forged but consistent record could not be caught by reading it: --verify re-runs its test
+    episodes (the Tracker needs no checkpoint) and the leaderboard marks the records so checked."""
+    from cfbench.runner import run
+
+    results = tmp_path / "results"
+    _, path = run("tracker", "PassagePassing", (5.0,), episodes=4, results_dir=results, progress=False)
+    leaderboard_main(["--results-dir", str(results), "--output", str(tmp_path / "lb.md"), "--verify", str(path)])
+    out = capsys.readouterr().out
+    assert f"verified {path.name}: all 4 test episodes identical" in out and "verified.jsonl" in out
+    assert f"| `{path.name}` | " in (board := (tmp_path / "lb.md").read_text()) and "| ✓ 20" in board
+    forged = json.loads(path.read_text())
+    row = forged["episodes"][0]
+    row.update(success=not row["success"], collision=row["success"])
+    forged["metrics"].update(success_rate=sum(r["success"] for r in forged["episodes"]) / 4,
+                             collision_rate=sum(r["collision"] for r in forged["episodes"]) / 4,
+                             mean_steps_to_success=None if not any(r["success"] for r in forged["episodes"]) else
+                             float(np.mean([r["steps"] for r in forged["episodes"] if r["success"]])))
+    path.write_text(json.dumps(forged))
+    with pytest.raises(SystemExit) as stopped:
+        leaderboard_main(["--results-dir", str(results), "--verify", str(path)])
+    assert stopped.value.code == 2
+    assert "does not reproduce: 1 of 4 test episodes differ (seeds 20000)" in capsys.readouterr().err
+
+
+def test_a_learned_record_is_verified_with_the_checkpoint_it_names(tmp_path, capsys):
+    from cfbench.runner import TrainingSetup, run
+
+    setup = TrainingSetup({"down_dims": [8, 16], "n_groups": 4, "batch_size": 8, "train_steps": 4, "eval_every": 4,
+                           "warmup_steps": 2}, n_demos=2, validation_episodes=0, demos_dir=tmp_path / "demos",
+                          checkpoints_dir=tmp_path / "ckpt")
+    record, path = run("dp-c", "PassagePassing", (10.0,), setup, episodes=3, results_dir=tmp_path / "r",
+                       progress=False)
+    policy_dir = next((tmp_path / "ckpt").rglob("policy"))
+    with pytest.raises(SystemExit):
+        leaderboard_main(["--results-dir", str(tmp_path / "r"), "--verify", str(path)])
+    assert "give its checkpoint with --checkpoint DIR" in capsys.readouterr().err
+    leaderboard_main(["--results-dir", str(tmp_path / "r"), "--verify", str(path), "--checkpoint", str(policy_dir)])
+    assert "all 3 test episodes identical" in capsys.readouterr().out
+    other = tmp_path / "other"
+    shutil.copytree(policy_dir, other)
+    (other / "model.safetensors").write_bytes(b"not these weights")
+    with pytest.raises(SystemExit):
+        leaderboard_main(["--results-dir", str(tmp_path / "r"), "--verify", str(path), "--checkpoint", str(other)])
+    assert "not the checkpoint" in capsys.readouterr().err
