@@ -57,7 +57,7 @@ from cfbench.protocol import (
     rates_label,
     seed_list,
 )
-from cfbench.results import (VIDEOS, check_replaceable, check_writable, make_record, read_all, read_record,
+from cfbench.results import (VIDEOS, RecordError, check_replaceable, check_writable, make_record, read_all, read_record,
                              read_verified, record_stem, write_record, VERIFIED_FILE)
 from cfbench.tree import state_of
 from policies.rollout import chosen_rollout
@@ -648,6 +648,16 @@ def mark_verified(results_dir: Path, verification: dict) -> Path:
     return path
 
 
+def check_against_registry(record: dict, source: str) -> None:
+    """What only the zoo knows: a registered policy's privileged mark is its class's (a learner
+    marked privileged, or the Tracker unmarked, would move a row in or out of the indicators)."""
+    if record["policy"] in policies.available():
+        privileged = policies.policy_class(record["policy"]).privileged
+        if record.get("privileged", False) != privileged:
+            raise RecordError(f"{source}: {record['policy']} records are {'' if privileged else 'not '}privileged, "
+                              f"this one says privileged: {record.get('privileged', False)}")
+
+
 @command("cfbench-leaderboard")
 def leaderboard_main(argv: list[str]) -> None:
     from cfbench.leaderboard import PLOTS, compare, regenerate, submit
@@ -693,6 +703,8 @@ def leaderboard_main(argv: list[str]) -> None:
     output = args.output or paths.page_for(args.results_dir)
     if args.submit and args.protocol != PROTOCOL:
         raise ValueError(f"--submit adds protocol v{PROTOCOL} records only")
+    for path in args.submit:
+        check_against_registry(read_record(path), str(path))
     for path in submit(args.submit, args.results_dir):
         print(f"added {path}")
     regenerate(args.results_dir, output, args.protocol)

@@ -13,7 +13,7 @@ from cfbench.leaderboard import (compute_table, line_styles, page, regenerate, r
                                  submit)
 from cfbench.io import _FILE_MODE
 from cfbench.protocol import PROTOCOL
-from cfbench.results import RecordError, read_all, read_record, validate, write_record
+from cfbench.results import RecordError, read_all, read_record, record_filename, validate, write_record
 
 
 def _record(policy="tracker", rate=2.5, successes=(True, False, True), episodes=100):
@@ -403,3 +403,15 @@ def test_a_learned_record_is_verified_with_the_checkpoint_it_names(tmp_path, cap
     with pytest.raises(SystemExit):
         leaderboard_main(["--results-dir", str(tmp_path / "r"), "--verify", str(path), "--checkpoint", str(other)])
     assert "not the checkpoint" in capsys.readouterr().err
+
+
+def test_a_submission_must_carry_its_policys_privileged_mark(tmp_path, capsys):
+    forged = [_record(policy="dp-t"), _record(policy="tracker")]
+    forged[0]["privileged"], forged[1]["privileged"] = True, False
+    for record in forged:
+        path = tmp_path / "in" / record_filename(record)
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(record))
+        with pytest.raises(SystemExit):
+            leaderboard_main(["--results-dir", str(tmp_path / "results"), "--submit", str(path)])
+        assert "privileged" in capsys.readouterr().err and not (tmp_path / "results").exists()
