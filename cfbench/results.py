@@ -183,6 +183,10 @@ def _check_rates_and_flags(record: dict, source: str) -> None:
     if any(not MIN_RATE_HZ <= hz <= MAX_RATE_HZ for hz in (*rates, record["target_hz"])):
         raise RecordError(f"{source}: rates must lie between {MIN_RATE_HZ:g} and {MAX_RATE_HZ:g} Hz, got source "
                           f"{rates_label(rates)} and target {record['target_hz']:g}")
+    steps = MAX_RATE_HZ / record["target_hz"]
+    if abs(steps - round(steps)) > 1e-9:
+        raise RecordError(f"{source}: target rate {record['target_hz']:g} Hz does not divide the {MAX_RATE_HZ:g} Hz "
+                          "physics: no env runs at it")
     if list(rates) != sorted(set(rates)):
         raise RecordError(f"{source}: source_hz {rates} must list distinct rates in increasing order")
     if record.get("privileged") and ("training" in record or record["train_seed"] != 0):

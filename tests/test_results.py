@@ -234,6 +234,7 @@ def _write(path, record):
         # rates and flags the protocol allows
         (lambda r: r.update(source_hz=[0.001], reference_hz=0.001), "rates must lie between"),
         (lambda r: r.update(source_hz=[2.5, 2.5]), "distinct rates in increasing order"),
+        (lambda r: r.update(target_hz=150.0), "does not divide the 200 Hz physics"),
         (lambda r: r.update(source_hz=[5.0, 2.5], reference_hz=5.0), "distinct rates in increasing order"),
         (lambda r: r.update(train_seed=7), "a privileged reference is not trained"),
         (lambda r: r.update(privileged=False, train_seed=7), "training seed 7 without a training section"),
