@@ -197,6 +197,11 @@ def test_the_leaderboard_grid_covers_the_zoo_every_env_and_rate():
             for hz in ("2.5", "5", "10", "20"):
                 assert (name, "", env, hz, 0) in keys, (name, env, hz)
         assert (name, "", "ButtonTouch", "2.5+5", 0) in keys, name
+    for env in ENV_IDS:  # protocol v2: the smooth indicator, and the paper's execution beside the chosen one
+        for hz in ("2.5", "5", "10", "20"):
+            assert ("tracker", "smooth", env, hz, 0) in keys, (env, hz)
+        for name in ("dp-c", "dp-t", "vq-bet"):
+            assert {("2.5", env), ("5", env)} <= {(r, e) for p, v, e, r, _ in keys if (p, v) == (name, "straight")}
         if name != "tracker":
             for env in ("PassagePassing", "ButtonTouch"):
                 assert {(name, "", env, "5", seed) for seed in (1, 2)} <= keys, (name, env)
