@@ -23,20 +23,16 @@ from cfbench.protocol import mix_seed
 from cfbench.tree import state_of
 from policies.base import EpisodeContext
 from policies.frames import FRAMES, Frame
-from policies.interpolation import check_interpolant, upsample
+from policies.interpolation import InterpolationConfig, upsample
 from policies.learning import LearnedConfig, LearnedPolicy
 
 
 @dataclass
-class ChunkConfig(LearnedConfig):
+class ChunkConfig(InterpolationConfig, LearnedConfig):
     #: observations per prediction, one source step apart (Diffusion Policy's T_o = 2)
     n_obs_steps: int = 2
     #: actions of each predicted chunk executed before the next prediction (a rollout setting)
     n_action_steps: int = 8
-    #: the curve through the executed source-rate actions at the target rate: "linear" (the
-    #: paper), "cubic", "cubic-clamped", "akima", "makima" or "pchip" (policies/interpolation.py;
-    #: a rollout setting, chosen per env and rate on the validation seeds)
-    interpolation: str = "linear"
     #: coordinates the network works in: "world", "agent" (relative poses) or "task" (policies/frames.py)
     frame: str = "task"
     #: the env's StateLayout, filled in by ``fit``
@@ -45,16 +41,14 @@ class ChunkConfig(LearnedConfig):
     resnet_width: int = 64
 
     LIMITS: ClassVar[dict[str, str]] = {"n_action_steps": "positive", "resnet_width": "positive"}
-    ROLLOUT: ClassVar[tuple[str, ...]] = ("n_action_steps", "interpolation")
+    ROLLOUT: ClassVar[tuple[str, ...]] = ("n_action_steps",)
     FITTED: ClassVar[tuple[str, ...]] = ("state_layout",)
-    NEUTRAL: ClassVar[dict[str, Any]] = {"interpolation": "linear"}
     #: "straight": the paper's execution (straight lines, the default actions per prediction), where
     #: the plain policy runs with the rollout settings the validation seeds chose for the cell
     variants: ClassVar[dict[str, dict[str, Any]]] = {"straight": {"interpolation": "linear"}}
 
     def __post_init__(self):
         super().__post_init__()
-        check_interpolant(self.interpolation)
         if self.frame not in FRAMES:
             raise ValueError(f"frame must be one of {FRAMES}, got {self.frame!r}")
 

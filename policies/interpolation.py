@@ -23,6 +23,9 @@ round a period.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
 import numpy as np
 from scipy.interpolate import Akima1DInterpolator, CubicSpline, PchipInterpolator
 
@@ -35,6 +38,24 @@ def check_interpolant(name: str) -> str:
     if name not in INTERPOLANTS:
         raise ValueError(f"unknown interpolation {name!r}; choose one of {', '.join(INTERPOLANTS)}")
     return name
+
+
+@dataclass
+class InterpolationConfig:
+    """The curve setting of every policy that runs source-rate actions at the target rate (the
+    fixed-rate learners and the Tracker). A config lists it before its other bases."""
+
+    #: the curve through the source-rate actions at the target rate: "linear" (the paper), "cubic",
+    #: "cubic-clamped", "akima", "makima" or "pchip" (policies/interpolation.py; a rollout setting,
+    #: chosen per env and rate on the validation seeds)
+    interpolation: str = "linear"
+
+    ROLLOUT: ClassVar[tuple[str, ...]] = ("interpolation",)
+    NEUTRAL: ClassVar[dict[str, Any]] = {"interpolation": "linear"}
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_interpolant(self.interpolation)
 
 
 def _curve(method: str, times: np.ndarray, knots: np.ndarray):

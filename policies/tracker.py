@@ -21,23 +21,15 @@ import numpy as np
 from cfbench.envs import state_layout
 from policies.base import EpisodeContext, Policy, PolicyConfig, register
 from policies.chunking import angle_settings
-from policies.interpolation import check_interpolant, upsample
+from policies.interpolation import InterpolationConfig, upsample
 
 
 @dataclass
-class TrackerConfig(PolicyConfig):
-    #: the curve through the expert's source-rate samples: "linear" (the paper's indicator) or a
-    #: smooth one of policies/interpolation.py (the smooth indicator picks per env and rate)
-    interpolation: str = "linear"
+class TrackerConfig(InterpolationConfig, PolicyConfig):
+    """Linear: the paper's indicator; a smooth curve through the same samples: the smooth one."""
 
-    ROLLOUT: ClassVar[tuple[str, ...]] = ("interpolation",)
-    NEUTRAL: ClassVar[dict[str, Any]] = {"interpolation": "linear"}
     #: "smooth": Akima unless the validation seeds chose another curve for the env and rate
     variants: ClassVar[dict[str, dict[str, Any]]] = {"smooth": {"interpolation": "akima"}}
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_interpolant(self.interpolation)
 
 
 @register("tracker")
