@@ -59,7 +59,8 @@ def pseudo_inbetween_error(policy, dataset, finer: int) -> float:
     """Mean distance of the pseudo demos' in-between actions from the training expert's poses."""
     _, windows, demo_slots = pseudo_windows(policy, dataset, finer)
     n_past = policy.config.n_obs_steps - 1
-    seeds = [e.seed for e in dataset.episodes if e.source_hz == policy.config.reference_hz]  # windows.episode indexes these
+    # windows.episode indexes these
+    seeds = [e.seed for e in dataset.episodes if e.source_hz == policy.config.reference_hz]
     env = gym.make(dataset.env_id)
     experts = {}
     for seed in sorted(set(seeds)):

@@ -44,8 +44,8 @@ import numpy as np
 import pandas as pd
 
 import policies
-from cfbench.envs import resolve_env
 from cfbench.envs import clamp_passing as clamp
+from cfbench.envs import resolve_env
 from cfbench.evaluate import evaluate, observation_history
 from cfbench.io import atomic_write_text
 from cfbench.protocol import TARGET_HZ, VALIDATION_SEEDS, seed_list

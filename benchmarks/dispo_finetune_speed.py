@@ -14,12 +14,12 @@ import argparse
 import tempfile
 
 import torch
+from timing import best_ms  # benchmarks/timing.py, beside this script
 
 import policies
 from cfbench.datasets import load_demos
 from cfbench.runner import set_threads
 from policies.dispo_finetuning import concat_window_tensors, pseudo_demonstrations
-from timing import best_ms  # benchmarks/timing.py, beside this script
 
 
 def padded_loss(policy, batch, generator):

@@ -59,7 +59,7 @@ def main() -> None:
     initial = {k: v.clone() for k, v in policy.model.state_dict().items()}
     weights, rates = {}, {}
     for name, (adam_options, ema_options) in SETUPS.items():
-        run = lambda: train(policy, data, args.steps, initial, adam_options, ema_options)  # noqa: E731
+        run = lambda adam=adam_options, ema=ema_options: train(policy, data, args.steps, initial, adam, ema)  # noqa: E731
         weights[name] = run()
         rates[name] = args.steps / best_ms(run, args.repeats) * 1000
     baseline = "per-tensor"

@@ -42,8 +42,8 @@ from cfbench.evaluate import evaluate
 from cfbench.io import atomic_write_text
 from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
 from cfbench.results import provenance, read_all
-from cfbench.stats import paired_difference, wilson
 from cfbench.runner import TrainingSetup, parse_overrides, set_threads, train_or_load
+from cfbench.stats import paired_difference, wilson
 from policies import policy_class
 from policies.interpolation import INTERPOLANTS, SMOOTH_INTERPOLANTS
 from policies.rollout import CHOICES_FILE, all_choices, write_choices
@@ -131,7 +131,8 @@ def choose(policy_name: str, variant: str, env: str, rates: tuple[float, ...], s
         "settings": best, "validation_success": table, "search": "coordinate" if coordinate else "grid",
         "validation_seeds": [seeds[0], seeds[-1] + 1], "train_seed": 0, "run_dir": run,
         "made_by": {**{k: made[k] for k in ("command", "git_commit", "git_dirty", "shared_with")},
-                    "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"), "seconds": round(time.perf_counter() - start)},
+                    "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
+                    "seconds": round(time.perf_counter() - start)},
     }
 
 

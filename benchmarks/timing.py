@@ -4,7 +4,7 @@ disturbed measurement on a machine where something else may take a core for a mo
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 
 def best_ms(run: Callable[[], object], repeats: int) -> float:

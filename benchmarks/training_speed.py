@@ -44,7 +44,7 @@ def measure(policy_name: str, steps: int, threads: int) -> dict[str, float]:
     if policy_name == "dispo":
         work["fine-tuning step at 8x"] = concat_window_tensors([work["training step"],
                                                                pseudo_demonstrations(policy, dataset, 8)])
-    return {name: best_ms(lambda: policy.optimise(tensors, steps, progress=False), 2) / steps
+    return {name: best_ms(lambda tensors=tensors: policy.optimise(tensors, steps, progress=False), 2) / steps
             for name, tensors in work.items()}
 
 

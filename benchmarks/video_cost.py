@@ -31,7 +31,7 @@ def main() -> None:
     args = parser.parse_args()
     for hz in args.source_hz:
         with tempfile.TemporaryDirectory() as scratch:
-            def evaluation(videos: int):
+            def evaluation(videos: int, hz: float = hz):
                 return lambda: run("tracker", args.env, (hz,), episodes=args.episodes, videos=videos,
                                    results_dir=Path(scratch) / f"videos{videos}", progress=False)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import functools
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 #: the errors the project raises for bad input (RecordError, CheckpointError and the config and
 #: rate checks are ValueErrors; missing or unreadable files and a full disk are OSErrors)

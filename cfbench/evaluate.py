@@ -26,7 +26,6 @@ from cfbench.protocol import TARGET_HZ, TEST_SEEDS, seed_list
 from cfbench.tree import tree_index, tree_stack
 from policies.base import EpisodeContext, Policy
 
-
 #: what ``evaluate(traces=True)`` adds to an episode's row
 TRACE_KEYS = ("actions", "chunks", "final_pose")
 

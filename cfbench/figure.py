@@ -35,8 +35,15 @@ from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.evaluate import evaluate
 from cfbench.io import atomic_write_bytes
 from cfbench.protocol import N_DEMOS, TARGET_HZ, TEST_SEEDS, parse_rates, rates_label
-from cfbench.runner import (TrainingSetup, check_target_rate, check_test_seeds, reference_rate, set_threads, split_label,
-                            trained_policy)
+from cfbench.runner import (
+    TrainingSetup,
+    check_target_rate,
+    check_test_seeds,
+    reference_rate,
+    set_threads,
+    split_label,
+    trained_policy,
+)
 from cfbench.videos import final_scene, outcome_name
 
 #: the margin around the drawn paths, as a share of their extent
@@ -104,7 +111,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--source-hz", default="2.5", help="demo rates the policies learn from; '2.5+5' = mixed")
     parser.add_argument("--policies", nargs="+", default=["tracker", "dp-t", "dispo"],
                         help="policy or policy-VARIANT names, one panel each")
-    parser.add_argument("--seed", type=non_negative_int, default=TEST_SEEDS[0], help="the env (test seed) to roll out on")
+    parser.add_argument("--seed", type=non_negative_int, default=TEST_SEEDS[0],
+                        help="the env (test seed) to roll out on")
     parser.add_argument("--out", type=Path, default=None,
                         help="the PNG (default: figures/<Env>__<rates>hz__seed<k>.png in the cfbench home)")
     parser.add_argument("--n-demos", type=positive_int, default=N_DEMOS, help="training demos per dataset")

@@ -45,8 +45,8 @@ from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.io import CheckpointError, atomic_write_text, exclusive
 from cfbench.protocol import (
     MAX_RATE_HZ,
-    PROTOCOL,
     N_DEMOS,
+    PROTOCOL,
     TARGET_HZ,
     TEST_SEEDS,
     TRAIN_SEED_START,
@@ -57,8 +57,19 @@ from cfbench.protocol import (
     rates_label,
     seed_list,
 )
-from cfbench.results import (VIDEOS, RecordError, check_replaceable, check_writable, make_record, read_all, read_record,
-                             read_verified, record_stem, write_record, VERIFIED_FILE)
+from cfbench.results import (
+    VERIFIED_FILE,
+    VIDEOS,
+    RecordError,
+    check_replaceable,
+    check_writable,
+    make_record,
+    read_all,
+    read_record,
+    read_verified,
+    record_stem,
+    write_record,
+)
 from cfbench.tree import state_of
 from policies.rollout import chosen_rollout
 
@@ -572,7 +583,8 @@ def eval_main(argv: list[str]) -> None:
             rows.append({
                 "env": env, "source Hz": rates_label(rates), "seed": train_seed, "success %": 100 * m["success_rate"],
                 "collision %": 100 * m["collision_rate"], "steps to success": m["mean_steps_to_success"],
-                "path dev": m["path_deviation"], "in-between err": (record["fidelity"]["inbetween_error"] or {}).get("mean"),
+                "path dev": m["path_deviation"],
+                "in-between err": (record["fidelity"]["inbetween_error"] or {}).get("mean"),
                 "episodes": m["episodes"], "train s": m["train_wall_s"],
                 "eval s": m["eval_wall_s"], "record": paths.shown(path),
             })

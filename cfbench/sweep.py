@@ -45,8 +45,15 @@ from cfbench import paths
 from cfbench.cli import Interrupted, Parser, command, non_negative_int, positive_int
 from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.protocol import N_DEMOS, PROTOCOL, TARGET_HZ, TEST_SEEDS, VALIDATION_SEEDS, parse_rates, rates_label
-from cfbench.results import (SHARED_WITH_VARIABLE, RecordError, read_all, read_record, record_filename, validate,
-                             write_record)
+from cfbench.results import (
+    SHARED_WITH_VARIABLE,
+    RecordError,
+    read_all,
+    read_record,
+    record_filename,
+    validate,
+    write_record,
+)
 
 try:
     import tomllib
@@ -86,7 +93,8 @@ class Cell:
 
     def _record_key(self) -> dict:
         """The fields of the record that name its file."""
-        end = self.test_seeds[1] if self.episodes is None else min(self.test_seeds[1], self.test_seeds[0] + self.episodes)
+        first, last = self.test_seeds
+        end = last if self.episodes is None else min(last, first + self.episodes)
         return {"env_id": resolve_env(self.env), "policy": self.policy, "variant": self.variant,
                 "source_hz": list(self.rates), "target_hz": self.target_hz, "train_seed": self.train_seed,
                 "provenance": {"test_seeds": [self.test_seeds[0], end]}}
@@ -381,7 +389,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--results-dir", type=Path, default=paths.runs_dir(),
                         help="where records go; the published results/ only when named here")
     parser.add_argument("--leaderboard", type=Path, default=None,
-                        help="regenerated after the sweep (default: the published leaderboard.md for the published results/, else leaderboard.md beside the results folder, or inside it where beside it is the published page)")
+                        help="regenerated after the sweep (default: the published leaderboard.md for the published "
+                             "results/, else leaderboard.md beside the results folder, or inside it where beside it "
+                             "is the published page)")
     parser.add_argument("--no-leaderboard", action="store_true")
     parser.add_argument("--log-dir", type=Path, default=paths.home() / "sweeps" / "logs")
     parser.add_argument("--dry-run", action="store_true", help="list the cells, which are done, and the time left")

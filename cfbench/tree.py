@@ -5,7 +5,7 @@ so code that handles observations never branches on the mode itself.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

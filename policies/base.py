@@ -311,7 +311,7 @@ def load(directory: str | Path) -> Policy:
     policy = cls(cls.config_class.from_saved(values))
     try:
         tensors = tensors_from_bytes(weights_path.read_bytes())
-    except Exception as error:  # safetensors raises its own error types for bad headers
+    except Exception as error:  # noqa: BLE001  (safetensors raises its own error types for bad headers)
         raise CheckpointError(f"corrupt or truncated checkpoint weights {weights_path}: {error}") from None
     policy.load_state_dict(tensors)
     return policy

@@ -22,7 +22,6 @@ from torch import nn
 from policies.chunking import ChunkPolicy, HorizonConfig
 from policies.modules import MinMaxNormalizer, ObservationEncoder
 
-
 #: the noise schedules diffusers' DDPM and DDIM schedulers both implement
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 

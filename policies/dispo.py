@@ -84,7 +84,6 @@ from policies.learning import phase_summary
 from policies.mamba import MambaDiffusionConfig, MambaMixer, rescale_residual_projections
 from policies.modules import StepEncoder
 
-
 #: the paper's configuration (sections III-IV) where our defaults depart from it
 PAPER_SETTINGS = {"prediction_type": "epsilon", "discretization": "zoh", "scan_direction": "causal",
                   "augment_action_finer": (1,), "action_units": "pose", "fine_noise": "independent"}

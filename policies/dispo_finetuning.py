@@ -159,5 +159,6 @@ def concat_window_tensors(parts: list[dict[str, torch.Tensor]]) -> dict[str, tor
     for part in parts:
         extra = n_actions - part["actions"].shape[1]
         padded.append({**part, "actions": pad(part["actions"], extra),
-                       "step_scale": pad(part["step_scale"], extra, 0.0), "loss_mask": pad(part["loss_mask"], extra, 0.0)})
+                       "step_scale": pad(part["step_scale"], extra, 0.0),
+                       "loss_mask": pad(part["loss_mask"], extra, 0.0)})
     return {key: torch.cat([part[key] for part in padded]) for key in padded[0]}

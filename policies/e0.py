@@ -29,8 +29,9 @@ noise drawn from each slot's episode generator (rollouts do not depend on batchi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import torch

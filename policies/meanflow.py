@@ -23,7 +23,7 @@ intervals.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch.func import jvp

@@ -11,7 +11,7 @@ by hand). The runner applies a choice under the user's own ``--set``, so a plain
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from cfbench.protocol import rates_label
 CHOICES_FILE = Path(__file__).with_name("rollout_choices.json")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _choices(path: Path) -> dict[tuple[str, str, str, str], dict]:
     if not path.is_file():
         return {}

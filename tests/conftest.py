@@ -17,7 +17,7 @@ ENV_NAMES = list(cfbench.ENV_IDS)
 def env_name(request):
     return request.param
 
-import torch
+import torch  # noqa: E402  (after CFBENCH_HOME and SDL_VIDEODRIVER are set)
 
 # Tests build many tiny networks: one intra-op thread avoids oversubscribing the CI's 2 cores.
 torch.set_num_threads(1)

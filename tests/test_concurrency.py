@@ -13,7 +13,8 @@ def _record(policy: str) -> dict:
     rows = [{"seed": 20000 + i, "success": i % 2 == 0, "collision": i % 2 == 1, "steps": 40, "path_deviation": 1.0}
             for i in range(100)]
     return {
-        "schema_version": 2, "protocol": PROTOCOL, "policy": policy, "variant": "", "train_seed": 0, "privileged": False,
+        "schema_version": 2, "protocol": PROTOCOL, "policy": policy, "variant": "", "train_seed": 0,
+        "privileged": False,
         "env_id": "cfbench/PassagePassing-v0", "source_hz": [2.5], "reference_hz": 2.5, "target_hz": 20.0,
         "fidelity": {"waypoint_error": None, "inbetween_error": None, "zigzag": None, "queries": 0, "actions": 0,
                      "seeds": [10000, 10050]},

@@ -135,7 +135,7 @@ def test_demos_on_validation_or_test_seeds_are_refused_for_training(tmp_path, ca
     from cfbench.runner import eval_main
 
     write_dataset("PassagePassing", (20.0,), 2, demos_dir=tmp_path / "demos", first_seed=20000)
-    with pytest.raises(ValueError, match=r"holds demos on the test seeds \(2, from 20000; test seeds are 20000:20100\)"):
+    with pytest.raises(ValueError, match=r"on the test seeds \(2, from 20000; test seeds are 20000:20100\)"):
         load_demos("PassagePassing", (20.0,), n=2, demos_dir=tmp_path / "demos")
     assert [e.seed for e in load_demos("PassagePassing", (20.0,), n=2, demos_dir=tmp_path / "demos",
                                        allow_seed_overlap=True).episodes] == [20000, 20001]

@@ -166,7 +166,8 @@ def test_step_scale_target_is_path_straightness(trained):
     straight = np.stack([3 * steps, 2 * steps], axis=-1)
     corner = np.stack([np.minimum(steps, 4), np.maximum(steps - 4, 0)], axis=-1)  # a right angle
     still = np.zeros_like(straight)
-    targets = trained.straightness_targets(_windows(np.zeros((3, 2)), np.stack([straight, corner, still]), c.n_obs_steps))
+    windows = _windows(np.zeros((3, 2)), np.stack([straight, corner, still]), c.n_obs_steps)
+    targets = trained.straightness_targets(windows)
     np.testing.assert_allclose(targets, [1.0, 0.0, 0.0])
     slight = straight + np.stack([np.zeros_like(steps), 0.05 * (steps == 4)], axis=-1)
     assert 0 < trained.straightness_targets(_windows(np.zeros((1, 2)), slight[None], c.n_obs_steps))[0] < 1
@@ -296,7 +297,8 @@ def test_stride_pairs_get_their_step_scales_and_pad_to_one_length(coarse_demos):
         torch.testing.assert_close(data["step_scale"][rows, : len(expected)],
                                    torch.as_tensor(expected, dtype=torch.float32).expand(per_pair, -1))
         assert torch.all(data["step_scale"][rows, len(expected):] == 0)  # padding: no time passes
-        assert torch.all(data["loss_mask"][rows, :n_actions] == 1) and torch.all(data["loss_mask"][rows, n_actions:] == 0)
+        mask = data["loss_mask"][rows]
+        assert torch.all(mask[:, :n_actions] == 1) and torch.all(mask[:, n_actions:] == 0)
     assert data["straightness_mask"][:per_pair].all() and not data["straightness_mask"][per_pair:].any()
     with pytest.raises(ValueError, match="include 1"):
         policies.make("dispo", augment_action_finer=(2,))

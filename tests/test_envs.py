@@ -83,9 +83,16 @@ def test_bad_actions_raise_clear_errors(env_name, bad, message):
 
 
 def test_out_of_bounds_actions_are_clipped(env_name):
-    env = gym.make(cfbench.ENV_IDS[env_name])
-    env.reset(seed=0)
-    env.step(env.action_space.high * 10)  # no error
+    """A target beyond the workspace drives the agent exactly as the nearest pose inside it does."""
+    outcomes = []
+    for scale in (10.0, 1.0):
+        env = gym.make(cfbench.ENV_IDS[env_name])
+        env.reset(seed=0)
+        high = env.unwrapped.pose_high
+        outcomes.append([np.asarray(env.step(high * scale)[0]) for _ in range(3)])
+        env.close()
+    for far, edge in zip(*outcomes):
+        np.testing.assert_array_equal(far, edge)
 
 
 def test_unknown_env_name_is_a_clear_error():

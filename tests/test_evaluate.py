@@ -5,9 +5,9 @@ import pytest
 
 import policies
 from cfbench.evaluate import evaluate, observation_history
-from cfbench.runner import eval_main as main
-from cfbench.runner import TrainingSetup, parse_overrides, parse_seed_range, run
 from cfbench.results import read_record
+from cfbench.runner import TrainingSetup, parse_overrides, parse_seed_range, run
+from cfbench.runner import eval_main as main
 from policies.base import EpisodeContext, Policy, PolicyConfig, register
 
 SEEDS = list(range(20000, 20006))

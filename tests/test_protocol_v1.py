@@ -8,8 +8,8 @@ import policies
 from cfbench.datasets import DemoDataset, Episode, load_demos
 from cfbench.fidelity import probe
 from cfbench.leaderboard import compare, success_table
-from cfbench.runner import TrainingSetup, run
 from cfbench.protocol import PROTOCOL
+from cfbench.runner import TrainingSetup, run
 from cfbench.stats import mcnemar_exact, success_interval, wilson
 
 SEEDS = [10000, 10001, 10002]

@@ -8,12 +8,19 @@ import stat
 import numpy as np
 import pytest
 
-from cfbench.runner import leaderboard_main
-from cfbench.leaderboard import (compute_table, line_styles, page, regenerate, render_markdown, repeated_pretraining_hours,
-                                 submit)
 from cfbench.io import _FILE_MODE
+from cfbench.leaderboard import (
+    compute_table,
+    line_styles,
+    page,
+    regenerate,
+    render_markdown,
+    repeated_pretraining_hours,
+    submit,
+)
 from cfbench.protocol import PROTOCOL
 from cfbench.results import RecordError, read_all, read_record, record_filename, validate, write_record
+from cfbench.runner import leaderboard_main
 
 
 def _record(policy="tracker", rate=2.5, successes=(True, False, True), episodes=100):

@@ -72,7 +72,8 @@ def test_fast_path_matches_reference_values_and_all_gradients(batch, dim, length
     torch.testing.assert_close(last, ref_last, rtol=RTOL, atol=ATOL)
     assert grads.keys() == ref_grads.keys()
     for name in grads:
-        torch.testing.assert_close(grads[name], ref_grads[name], rtol=RTOL, atol=ATOL, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(grads[name], ref_grads[name], rtol=RTOL, atol=ATOL,
+                                   msg=lambda m, name=name: f"{name}: {m}")
 
 
 @needs_compiler
