@@ -48,7 +48,7 @@ from cfbench import paths
 from cfbench.datasets import load_demos
 from cfbench.evaluate import evaluate
 from cfbench.fidelity import probe
-from cfbench.io import atomic_write_text
+from cfbench.files import atomic_write_text
 from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
 from cfbench.runner import TrainingSetup, override_items, parse_overrides, set_threads, train_or_load
 from policies import policy_class

@@ -47,7 +47,7 @@ import policies
 from cfbench.envs import clamp_passing as clamp
 from cfbench.envs import resolve_env
 from cfbench.evaluate import evaluate, observation_history
-from cfbench.io import atomic_write_text
+from cfbench.files import atomic_write_text
 from cfbench.protocol import TARGET_HZ, VALIDATION_SEEDS, seed_list
 from cfbench.runner import add_training_arguments, reference_rate, set_threads, train_or_load, training_setup
 from cfbench.tree import tree_stack

@@ -39,7 +39,7 @@ from cfbench import paths
 from cfbench.datasets import load_demos
 from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.evaluate import evaluate
-from cfbench.io import atomic_write_text
+from cfbench.files import atomic_write_text
 from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
 from cfbench.results import provenance, read_all
 from cfbench.runner import TrainingSetup, parse_overrides, set_threads, train_or_load

@@ -32,7 +32,7 @@ import cfbench  # noqa: F401  (registers the envs)
 from cfbench import paths
 from cfbench.cli import Parser, command, non_negative_int, positive_int
 from cfbench.envs import ENV_IDS, resolve_env, short_name
-from cfbench.io import atomic_write_text, exclusive
+from cfbench.files import atomic_write_text, exclusive
 from cfbench.protocol import N_DEMOS, TRAIN_SEED_START, parse_rates, rates_label
 from cfbench.tree import tree_stack
 

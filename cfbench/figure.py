@@ -33,7 +33,7 @@ from cfbench import paths
 from cfbench.cli import Parser, command, non_negative_int, positive_int
 from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.evaluate import evaluate
-from cfbench.io import atomic_write_bytes
+from cfbench.files import atomic_write_bytes
 from cfbench.protocol import N_DEMOS, TARGET_HZ, TEST_SEEDS, parse_rates, rates_label
 from cfbench.runner import (
     TrainingSetup,

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cfbench.envs import ENV_IDS, resolve_env, short_name
-from cfbench.io import atomic_write_bytes, atomic_write_text, exclusive
+from cfbench.files import atomic_write_bytes, atomic_write_text, exclusive
 from cfbench.protocol import PROTOCOL, SOURCE_RATES, TARGET_HZ, TEST_SEEDS, rates_label
 from cfbench.results import RecordError, read_all, read_record, read_verified, record_filename, run_key
 from cfbench.stats import paired_difference, success_interval

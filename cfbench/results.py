@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema
 
 from cfbench.envs import ENV_IDS
-from cfbench.io import atomic_write_text, exclusive
+from cfbench.files import atomic_write_text, exclusive
 from cfbench.protocol import MAX_RATE_HZ, MIN_RATE_HZ, NAME_PATTERN, PROTOCOL, rates_label, seed_list
 
 SCHEMA_VERSION = 2

@@ -42,7 +42,7 @@ from cfbench.cli import Interrupted, Parser, command, non_negative_int, positive
 from cfbench.datasets import DemoDataset, load_demos, seed_span
 from cfbench.demos import dataset_id, manifest_entry
 from cfbench.envs import ENV_IDS, resolve_env, short_name
-from cfbench.io import CheckpointError, atomic_write_text, exclusive
+from cfbench.files import CheckpointError, atomic_write_text, exclusive
 from cfbench.protocol import (
     MAX_RATE_HZ,
     N_DEMOS,

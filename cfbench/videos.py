@@ -25,7 +25,7 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image
 
-from cfbench.io import atomic_write_bytes
+from cfbench.files import atomic_write_bytes
 
 #: the expert path is drawn through at most this many of its points (a dense path costs drawing time)
 PATH_POINTS = 200

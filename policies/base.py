@@ -32,7 +32,7 @@ from safetensors.torch import load as tensors_from_bytes
 from safetensors.torch import save as tensors_to_bytes
 
 from cfbench.expert import ExpertTrajectory
-from cfbench.io import CheckpointError, atomic_write_bytes, atomic_write_text
+from cfbench.files import CheckpointError, atomic_write_bytes, atomic_write_text
 from policies.registry import available, policy_class, register  # noqa: F401  (the factory's registry)
 
 CONFIG_FILE = "config.json"

@@ -75,7 +75,7 @@ import torch
 from torch import nn
 
 from cfbench.datasets import Windows
-from cfbench.io import exclusive
+from cfbench.files import exclusive
 from cfbench.tree import state_of, tree_index
 from policies.base import register
 from policies.diffusion import DiffusionPolicy

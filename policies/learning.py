@@ -26,7 +26,7 @@ from safetensors.torch import save as tensors_to_bytes
 from torch import nn
 from tqdm import tqdm
 
-from cfbench.io import CheckpointError, atomic_write_bytes, atomic_write_text
+from cfbench.files import CheckpointError, atomic_write_bytes, atomic_write_text
 from policies.base import WEIGHTS_FILE, Policy, PolicyConfig
 
 TRAIN_STATE = "train_state.safetensors"

@@ -15,7 +15,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from cfbench.io import atomic_write_text
+from cfbench.files import atomic_write_text
 from cfbench.protocol import rates_label
 
 CHOICES_FILE = Path(__file__).with_name("rollout_choices.json")

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import policies
-from cfbench.io import CheckpointError
+from cfbench.files import CheckpointError
 from cfbench.runner import SUMMARY, TrainingSetup, train_or_load
 
 TINY = {"down_dims": [8, 16], "step_embed_dim": 8, "n_groups": 4, "batch_size": 8, "warmup_steps": 2}

@@ -8,7 +8,7 @@ import stat
 import numpy as np
 import pytest
 
-from cfbench.io import _FILE_MODE
+from cfbench.files import _FILE_MODE
 from cfbench.leaderboard import (
     compute_table,
     line_styles,
@@ -318,7 +318,7 @@ def test_missing_or_empty_results_folder_is_an_error_and_writes_nothing(tmp_path
 def test_written_files_get_the_usual_permissions(tmp_path):
     old = os.umask(0o022)
     try:
-        from cfbench.io import _file_mode
+        from cfbench.files import _file_mode
 
         assert _file_mode() == 0o644
     finally:
@@ -355,7 +355,7 @@ def test_hostile_json_is_named_not_a_traceback(tmp_path, text, message):
 def test_a_failed_write_names_the_path_and_the_way_out(tmp_path, monkeypatch, code, way_out):
     import os
 
-    from cfbench.io import WriteError, atomic_write_text
+    from cfbench.files import WriteError, atomic_write_text
 
     def full(fd):
         raise OSError(code, os.strerror(code))
