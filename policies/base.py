@@ -88,6 +88,8 @@ class PolicyConfig:
     #: field -> "positive", "non-negative" or "fraction" ([0, 1)); checked at construction with the
     #: other classes' limits, together with every field's type
     LIMITS: ClassVar[dict[str, str]] = {"n_obs_steps": "positive"}
+    #: string field -> the values it may take; checked at construction with the other classes' choices
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"obs_mode": OBS_MODES}
     #: named configurations, each a set of overrides of the defaults, run with ``--variant NAME``
     #: (e.g. DiSPo's "paper"); any other variant name is only a label for the results
     variants: ClassVar[dict[str, dict[str, Any]]] = {}
@@ -108,15 +110,17 @@ class PolicyConfig:
                 raise ValueError(f"{self.name}: {field.name}={value!r} must be {_describe(hints[field.name])}")
             if isinstance(value, list):
                 setattr(self, field.name, tuple(value))  # JSON gives lists where tuples are declared
-        limits = {}
+        limits, choices = {}, {}
         for cls in reversed(type(self).__mro__):
             limits.update(vars(cls).get("LIMITS", {}))
+            choices.update(vars(cls).get("CHOICES", {}))
         for name, limit in limits.items():
             value = getattr(self, name)
             if not LIMIT_CHECKS[limit](value):
                 raise ValueError(f"{self.name}: {name}={value!r} must be {limit.replace('fraction', 'in [0, 1)')}")
-        if self.obs_mode not in OBS_MODES:
-            raise ValueError(f"{self.name}: obs_mode={self.obs_mode!r} must be one of {', '.join(OBS_MODES)}")
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{self.name}: {name}={getattr(self, name)!r} must be one of {', '.join(allowed)}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"policy": self.name, **dataclasses.asdict(self)}

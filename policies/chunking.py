@@ -43,14 +43,11 @@ class ChunkConfig(InterpolationConfig, LearnedConfig):
     LIMITS: ClassVar[dict[str, str]] = {"n_action_steps": "positive", "resnet_width": "positive"}
     ROLLOUT: ClassVar[tuple[str, ...]] = ("n_action_steps",)
     FITTED: ClassVar[tuple[str, ...]] = ("state_layout",)
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"frame": FRAMES}
     #: "straight": the paper's execution (straight lines, the default actions per prediction), where
     #: the plain policy runs with the rollout settings the validation seeds chose for the cell
     variants: ClassVar[dict[str, dict[str, Any]]] = {"straight": {"interpolation": "linear"}}
 
-    def __post_init__(self):
-        super().__post_init__()
-        if self.frame not in FRAMES:
-            raise ValueError(f"frame must be one of {FRAMES}, got {self.frame!r}")
 
 
 @dataclass

@@ -26,6 +26,8 @@ from policies.modules import StepEncoder
 class DMaConfig(MambaDiffusionConfig):
     #: width of Mamba's causal depthwise convolution (MaIL's)
     d_conv: int = 4
+    #: MaIL predicts the noise ("epsilon"); "sample" learns faster on the CPU budget
+    prediction_type: str = "epsilon"
 
     LIMITS: ClassVar[dict[str, str]] = {"d_conv": "positive"}
 

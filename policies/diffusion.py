@@ -43,15 +43,11 @@ class DiffusionConfig(HorizonConfig):
     prediction_type: str = "sample"
 
     LIMITS: ClassVar[dict[str, str]] = {"num_train_timesteps": "positive", "num_inference_steps": "positive"}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "beta_schedule": BETA_SCHEDULES, "sampler": ("ddim", "ddpm"), "prediction_type": ("epsilon", "sample")}
 
     def __post_init__(self):
         super().__post_init__()
-        if self.beta_schedule not in BETA_SCHEDULES:
-            raise ValueError(f"beta_schedule={self.beta_schedule!r}: choose one of {', '.join(BETA_SCHEDULES)}")
-        if self.sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {self.sampler!r}")
-        if self.prediction_type not in ("epsilon", "sample"):
-            raise ValueError(f"prediction_type must be 'epsilon' or 'sample', got {self.prediction_type!r}")
         if self.num_inference_steps > self.num_train_timesteps:
             raise ValueError(f"num_inference_steps={self.num_inference_steps} cannot exceed "
                              f"num_train_timesteps={self.num_train_timesteps}")

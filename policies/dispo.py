@@ -154,6 +154,10 @@ class DiSPoConfig(MambaDiffusionConfig):
         "adaptive-r": {"step_scale_mode": "adaptive"},  # φ_r picks each chunk's step (paper section III-C)
     }
     FITTED: ClassVar[tuple[str, ...]] = ("reference_hz",)
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "fine_noise": ("independent", "shared"), "action_units": ("pose", "per_step"),
+        "scan_direction": ("causal", "bidirectional"), "discretization": ("euler", "zoh"),
+        "step_scale_mode": ("fixed", "adaptive")}
     NEUTRAL: ClassVar[dict[str, Any]] = {
         "fine_noise": "independent", "augment_action_finer": (1,), "action_units": "pose", "replan_every": 0,
         "scan_direction": "causal", "discretization": "euler"}
@@ -166,12 +170,6 @@ class DiSPoConfig(MambaDiffusionConfig):
         super().__post_init__()
         if not self.augment_strides:
             raise ValueError("augment_strides must name at least one stride (1 = the demos' own rate)")
-        choices = {"fine_noise": ("independent", "shared"), "action_units": ("pose", "per_step"),
-                   "scan_direction": ("causal", "bidirectional"), "discretization": ("euler", "zoh"),
-                   "step_scale_mode": ("fixed", "adaptive")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if 1 not in self.augment_action_finer:
             raise ValueError("augment_action_finer must include 1 (windows with actions at the observations' rate)")
         if not self.max_speedup >= 1:

@@ -77,15 +77,12 @@ class E0Config(TransformerConfig, HorizonConfig):
 
     LIMITS: ClassVar[dict[str, str]] = {"onehot_scale": "positive", "time_beta": "positive",
                                         "refinement_steps": "positive", "temperature": "non-negative"}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"bin_spacing": BIN_SPACINGS, "detokenize": DETOKENIZERS}
 
     def __post_init__(self):
         super().__post_init__()
         if self.bins < 2:
             raise ValueError(f"bins={self.bins} must be 2 or more")
-        if self.bin_spacing not in BIN_SPACINGS:
-            raise ValueError(f"bin_spacing must be one of {BIN_SPACINGS}, got {self.bin_spacing!r}")
-        if self.detokenize not in DETOKENIZERS:
-            raise ValueError(f"detokenize must be one of {DETOKENIZERS}, got {self.detokenize!r}")
 
 
 class ActionBins(nn.Module):

@@ -52,10 +52,7 @@ class InterpolationConfig:
 
     ROLLOUT: ClassVar[tuple[str, ...]] = ("interpolation",)
     NEUTRAL: ClassVar[dict[str, Any]] = {"interpolation": "linear"}
-
-    def __post_init__(self):
-        super().__post_init__()
-        check_interpolant(self.interpolation)
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"interpolation": INTERPOLANTS}
 
 
 def _curve(method: str, times: np.ndarray, knots: np.ndarray):

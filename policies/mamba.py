@@ -32,8 +32,6 @@ class MambaDiffusionConfig(DiffusionConfig):
     d_state: int = 16
     #: inner width = expand * d_model (mamba-ssm's default)
     expand: int = 2
-    #: MaIL and DiSPo predict the noise ("epsilon"); "sample" learns faster on the CPU budget
-    prediction_type: str = "epsilon"
     #: windows per optimiser step: small batches, many steps learn the most per CPU second
     batch_size: int = 64
     #: optimiser steps of pretraining

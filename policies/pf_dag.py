@@ -87,6 +87,7 @@ class PFDAGConfig(UNetConfig, HorizonConfig):
         **HorizonConfig.variants,
         "no-modes": {"n_modes": 1},  # one mode for every chunk: the MeanFlow alone, without the decoupling
     }
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"flow_time_sampler": TIME_SAMPLERS}
     LIMITS: ClassVar[dict[str, str]] = {
         "mode_steps": "positive", "mode_lr": "positive", "mode_margin": "non-negative",
         "selector_hidden_dim": "positive", "selector_loss_weight": "non-negative", "mode_embed_dim": "positive",
@@ -96,8 +97,6 @@ class PFDAGConfig(UNetConfig, HorizonConfig):
         super().__post_init__()
         if self.n_modes < 1:
             raise ValueError(f"n_modes={self.n_modes} must be 1 (no decoupling) or more")
-        if self.flow_time_sampler not in TIME_SAMPLERS:
-            raise ValueError(f"flow_time_sampler={self.flow_time_sampler!r}: choose one of {', '.join(TIME_SAMPLERS)}")
 
 
 class MeanFlowNet(nn.Module):

@@ -48,7 +48,7 @@ def _fails(main, argv, capsys, message):
     # named before any demo is made (they used to end in tracebacks, some after generating demos)
     (["--policy", "dp-c", "--device", "cuda:7"], "'cuda:7' requested but CUDA is not available"),
     (["--policy", "dp-c", "--device", "foo"], "device='foo' is not a torch device"),
-    (["--policy", "dp-t", "--set", "beta_schedule=linear_typo"], "beta_schedule='linear_typo': choose one of"),
+    (["--policy", "dp-t", "--set", "beta_schedule=linear_typo"], "beta_schedule='linear_typo' must be one of linear"),
     (["--policy", "dp-c", "--set", "obs_dim=5"], "obs_dim is filled in from the demos"),
     (["--policy", "dispo", "--set", "reference_hz=5"], "reference_hz is filled in from the demos"),
 ])

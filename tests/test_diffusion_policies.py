@@ -116,8 +116,13 @@ def test_pixel_policy_trains_one_step_and_acts(name, tmp_path):
 
 
 def test_bad_configs_are_rejected():
-    with pytest.raises(ValueError, match="frame must be one of"):
-        policies.make("dp-c", frame="egocentric")
+    # string settings are checked once, from their declared choices, with one message
+    for name, field, value in (("dp-c", "frame", "egocentric"), ("dp-t", "sampler", "dpm"),
+                               ("d-ma", "prediction_type", "v"), ("dispo", "scan_direction", "sideways"),
+                               ("e0", "detokenize", "median"), ("pf-dag", "flow_time_sampler", "beta"),
+                               ("tracker", "interpolation", "bezier"), ("vq-bet", "obs_mode", "depth")):
+        with pytest.raises(ValueError, match=rf"^{name}: {field}='{value}' must be one of \w"):
+            policies.make(name, **{field: value})
     with pytest.raises(ValueError, match="n_action_steps"):
         policies.make("dp-t", horizon=8, n_action_steps=8)
     with pytest.raises(ValueError, match="no profile 'tpu'"):
