@@ -166,8 +166,12 @@ def train_or_load(policy_name: str, env: str, rates: tuple[float, ...], setup: T
 
     seeds = seed_list(VALIDATION_SEEDS)[: setup.validation_episodes]
 
+    # checkpoints are selected at the protocol's control rate, or at the one the policy trains toward
+    control_hz = getattr(policy.config, "target_hz", TARGET_HZ)
+
     def validate(candidate: policies.Policy) -> float:
-        outcome = evaluate(candidate, env_id, dataset.reference_hz, seeds=seeds, progress=progress, desc="validation")
+        outcome = evaluate(candidate, env_id, dataset.reference_hz, target_hz=control_hz, seeds=seeds,
+                           progress=progress, desc="validation")
         return outcome["metrics"]["success_rate"]
 
     shared = {}
@@ -270,7 +274,8 @@ def run(
     results_dir = Path(results_dir or paths.runs_dir())
     check_writable(results_dir)  # before training, not after it
     reference_hz = reference_rate(env_id, rates, setup)
-    policy, training = trained_policy(policy_name, env_id, rates, setup, train_seed=train_seed, progress=progress)
+    policy, training = trained_policy(policy_name, env_id, rates, setup, train_seed=train_seed, target_hz=target_hz,
+                                      progress=progress)
     test_range = (seeds[0], seeds[-1] + 1)
     stem = record_stem(policy.name, setup.variant, env_id, rates, target_hz, test_range, train_seed)
     # whether the record may be written is decided before anything (a GIF) is written
@@ -290,9 +295,12 @@ def run(
 
 
 def trained_policy(policy_name: str, env_id: str, rates: tuple[float, ...], setup: TrainingSetup, *,
-                   train_seed: int = 0, progress: bool = True) -> tuple[policies.Policy, dict | None]:
+                   train_seed: int = 0, target_hz: float = TARGET_HZ, progress: bool = True
+                   ) -> tuple[policies.Policy, dict | None]:
     """The policy to evaluate and what a record keeps of its training (None for a policy that
-    does not learn): trained with ``train_seed``, or loaded from the cache."""
+    does not learn): trained with ``train_seed``, or loaded from the cache. A policy that trains
+    toward the control rate (DiSPo's fine-tuning rounds, its ``target_hz``) trains toward the
+    run's, unless ``--set`` says otherwise."""
     cls = policies.policy_class(policy_name)
     if not cls.trainable:
         if train_seed != 0:
@@ -300,9 +308,12 @@ def trained_policy(policy_name: str, env_id: str, rates: tuple[float, ...], setu
         return setup.make_policy(policy_name, env_id, rates), None
     if "seed" in setup.overrides and setup.overrides["seed"] != train_seed:
         raise ValueError("give the training seed with --train-seeds, not --set seed=...")
+    fields = {f.name for f in dataclasses.fields(cls.config_class)}
     seeded = setup
-    if "seed" in {f.name for f in dataclasses.fields(cls.config_class)}:
-        seeded = dataclasses.replace(setup, overrides={**setup.overrides, "seed": train_seed})
+    if "target_hz" in fields and "target_hz" not in setup.overrides:
+        seeded = dataclasses.replace(setup, overrides={**setup.overrides, "target_hz": target_hz})
+    if "seed" in fields:
+        seeded = dataclasses.replace(seeded, overrides={**seeded.overrides, "seed": train_seed})
     elif train_seed != 0:
         raise ValueError(f"policy {policy_name!r} has no seed setting: its only training seed is 0")
     policy, summary = train_or_load(policy_name, env_id, rates, seeded, progress=progress)

@@ -380,3 +380,19 @@ def test_loss_cut_to_each_rows_length_equals_the_padded_batch_loss(coarse_demos)
               + policy.config.obs_loss_weight * (reconstruction - states).square().mean()
               + ((straightness - batch["straightness_target"]).square() * weight).sum() / weight.sum().clamp(min=1))
     torch.testing.assert_close(grouped, padded, rtol=1e-5, atol=1e-7)
+
+
+def test_the_runs_target_rate_reaches_the_fine_tuning(tmp_path):
+    """--target-hz 10 used to evaluate at 10 Hz while fine-tuning still climbed to the config's 20 Hz."""
+    from cfbench.runner import TrainingSetup, run
+
+    setup = TrainingSetup({**TINY, "finetune_steps": 2, "train_steps": 4, "eval_every": 4, "generation_batch": 8},
+                          n_demos=2, validation_episodes=0, demos_dir=tmp_path / "demos",
+                          checkpoints_dir=tmp_path / "c")
+    record, _ = run("dispo", "PassagePassing", (2.5,), setup, target_hz=10.0, episodes=2, results_dir=tmp_path / "r",
+                    progress=False)
+    assert record["provenance"]["config"]["target_hz"] == 10.0
+    assert [phase["name"] for phase in record["training"]["phases"]][1:] == [
+        "fine-tuning at 2x (5 Hz)", "fine-tuning at 4x (10 Hz)"]
+    record, _ = run("dispo", "PassagePassing", (2.5,), setup, episodes=2, results_dir=tmp_path / "r", progress=False)
+    assert record["training"]["phases"][-1]["name"] == "fine-tuning at 8x (20 Hz)"  # the protocol's 20 Hz
