@@ -395,6 +395,9 @@ def provenance(command: list[str], test_seeds: tuple[int, int], config: dict) ->
             "load_average_1min": round(os.getloadavg()[0], 2),
         },
         "shared_with": os.environ.get(SHARED_WITH_VARIABLE, ""),
+        # learned policies' actions round differently at another thread count: a re-run matches
+        # episode for episode only at the same one (cfbench-leaderboard --verify uses it)
+        **({"torch_threads": sys.modules["torch"].get_num_threads()} if "torch" in sys.modules else {}),
         "cfbench_version": __version__,
     }
 

@@ -615,13 +615,26 @@ def eval_main(argv: list[str]) -> None:
 DEVIATION_TOLERANCE = 1e-6
 
 
-def verify_record(path: Path, checkpoint: Path | None = None, num_envs: int = 10, progress: bool = True) -> dict:
+def record_threads(record: dict) -> int | None:
+    """The torch threads a record was made with: its provenance's, or its command's --threads."""
+    provenance = record["provenance"]
+    if "torch_threads" in provenance:
+        return provenance["torch_threads"]
+    words = provenance["command"].split()
+    return int(words[words.index("--threads") + 1]) if "--threads" in words[:-1] else None
+
+
+def verify_record(path: Path, checkpoint: Path | None = None, num_envs: int = 10, progress: bool = True,
+                  threads: int | None = None) -> dict:
     """Re-run a record's test episodes with the checkpoint it names by SHA-256 (the privileged
-    references need none) and compare them episode by episode; a ValueError says what differs."""
+    references need none) and compare them episode by episode, at the torch thread count the
+    record was made with (another rounds differently; ``threads`` overrides); a ValueError says
+    what differs."""
     from cfbench.evaluate import evaluate
     from policies.base import WEIGHTS_FILE
 
     record = read_record(path, protocol=None)
+    threads = set_threads(threads or record_threads(record))
     config = record["provenance"]["config"]
     cls = policies.policy_class(record["policy"])
     if cls.trainable:
@@ -651,8 +664,10 @@ def verify_record(path: Path, checkpoint: Path | None = None, num_envs: int = 10
                  if any(mine[key] != again[key] for key in ("seed", "success", "collision", "steps"))
                  or abs(mine["path_deviation"] - again["path_deviation"]) > DEVIATION_TOLERANCE]
     if differing:
-        raise ValueError(f"{path.name} does not reproduce: {len(differing)} of {len(seeds)} test episodes differ "
-                         f"(seeds {', '.join(map(str, differing[:5]))}{', ...' if len(differing) > 5 else ''})")
+        recorded = record_threads(record) or "an unrecorded number of"
+        raise ValueError(f"{path.name} does not reproduce at {threads} torch thread(s): {len(differing)} of "
+                         f"{len(seeds)} test episodes differ (seeds {', '.join(map(str, differing[:5]))}"
+                         f"{', ...' if len(differing) > 5 else ''}; the record ran at {recorded} thread(s))")
     from cfbench.results import provenance
 
     made = provenance(["cfbench-leaderboard", "--verify", path.name], tuple(record["provenance"]["test_seeds"]), {})
@@ -705,6 +720,9 @@ def leaderboard_main(argv: list[str]) -> None:
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="with --verify: the checkpoint folder (config.json + model.safetensors) of a learned "
                              "policy's record")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="with --verify: torch threads (default: the record's; actions round differently at "
+                             "another count)")
     parser.add_argument("--protocol", type=int, default=PROTOCOL,
                         help="the protocol of the folder's records: an archive of an older one "
                              "(results/archive/protocol1 with --output results/archive/protocol1/leaderboard.md)")
@@ -716,7 +734,7 @@ def leaderboard_main(argv: list[str]) -> None:
         print(compare(records, *args.compare, args.env, parse_rates(args.source_hz)))
         return
     if args.verify:
-        verification = verify_record(args.verify, args.checkpoint)
+        verification = verify_record(args.verify, args.checkpoint, threads=args.threads)
         print(f"verified {args.verify.name}: all {verification['episodes']} test episodes identical (success, "
               f"collision, steps; path deviation within {DEVIATION_TOLERANCE:g})")
         if args.verify.absolute().parent == args.results_dir.absolute():

@@ -2,6 +2,7 @@ import copy
 import itertools
 import json
 import os
+import re
 import shutil
 import stat
 
@@ -388,7 +389,8 @@ def test_a_record_is_verified_by_re_running_its_episodes_and_marked_on_the_board
     with pytest.raises(SystemExit) as stopped:
         leaderboard_main(["--results-dir", str(results), "--verify", str(path)])
     assert stopped.value.code == 2
-    assert "does not reproduce: 1 of 4 test episodes differ (seeds 20000)" in capsys.readouterr().err
+    assert re.search(r"does not reproduce at \d torch thread\(s\): 1 of 4 test episodes differ \(seeds 20000;",
+                     capsys.readouterr().err)
 
 
 def test_a_learned_record_is_verified_with_the_checkpoint_it_names(tmp_path, capsys):
@@ -423,3 +425,20 @@ def test_a_submission_must_carry_its_policys_privileged_mark(tmp_path, capsys):
         with pytest.raises(SystemExit):
             leaderboard_main(["--results-dir", str(tmp_path / "results"), "--submit", str(path)])
         assert "privileged" in capsys.readouterr().err and not (tmp_path / "results").exists()
+
+
+def test_a_verification_runs_at_the_records_thread_count():
+    """Actions of a learned policy round differently at another torch thread count (a DP-T record
+    made at 1 thread re-ran with 29 of 100 episodes different at 2): records say theirs."""
+    from cfbench.results import provenance
+    from cfbench.runner import record_threads
+
+    record = _record()
+    assert record_threads(record) is None
+    record["provenance"]["command"] = "cfbench-eval --policy dp-t --threads 1"
+    assert record_threads(record) == 1
+    import torch
+
+    assert provenance(["x"], (20000, 20100), {})["torch_threads"] == torch.get_num_threads()
+    record["provenance"]["torch_threads"] = 3
+    assert record_threads(record) == 3
