@@ -36,14 +36,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from cfbench import paths
-from cfbench.datasets import load_demos
 from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.evaluate import evaluate
 from cfbench.files import atomic_write_text
+from cfbench.leaderboard import gain_over, success_summary
 from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
 from cfbench.results import provenance, read_all
-from cfbench.runner import TrainingSetup, parse_overrides, set_threads, train_or_load
-from cfbench.stats import paired_difference, wilson
+from cfbench.runner import TrainingSetup, parse_overrides, reference_rate, set_threads, train_or_load
 from policies import policy_class
 from policies.interpolation import INTERPOLANTS, SMOOTH_INTERPOLANTS
 from policies.rollout import CHOICES_FILE, all_choices, write_choices
@@ -109,11 +108,9 @@ def choose(policy_name: str, variant: str, env: str, rates: tuple[float, ...], s
     if cls.trainable:
         policy, summary = train_or_load(policy_name, env_id, rates, setup)
         run = summary["run_dir"]
-        reference_hz = load_demos(env_id, rates, n=setup.n_demos, demos_dir=setup.demos_dir).reference_hz
     else:
         policy, run = setup.make_policy(policy_name), None
-        reference_hz = rates[0] if len(rates) == 1 else load_demos(
-            env_id, rates, n=setup.n_demos, demos_dir=setup.demos_dir).reference_hz
+    reference_hz = reference_rate(env_id, rates, setup)
     values = axes(policy.config, interpolants, action_steps, smooth_only=policy.privileged)
     bar = tqdm(desc=f"{policy_name} {short_name(env_id)} {rates_label(rates)} Hz", unit="setting")
 
@@ -146,16 +143,15 @@ def test_rows(group: list[dict], records: list[dict]) -> dict[str, dict]:
                      == (policy, variant, entry["env"], entry["source_hz"], 0)), None)
 
     def cell(record):
-        low, high = wilson(sum(row["success"] for row in record["episodes"]), len(record["episodes"]))
-        return f"{100 * record['metrics']['success_rate']:.0f} [{100 * low:.0f}–{100 * high:.0f}]"
+        mean, low, high, _ = success_summary([record])
+        return f"{100 * mean:.0f} [{100 * low:.0f}–{100 * high:.0f}]"
 
     rows = {}
     for entry in group:
         chosen, straight = find(entry["policy"], entry["variant"], entry), find(entry["policy"], "straight", entry)
         if chosen is None or straight is None:
             continue
-        outcomes = [[row["success"] for row in r["episodes"]] for r in (chosen, straight)]
-        test = paired_difference([outcomes[0]], [outcomes[1]])
+        test = gain_over([chosen], straight)
         smooth = find("tracker", "smooth", entry)
         rows[f"{entry['env']} {entry['source_hz']} Hz"] = {
             "chosen": label(entry["settings"]), "test %": cell(chosen), "straight %": cell(straight),
@@ -211,7 +207,7 @@ def main() -> int:
     parser.add_argument("--interpolation", nargs="+", default=None, choices=INTERPOLANTS,
                         help="curves to try (default: every one; the smooth ones for an indicator)")
     parser.add_argument("--n-action-steps", nargs="+", type=int, default=None,
-                        help="actions per prediction to try (default: the default halved down to 1)")
+                        help="actions per prediction to try (default: the default halved down to 2)")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="training config overrides (the cell's model is the one these name)")
     parser.add_argument("--search", choices=["coordinate", "grid"], default="coordinate",

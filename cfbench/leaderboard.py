@@ -24,7 +24,15 @@ import pandas as pd
 from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.files import atomic_write_bytes, atomic_write_text, exclusive
 from cfbench.protocol import PROTOCOL, SOURCE_RATES, TARGET_HZ, TEST_SEEDS, rates_label
-from cfbench.results import RecordError, read_all, read_record, read_verified, record_filename, run_key
+from cfbench.results import (
+    RecordError,
+    archive_dir,
+    read_all,
+    read_record,
+    read_verified,
+    record_filename,
+    run_key,
+)
 from cfbench.stats import paired_difference, success_interval
 
 PLOTS = "plots"
@@ -314,7 +322,7 @@ def write_plots(results_dir: Path, records: list[dict]) -> list[Path]:
 
 def archived_page(results_dir: Path, protocol: int = PROTOCOL) -> Path:
     """Where the previous protocol's records and page are kept."""
-    return Path(results_dir) / "archive" / f"protocol{protocol - 1}" / "leaderboard.md"
+    return archive_dir(results_dir, protocol) / "leaderboard.md"
 
 
 def regenerate(results_dir: Path, output: Path, protocol: int = PROTOCOL) -> Path:

@@ -308,6 +308,11 @@ def _check_same_config(existing: dict, record: dict, path: Path) -> None:
             "name this configuration with --variant, or write to another --results-dir")
 
 
+def archive_dir(results_dir: str | Path, protocol: int = PROTOCOL) -> Path:
+    """Where a results folder keeps the records (and page) of the protocol before ``protocol``."""
+    return Path(results_dir) / "archive" / f"protocol{protocol - 1}"
+
+
 def read_record(path: str | Path, protocol: int | None = PROTOCOL) -> dict:
     path = Path(path)
     if not path.is_file():

@@ -64,6 +64,7 @@ from cfbench.results import (
     check_replaceable,
     check_writable,
     make_record,
+    provenance,
     read_all,
     read_record,
     read_verified,
@@ -302,9 +303,8 @@ def trained_policy(policy_name: str, env_id: str, rates: tuple[float, ...], setu
     toward the control rate (DiSPo's fine-tuning rounds, its ``target_hz``) trains toward the
     run's, unless ``--set`` says otherwise."""
     cls = policies.policy_class(policy_name)
+    check_train_seed(policy_name, train_seed)
     if not cls.trainable:
-        if train_seed != 0:
-            raise ValueError(f"policy {policy_name!r} is not trained: its only training seed is 0")
         return setup.make_policy(policy_name, env_id, rates), None
     if "seed" in setup.overrides and setup.overrides["seed"] != train_seed:
         raise ValueError("give the training seed with --train-seeds, not --set seed=...")
@@ -314,19 +314,20 @@ def trained_policy(policy_name: str, env_id: str, rates: tuple[float, ...], setu
         seeded = dataclasses.replace(setup, overrides={**setup.overrides, "target_hz": target_hz})
     if "seed" in fields:
         seeded = dataclasses.replace(seeded, overrides={**seeded.overrides, "seed": train_seed})
-    elif train_seed != 0:
-        raise ValueError(f"policy {policy_name!r} has no seed setting: its only training seed is 0")
     policy, summary = train_or_load(policy_name, env_id, rates, seeded, progress=progress)
     return policy, {key: summary[key] for key in TRAINING_FIELDS if key in summary}
 
 
+def check_train_seed(policy_name: str, train_seed: int) -> None:
+    """A policy that is not trained, or has no seed setting, has training seed 0 only."""
+    cls = policies.policy_class(policy_name)
+    if train_seed != 0 and not cls.trainable:
+        raise ValueError(f"policy {policy_name!r} is not trained: its only training seed is 0")
+    if train_seed != 0 and "seed" not in {f.name for f in dataclasses.fields(cls.config_class)}:
+        raise ValueError(f"policy {policy_name!r} has no seed setting: its only training seed is 0")
+
+
 # ------------------------------------------------------------ command lines
-def known_policy(name: str) -> str:
-    """The name, if the zoo has such a policy (else a ValueError that lists the zoo)."""
-    policies.policy_class(name)
-    return name
-
-
 def split_label(label: str) -> tuple[str, str]:
     """'dispo-paper' -> ('dispo', 'paper'); 'dp-t' -> ('dp-t', ''): the longest registered
     policy name the label starts with, then the variant (the leaderboard's names)."""
@@ -404,7 +405,7 @@ def training_setup(args: argparse.Namespace) -> TrainingSetup:
         raise ValueError(f"--val-episodes {args.val_episodes}: there are {validation} validation seeds")
     setup = TrainingSetup(overrides, args.profile, args.n_demos, args.val_episodes, args.demos_dir,
                           args.checkpoints_dir, args.retrain, args.variant, args.allow_seed_overlap)
-    fitted = sorted(set(overrides) & set(fitted_fields(policies.policy_class(args.policy).config_class)))
+    fitted = sorted(set(overrides) & set(policies.declared(policies.policy_class(args.policy).config_class, "FITTED")))
     if fitted:
         raise ValueError(f"{', '.join(fitted)} {'is' if len(fitted) == 1 else 'are'} filled in from the demos by "
                          "training; it cannot be set")
@@ -417,11 +418,6 @@ def check_device(policy_name: str, setup: TrainingSetup) -> None:
     policy = setup.make_policy(policy_name)
     if policy.trainable:
         policy.device  # noqa: B018  (the property checks it)
-
-
-def fitted_fields(config_class: type) -> tuple[str, ...]:
-    """The ``FITTED`` fields of every class of a config class."""
-    return tuple(name for cls in config_class.__mro__ for name in vars(cls).get("FITTED", ()))
 
 
 def set_threads(threads: int | None) -> int:
@@ -566,8 +562,8 @@ def eval_request(argv: list[str], checking: bool = False) -> EvalRequest:
     check_target_rate(args.target_hz, rate_sets)
     test_seeds = parse_seed_range(args.test_seeds)
     check_test_seeds(test_seeds, args.n_demos, args.allow_seed_overlap)
-    if not policies.policy_class(args.policy).trainable and args.train_seeds != [0]:
-        raise ValueError(f"policy {args.policy!r} is not trained: its only training seed is 0")
+    for train_seed in args.train_seeds:
+        check_train_seed(args.policy, train_seed)
     return EvalRequest(args, setup, envs, rate_sets, test_seeds)
 
 
@@ -668,8 +664,6 @@ def verify_record(path: Path, checkpoint: Path | None = None, num_envs: int = 10
         raise ValueError(f"{path.name} does not reproduce at {threads} torch thread(s): {len(differing)} of "
                          f"{len(seeds)} test episodes differ (seeds {', '.join(map(str, differing[:5]))}"
                          f"{', ...' if len(differing) > 5 else ''}; the record ran at {recorded} thread(s))")
-    from cfbench.results import provenance
-
     made = provenance(["cfbench-leaderboard", "--verify", path.name], tuple(record["provenance"]["test_seeds"]), {})
     return {"record": path.name, "episodes": len(seeds), "weights_sha256": (record.get("training") or {}).get(
         "weights_sha256"), "git_commit": made["git_commit"], "git_dirty": made["git_dirty"],

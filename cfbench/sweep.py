@@ -48,6 +48,7 @@ from cfbench.protocol import N_DEMOS, PROTOCOL, TARGET_HZ, TEST_SEEDS, VALIDATIO
 from cfbench.results import (
     SHARED_WITH_VARIABLE,
     RecordError,
+    archive_dir,
     read_all,
     read_record,
     record_filename,
@@ -226,8 +227,7 @@ def estimate_seconds(cells: list[Cell], results_dir: Path) -> dict[str, float | 
     the previous protocol's archived records count too (a new protocol changes how a model is run
     or cut into windows, not what a training step costs)."""
     records = []
-    for folder, protocol in ((results_dir, PROTOCOL),
-                             (Path(results_dir) / "archive" / f"protocol{PROTOCOL - 1}", PROTOCOL - 1)):
+    for folder, protocol in ((results_dir, PROTOCOL), (archive_dir(results_dir), PROTOCOL - 1)):
         try:
             records += read_all(folder, allow_empty=True, protocol=protocol)
         except RecordError:

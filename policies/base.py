@@ -45,6 +45,15 @@ LIMIT_CHECKS = {
 }
 
 
+def declared(config_class: type, attribute: str):
+    """A class-level declaration (``LIMITS``, ``CHOICES``, ``NEUTRAL``: dicts; ``ROLLOUT``,
+    ``FITTED``: tuples) merged over every class of a config, the base's first."""
+    parts = [vars(cls)[attribute] for cls in reversed(config_class.__mro__) if attribute in vars(cls)]
+    if parts and isinstance(parts[0], dict):
+        return {key: value for part in parts for key, value in part.items()}
+    return tuple(dict.fromkeys(name for part in parts for name in part))
+
+
 def _numbers(value) -> tuple:
     return tuple(value) if isinstance(value, (tuple, list)) else (value,)
 
@@ -110,15 +119,11 @@ class PolicyConfig:
                 raise ValueError(f"{self.name}: {field.name}={value!r} must be {_describe(hints[field.name])}")
             if isinstance(value, list):
                 setattr(self, field.name, tuple(value))  # JSON gives lists where tuples are declared
-        limits, choices = {}, {}
-        for cls in reversed(type(self).__mro__):
-            limits.update(vars(cls).get("LIMITS", {}))
-            choices.update(vars(cls).get("CHOICES", {}))
-        for name, limit in limits.items():
+        for name, limit in declared(type(self), "LIMITS").items():
             value = getattr(self, name)
             if not LIMIT_CHECKS[limit](value):
                 raise ValueError(f"{self.name}: {name}={value!r} must be {limit.replace('fraction', 'in [0, 1)')}")
-        for name, allowed in choices.items():
+        for name, allowed in declared(type(self), "CHOICES").items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{self.name}: {name}={getattr(self, name)!r} must be one of {', '.join(allowed)}")
 
@@ -133,10 +138,7 @@ class PolicyConfig:
 
     @classmethod
     def neutral(cls) -> dict[str, Any]:
-        values: dict[str, Any] = {}
-        for klass in reversed(cls.__mro__):
-            values.update(vars(klass).get("NEUTRAL", {}))
-        return values
+        return declared(cls, "NEUTRAL")
 
     def identity(self) -> dict[str, Any]:
         """What names a trained model (cache keys, resumption checks): ``to_dict()`` with the
@@ -149,10 +151,7 @@ class PolicyConfig:
     def rollout_fields(self) -> tuple[str, ...]:
         """The ``ROLLOUT`` fields of every class of this config (a subclass may keep one out where
         training reads it)."""
-        fields: list[str] = []
-        for cls in reversed(type(self).__mro__):
-            fields += [name for name in vars(cls).get("ROLLOUT", ()) if name not in fields]
-        return tuple(fields)
+        return declared(type(self), "ROLLOUT")
 
     def rollout(self) -> dict[str, Any]:
         """This config's rollout settings."""

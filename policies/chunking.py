@@ -49,7 +49,6 @@ class ChunkConfig(InterpolationConfig, LearnedConfig):
     variants: ClassVar[dict[str, dict[str, Any]]] = {"straight": {"interpolation": "linear"}}
 
 
-
 @dataclass
 class HorizonConfig(ChunkConfig):
     """A chunk of ``horizon`` actions predicted from the oldest observed step on (the diffusion
