@@ -96,8 +96,8 @@ def phase_of(env, row: dict) -> str:
     return "corner" if np.linalg.norm(np.asarray(pose[:2]) - env._corner) <= tangent else "approach"
 
 
-def closed_loop(policy, env_id: str, source_hz: float, seeds: list[int]) -> tuple[pd.DataFrame, float]:
-    outcome = evaluate(policy, env_id, source_hz, seeds=seeds, progress=False, traces=True)
+def closed_loop(policy, env_id: str, reference_hz: float, seeds: list[int]) -> tuple[pd.DataFrame, float]:
+    outcome = evaluate(policy, env_id, reference_hz, seeds=seeds, progress=False, traces=True)
     env = gym.make(env_id).unwrapped
     rows = []
     for row in outcome["episodes"]:
@@ -111,9 +111,9 @@ def closed_loop(policy, env_id: str, source_hz: float, seeds: list[int]) -> tupl
     return pd.DataFrame(rows, columns=["seed", "phase", "lateral", "yaw_deg"]), outcome["metrics"]["success_rate"]
 
 
-def insertion_queries(policy, env_id: str, source_hz: float, seeds: list[int]) -> pd.DataFrame:
+def insertion_queries(policy, env_id: str, reference_hz: float, seeds: list[int]) -> pd.DataFrame:
     """Open-loop actions for the moment the expert's ring meets the pipe (module docstring)."""
-    stride = max(1, round(TARGET_HZ / source_hz))
+    stride = max(1, round(TARGET_HZ / reference_hz))
     env = gym.make(env_id, obs_mode=policy.config.obs_mode, control_hz=TARGET_HZ)
     rows = []
     try:
@@ -130,7 +130,8 @@ def insertion_queries(policy, env_id: str, source_hz: float, seeds: list[int]) -
                 if step >= meet - QUERY_WINDOW if not policy.privileged else step == 0:
                     policy.reset(0, EpisodeContext(env_id, seed, TARGET_HZ, expert if policy.privileged else None))
                     history = tree_stack([observation_history(observations, policy.config.n_obs_steps, stride)])
-                    chunk = np.asarray(policy.act(history, slots=[0], source_hz=source_hz, target_hz=TARGET_HZ)[0])
+                    chunk = policy.act(history, slots=[0], reference_hz=reference_hz, target_hz=TARGET_HZ)[0]
+                    chunk = np.asarray(chunk)
                     ahead = meet - step - 1  # action j targets step + j + 1
                     if ahead < len(chunk):
                         _, lateral, yaw_err = ring_in_pipe_frame(scene, chunk[ahead])
@@ -183,14 +184,14 @@ def main() -> int:
         policy, _ = train_or_load(args.policy, env_id, rates, setup)
     else:
         policy = setup.make_policy(args.policy)
-    source_hz = reference_rate(env_id, rates, setup)
+    reference_hz = reference_rate(env_id, rates, setup)
     seeds = seed_list(VALIDATION_SEEDS)[: args.episodes]
 
-    failures, success = closed_loop(policy, env_id, source_hz, seeds)
+    failures, success = closed_loop(policy, env_id, reference_hz, seeds)
     by_phase = (failures.groupby("phase").agg(episodes=("seed", "size"), lateral=("lateral", "mean"),
                                               yaw_deg=("yaw_deg", "mean"))
                 .reindex([p for p in PHASES if p in set(failures["phase"])]))
-    queries = insertion_queries(policy, env_id, source_hz, seeds)
+    queries = insertion_queries(policy, env_id, reference_hz, seeds)
     tolerance = float(np.mean([yaw_tolerance(h) for h in pipe_half_thicknesses(env_id, seeds)]))
     open_loop = {"queries": len(queries),
                  "lateral_mean": queries["lateral"].mean(), "lateral_p90": queries["lateral"].quantile(0.9),

@@ -49,10 +49,10 @@ def chunk_latency_ms(policy: policies.Policy, obs_history: np.ndarray, repeats: 
     fresh = type(policy)(policy.config)  # rebuild the schedulers for these settings
     fresh.load_state_dict(policy.state_dict())
     fresh.reset(0, EpisodeContext("cfbench/PassagePassing-v0", 0, 20.0))
-    fresh.act(obs_history, slots=[0], source_hz=20.0, target_hz=20.0)  # warm-up
+    fresh.act(obs_history, slots=[0], reference_hz=20.0, target_hz=20.0)  # warm-up
     start = time.perf_counter()
     for _ in range(repeats):
-        fresh.act(obs_history, slots=[0], source_hz=20.0, target_hz=20.0)
+        fresh.act(obs_history, slots=[0], reference_hz=20.0, target_hz=20.0)
     return 1000 * (time.perf_counter() - start) / repeats
 
 

@@ -63,7 +63,7 @@ class _Slot:
 def evaluate(
     policy: Policy,
     env: str,
-    source_hz: float,
+    reference_hz: float,
     *,
     target_hz: float = TARGET_HZ,
     seeds: list[int] | None = None,
@@ -73,7 +73,7 @@ def evaluate(
     desc: str | None = None,
     traces: bool = False,
 ) -> dict:
-    """Run one episode per seed of a policy that observes and replans at ``source_hz`` (the
+    """Run one episode per seed of a policy that observes and replans at ``reference_hz`` (the
     reference rate of its demos, ``DemoDataset.reference_hz``); returns the metrics
     (``eval_wall_s`` included; training is the runner's) and the per-episode rows. With
     ``traces`` each row also holds what replays and explains the episode (records leave it
@@ -83,7 +83,7 @@ def evaluate(
     seeds = seed_list(TEST_SEEDS) if seeds is None else list(seeds)
     if not seeds:
         raise ValueError("no test seeds to evaluate on")
-    stride = max(1, round(target_hz / source_hz))
+    stride = max(1, round(target_hz / reference_hz))
     n_obs = policy.config.n_obs_steps
     num_envs = max(1, min(num_envs, len(seeds)))
     envs = make_vector_env(env_id, num_envs, policy.config.obs_mode, target_hz, vector)
@@ -96,14 +96,14 @@ def evaluate(
         obs, infos = envs.reset(seed=first)
         hold = np.array(infos["agent_pose"])
         _start_episodes(policy, envs, env_id, target_hz, slots, obs, seeds=dict(enumerate(first)))
-        bar = tqdm(total=len(seeds), desc=desc or f"{policy.name} {short_name(env_id)} {source_hz:g} Hz",
+        bar = tqdm(total=len(seeds), desc=desc or f"{policy.name} {short_name(env_id)} {reference_hz:g} Hz",
                    unit="ep", disable=not progress, leave=False)
         while any(slot is not None for slot in slots):
             need = [i for i, slot in enumerate(slots) if slot is not None and not slot.queue]
             if need:
                 history = tree_stack([observation_history(slots[i].observations, n_obs, stride) for i in need])
                 t0 = time.perf_counter()
-                chunks = policy.act(history, slots=need, source_hz=source_hz, target_hz=target_hz)
+                chunks = policy.act(history, slots=need, reference_hz=reference_hz, target_hz=target_hz)
                 act_seconds += time.perf_counter() - t0
                 act_calls += 1
                 act_batch += len(need)

@@ -7,7 +7,7 @@ used up, at most ``MAX_QUERIES`` times an episode) it is asked for a chunk from 
 history it would see there, spaced as in the evaluator, and its target-rate actions are
 compared with the expert's poses at the same times:
 
-- ``waypoint_error``: distance at the source-rate slots (every ``target_hz / source_hz``-th
+- ``waypoint_error``: distance at the source-rate slots (every ``target_hz / reference_hz``-th
   action), the part coarse demos supervise;
 - ``inbetween_error``: distance at the slots in between, what coarse-to-fine learning is about
   (none from 20 Hz demos: there are no slots in between);
@@ -34,12 +34,12 @@ from policies.base import EpisodeContext, Policy
 MAX_QUERIES = 8
 
 
-def probe(policy: Policy, env: str, source_hz: float, *, target_hz: float = TARGET_HZ,
+def probe(policy: Policy, env: str, reference_hz: float, *, target_hz: float = TARGET_HZ,
           seeds: list[int] | None = None) -> dict:
     """The fidelity block of a record (see the module docstring)."""
     env_id = resolve_env(env)
     seeds = seed_list(VALIDATION_SEEDS) if seeds is None else list(seeds)
-    stride = max(1, round(target_hz / source_hz))
+    stride = max(1, round(target_hz / reference_hz))
     errors: dict[str, list[np.ndarray]] = {"waypoint": [], "inbetween": [], "zig_policy": [], "zig_expert": []}
     queries = 0
     env_ = gym.make(env_id, obs_mode=policy.config.obs_mode, control_hz=target_hz)
@@ -54,7 +54,8 @@ def probe(policy: Policy, env: str, source_hz: float, *, target_hz: float = TARG
                     if asked == MAX_QUERIES:
                         break
                     history = tree_stack([observation_history(observations, policy.config.n_obs_steps, stride)])
-                    chunk = np.asarray(policy.act(history, slots=[0], source_hz=source_hz, target_hz=target_hz)[0])
+                    chunk = policy.act(history, slots=[0], reference_hz=reference_hz, target_hz=target_hz)[0]
+                    chunk = np.asarray(chunk)
                     _compare(chunk, step / target_hz, info["agent_pose"], expert, stride, target_hz, errors)
                     left, asked = len(chunk), asked + 1
                 left -= 1

@@ -4,7 +4,7 @@ Every policy is a dataclass config (registered under a name) plus a ``Policy`` s
 evaluator drives policies only through this interface and never by name:
 
 - ``reset(slot, context)`` starts a new episode in vector-env slot ``slot``;
-- ``act(obs_history, slots=..., source_hz=..., target_hz=...)`` returns, for each requested
+- ``act(obs_history, slots=..., reference_hz=..., target_hz=...)`` returns, for each requested
   slot, a chunk of absolute target poses at the *target* rate, executed one per control step
   (an array, or a list when the slots' chunks differ in length);
 - ``fit(dataset)`` trains (learned policies only);
@@ -249,7 +249,7 @@ class Policy(ABC):
                              "started its episode")
 
     @abstractmethod
-    def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float) -> np.ndarray:
+    def act(self, obs_history, *, slots: list[int], reference_hz: float, target_hz: float) -> np.ndarray:
         """Action chunks (len(slots), n_actions, pose_dim) at ``target_hz`` for the given slots, or a
         list of len(slots) chunks (n_actions_i, pose_dim) when their lengths differ."""
 

@@ -138,7 +138,7 @@ class ChunkPolicy(LearnedPolicy):
         of the latest observed step (the first to execute) on. Randomness from the slots'
         generators only."""
 
-    def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float) -> np.ndarray:
+    def act(self, obs_history, *, slots: list[int], reference_hz: float, target_hz: float) -> np.ndarray:
         """The next ``n_action_steps`` of the predicted chunk at the target rate. The curve runs
         from the last executed action (the agent's pose at the start) and, for a smooth one,
         through the one before it (the start pose held, as in the demos' padding) and the rest
@@ -155,7 +155,7 @@ class ChunkPolicy(LearnedPolicy):
         pasts = np.stack([self._pasts[s] if self._pasts[s] is not None else anchors[i] for i, s in enumerate(slots)])
         for i, s in enumerate(slots):
             self._anchors[s], self._pasts[s] = chunk[i, n - 1], (chunk[i, n - 2] if n > 1 else anchors[i])
-        return upsample(anchors, chunk, source_hz, target_hz, c.interpolation, n_steps=n, past=pasts,
+        return upsample(anchors, chunk, reference_hz, target_hz, c.interpolation, n_steps=n, past=pasts,
                         **angle_settings(c.state_layout, c.action_dim))
 
 

@@ -414,20 +414,20 @@ class DiSPo(DiffusionPolicy):
         wanted = np.round(r_source / self.predicted_action_scale(obs_history, target_hz).cpu().numpy())
         return np.clip(wanted, math.ceil(finer / self.config.max_speedup - 1e-9), finer).astype(int)
 
-    def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float):
+    def act(self, obs_history, *, slots: list[int], reference_hz: float, target_hz: float):
         """One chunk per slot covering n_action_steps source steps; slots whose chunks have the
         same step size are denoised together. Chunks of different lengths come as a list."""
         c = self.config
         self.check_started(slots, self._generators)
-        per_step = self.actions_per_step(obs_history, source_hz, target_hz)
+        per_step = self.actions_per_step(obs_history, reference_hz, target_hz)
         chunks: list[np.ndarray] = [np.empty(0)] * len(slots)
         for count in np.unique(per_step):
             rows = np.flatnonzero(per_step == count)
-            step_scale, n_actions = self.rollout_step_scales(len(rows), source_hz, count * source_hz)
+            step_scale, n_actions = self.rollout_step_scales(len(rows), reference_hz, count * reference_hz)
             noise = torch.cat([self.initial_noise(1, n_actions, count, self._generators[slots[i]]) for i in rows])
             actions = self.sample_actions(tree_index(obs_history, rows), [slots[i] for i in rows],
                                           n_actions=n_actions, noise=noise.to(self.device), step_scale=step_scale,
-                                          action_unit=self.action_unit(source_hz))
+                                          action_unit=self.action_unit(reference_hz))
             start = c.n_obs_steps - 1  # the current action: the first to apply
             executed = min(c.replan_every, c.n_action_steps * count) if c.replan_every else c.n_action_steps * count
             for i, chunk in zip(rows, actions):

@@ -49,7 +49,7 @@ class Tracker(Policy):
         self._contexts[slot] = context
         self._plans[slot] = None
 
-    def act(self, obs_history, *, slots: list[int], source_hz: float, target_hz: float) -> np.ndarray:
+    def act(self, obs_history, *, slots: list[int], reference_hz: float, target_hz: float) -> np.ndarray:
         """The whole plan in the first chunk (it ignores observations), then hold its last pose."""
         self.check_started(slots, self._plans)
         chunks = []
@@ -57,9 +57,9 @@ class Tracker(Policy):
             plan = self._plans[slot]
             if plan is None:
                 context = self._contexts[slot]
-                coarse = context.expert.sample(source_hz)
+                coarse = context.expert.sample(reference_hz)
                 angles = angle_settings(state_layout(context.env_id).to_dict(), coarse.shape[1])
-                plan = upsample(coarse[0], coarse[1:], source_hz, target_hz, self.config.interpolation, **angles)
+                plan = upsample(coarse[0], coarse[1:], reference_hz, target_hz, self.config.interpolation, **angles)
                 self._plans[slot] = plan
                 chunks.append(plan)
             else:

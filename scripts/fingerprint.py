@@ -46,7 +46,7 @@ for label, overrides in cases.items():
     obs = np.stack([e.observations[:policy.config.n_obs_steps] for e in demos.episodes])
     for slot in range(len(obs)):
         policy.reset(slot, EpisodeContext("cfbench/PassagePassing-v0", 20000 + slot, 20.0))
-    actions = policy.act(obs, slots=list(range(len(obs))), source_hz=2.5, target_hz=20.0)
+    actions = policy.act(obs, slots=list(range(len(obs))), reference_hz=2.5, target_hz=20.0)
     actions = np.concatenate([np.asarray(a).ravel() for a in actions])
     print(label, "weights", digest.hexdigest()[:16], "actions", hashlib.sha256(actions.tobytes()).hexdigest()[:16],
           "steps", history["step"], "best", history["best_step"])

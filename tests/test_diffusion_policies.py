@@ -31,7 +31,7 @@ def _make(name, **overrides):
 
 def _rollout_actions(policy, obs_history, seed=7):
     policy.reset(0, EpisodeContext("cfbench/PassagePassing-v0", seed, 20.0))
-    return policy.act(obs_history, slots=[0], source_hz=10.0, target_hz=20.0)
+    return policy.act(obs_history, slots=[0], reference_hz=10.0, target_hz=20.0)
 
 
 def _history(dataset, n_obs_steps):
@@ -108,7 +108,7 @@ def test_pixel_policy_trains_one_step_and_acts(name, tmp_path):
     obs = {"state": episode.observations["state"][None, :2],
            "pixels": {v: episode.observations["pixels"][v][None, :2] for v in policy.config.views}}
     policy.reset(0, EpisodeContext("cfbench/PassagePassing-v0", 0, 20.0))
-    actions = policy.act(obs, slots=[0], source_hz=5.0, target_hz=20.0)
+    actions = policy.act(obs, slots=[0], reference_hz=5.0, target_hz=20.0)
     assert actions.shape == (1, 4 * policy.config.n_action_steps, 2) and np.isfinite(actions).all()
     if name == "dp-c":  # the evaluator batches dict observations from a vector env
         outcome = evaluate(policy, "PassagePassing", 5.0, seeds=[20000, 20001], num_envs=2, progress=False)

@@ -31,9 +31,9 @@ def _history(dataset, n_obs_steps):
     return np.stack([dataset.episodes[0].observations[:n_obs_steps]])
 
 
-def _act(policy, obs, source_hz, target_hz, seed=3):
+def _act(policy, obs, reference_hz, target_hz, seed=3):
     policy.reset(0, EpisodeContext("cfbench/PassagePassing-v0", seed, target_hz))
-    return policy.act(obs, slots=[0], source_hz=source_hz, target_hz=target_hz)
+    return policy.act(obs, slots=[0], reference_hz=reference_hz, target_hz=target_hz)
 
 
 def test_finer_step_scale_emits_the_target_rate_chunk(trained, coarse_demos):
@@ -191,12 +191,12 @@ def test_adaptive_step_scales_emit_coarser_chunks_where_predicted(trained, coars
     monkeypatch.setattr(trained, "predicted_action_scale", lambda *args: torch.tensor([1 / 8, 1 / 4, 1 / 6, 1 / 4]))
     for slot in range(4):
         trained.reset(slot, EpisodeContext("cfbench/PassagePassing-v0", slot, 20.0))
-    chunks = trained.act(obs, slots=[0, 1, 2, 3], source_hz=2.5, target_hz=20.0)
+    chunks = trained.act(obs, slots=[0, 1, 2, 3], reference_hz=2.5, target_hz=20.0)
     assert isinstance(chunks, list)
     assert [len(chunk) for chunk in chunks] == [c.n_action_steps * m for m in (8, 4, 6, 4)]
     trained.reset(1, EpisodeContext("cfbench/PassagePassing-v0", 1, 20.0))
     monkeypatch.setattr(trained, "predicted_action_scale", lambda *args: torch.tensor([1 / 4]))
-    alone = trained.act(obs[1:2], slots=[1], source_hz=2.5, target_hz=20.0)
+    alone = trained.act(obs[1:2], slots=[1], reference_hz=2.5, target_hz=20.0)
     np.testing.assert_allclose(alone[0], chunks[1], atol=1e-4)  # grouping by step size leaves a slot's chunk
 
 

@@ -177,4 +177,4 @@ def test_act_before_reset_names_the_slot():
 
     for name in ("tracker", "dp-c"):
         with pytest.raises(ValueError, match=r"act\(\) for slot 0 before reset\(0, context\)"):
-            policies.make(name).act(np.zeros((1, 2, 12)), slots=[0], source_hz=5, target_hz=20)
+            policies.make(name).act(np.zeros((1, 2, 12)), slots=[0], reference_hz=5, target_hz=20)

@@ -54,7 +54,7 @@ class _ReplayMean(Policy):
     def reset(self, slot, context: EpisodeContext):
         assert context.expert is None, "non-privileged policies must not see the expert"
 
-    def act(self, obs_history, *, slots, source_hz, target_hz):
+    def act(self, obs_history, *, slots, reference_hz, target_hz):
         assert obs_history.shape[:2] == (len(slots), 2)
         return np.repeat(self.target[None, None], len(slots), axis=0)
 
@@ -78,7 +78,7 @@ def test_trainable_policy_is_fitted_on_demos_of_the_source_rate(tmp_path, monkey
 
 
 class _BrokenPolicy(_ReplayMean):
-    def act(self, obs_history, *, slots, source_hz, target_hz):
+    def act(self, obs_history, *, slots, reference_hz, target_hz):
         return np.zeros((len(slots), 3, 7))
 
 
@@ -130,7 +130,7 @@ def test_cli_leaderboard_defaults_to_beside_the_results_folder(tmp_path, monkeyp
 class _RaggedPolicy(_ReplayMean):
     """Chunks of a different length per slot, as DiSPo's adaptive step scales give."""
 
-    def act(self, obs_history, *, slots, source_hz, target_hz):
+    def act(self, obs_history, *, slots, reference_hz, target_hz):
         lengths = [1 + slot % 3 for slot in slots]  # hold the current position for 1-3 steps
         self.calls.append(lengths)
         return [np.repeat(obs_history[i, -1:, :2], n, axis=0) for i, n in enumerate(lengths)]
@@ -147,7 +147,7 @@ def test_chunks_of_different_lengths_per_slot_are_executed():
 
 def test_wrong_number_of_ragged_chunks_is_named():
     class Short(_ReplayMean):
-        def act(self, obs_history, *, slots, source_hz, target_hz):
+        def act(self, obs_history, *, slots, reference_hz, target_hz):
             return [np.zeros((2, 2))] * (len(slots) + 1)
 
     with pytest.raises(ValueError, match="returned action chunks of shape"):

@@ -26,11 +26,11 @@ def _context():
 def test_tracker_plans_then_holds_the_goal():
     tracker = policies.make("tracker")
     tracker.reset(0, _context())
-    plan = tracker.act(None, slots=[0], source_hz=2.5, target_hz=20)[0]
+    plan = tracker.act(None, slots=[0], reference_hz=2.5, target_hz=20)[0]
     assert plan.shape == (40, 2)
     assert np.allclose(plan[:8, 0], 5.0 * np.arange(1, 9))  # linear: exact
     assert np.allclose(plan[-1], [200.0, 0.0])
-    assert np.allclose(tracker.act(None, slots=[0], source_hz=2.5, target_hz=20)[0], [[200.0, 0.0]])
+    assert np.allclose(tracker.act(None, slots=[0], reference_hz=2.5, target_hz=20)[0], [[200.0, 0.0]])
     with pytest.raises(ValueError, match="expert trajectory"):
         tracker.reset(1, EpisodeContext("cfbench/PassagePassing-v0", 0, 20.0, None))
 
@@ -42,8 +42,8 @@ def test_save_load_round_trip_and_corrupt_checkpoints(tmp_path):
     assert type(loaded) is type(tracker) and loaded.config == tracker.config
     loaded.reset(0, _context())
     tracker.reset(0, _context())
-    assert np.array_equal(loaded.act(None, slots=[0], source_hz=5, target_hz=20),
-                          tracker.act(None, slots=[0], source_hz=5, target_hz=20))
+    assert np.array_equal(loaded.act(None, slots=[0], reference_hz=5, target_hz=20),
+                          tracker.act(None, slots=[0], reference_hz=5, target_hz=20))
 
     weights = tmp_path / "ckpt" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:3])

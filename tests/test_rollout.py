@@ -108,7 +108,7 @@ def test_the_smooth_tracker_runs_through_the_exact_samples():
     for curve in ("linear", "akima"):
         tracker = policies.make("tracker", interpolation=curve)
         tracker.reset(0, EpisodeContext("cfbench/ClampPassing-v1", 10000, 20.0, expert))
-        plans[curve] = tracker.act(None, slots=[0], source_hz=2.5, target_hz=20.0)[0]
+        plans[curve] = tracker.act(None, slots=[0], reference_hz=2.5, target_hz=20.0)[0]
     samples = expert.sample(2.5)[1:]
     for plan in plans.values():
         np.testing.assert_allclose(plan[7::8][: len(samples)], samples, atol=1e-9)

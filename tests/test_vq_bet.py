@@ -62,7 +62,7 @@ def test_rollout_chunk_is_upsampled_and_deterministic_per_episode(trained, demos
     def act(seeds):
         for slot, seed in enumerate(seeds):
             policy.reset(slot, EpisodeContext("cfbench/PassagePassing-v0", seed, 20.0))
-        return policy.act(obs[: len(seeds)], slots=list(range(len(seeds))), source_hz=10.0, target_hz=20.0)
+        return policy.act(obs[: len(seeds)], slots=list(range(len(seeds))), reference_hz=10.0, target_hz=20.0)
 
     first = act([1, 2])
     assert first.shape == (2, 2 * c.n_action_steps, 2) and np.isfinite(first).all()
@@ -78,7 +78,7 @@ def test_save_load_round_trip(trained, demos, tmp_path):
     outputs = []
     for p in (policy, loaded):
         p.reset(0, EpisodeContext("cfbench/PassagePassing-v0", 5, 20.0))
-        outputs.append(p.act(obs, slots=[0], source_hz=10.0, target_hz=20.0))
+        outputs.append(p.act(obs, slots=[0], reference_hz=10.0, target_hz=20.0))
     np.testing.assert_array_equal(*outputs)
 
 
