@@ -25,12 +25,13 @@ from pathlib import Path
 import pandas as pd
 
 from cfbench import paths
+from cfbench.app.run import run
+from cfbench.app.spec import RunSpec
 from cfbench.envs import ENV_IDS
 from cfbench.evaluate import evaluate
 from cfbench.leaderboard import regenerate
 from cfbench.protocol import SOURCE_RATES as RATES
 from cfbench.protocol import TARGET_HZ, TEST_SEEDS, seed_list
-from cfbench.runner import TrainingSetup, run
 
 #: (policy, variant) of the two indicators
 INDICATORS = (("tracker", ""), ("tracker", "smooth"))
@@ -49,13 +50,12 @@ def main() -> int:
     for env in args.env:
         success = {}
         for (policy, variant), hz in itertools.product(INDICATORS, RATES):
-            setup = TrainingSetup(variant=variant)
+            spec = RunSpec(policy, env, (hz,), variant, episodes=args.episodes)
             if args.no_write:
                 seeds = seed_list(TEST_SEEDS)[: args.episodes]
-                indicator = setup.make_policy(policy, ENV_IDS[env], (hz,))
-                metrics = evaluate(indicator, env, hz, seeds=seeds, progress=False)["metrics"]
+                metrics = evaluate(spec.make_policy(), env, hz, seeds=seeds, progress=False)["metrics"]
             else:
-                record, _ = run(policy, env, (hz,), setup, episodes=args.episodes, results_dir=args.results_dir,
+                record, _ = run(spec, results_dir=args.results_dir,
                                 command=["python", "benchmarks/calibration.py", *sys.argv[1:]], progress=False)
                 metrics = record["metrics"]
             success[variant, hz] = 100 * metrics["success_rate"]
@@ -71,7 +71,7 @@ def main() -> int:
             name = f"{env} tracker" + (f" ({variant})" if variant else "")
             table[name] = {f"{hz:g} Hz": f"{success[variant, hz]:.0f} %" for hz in RATES}
             if variant == "smooth":
-                curves = [setup.make_policy("tracker", ENV_IDS[env], (hz,)).config.interpolation for hz in RATES]
+                curves = [RunSpec("tracker", env, (hz,), "smooth").make_policy().config.interpolation for hz in RATES]
                 table[name]["curve (validation)"] = " / ".join(curves)
         table[f"{env} tracker (smooth)"]["check"] = ("PASS" if all(checks.values())
                                                      else "FAIL: " + ", ".join(k for k, v in checks.items() if not v))

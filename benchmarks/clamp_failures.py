@@ -43,15 +43,17 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 
-import policies
+from cfbench.app.commands import add_training_arguments, spec_options
+from cfbench.app.run import trained_policy
+from cfbench.app.spec import RunSpec, Workspace
+from cfbench.cli import set_threads
 from cfbench.envs import clamp_passing as clamp
 from cfbench.envs import resolve_env
 from cfbench.evaluate import evaluate, observation_history
 from cfbench.files import atomic_write_text
+from cfbench.interface import EpisodeContext
 from cfbench.protocol import TARGET_HZ, VALIDATION_SEEDS, seed_list
-from cfbench.runner import add_training_arguments, reference_rate, set_threads, train_or_load, training_setup
 from cfbench.tree import tree_stack
-from policies.base import EpisodeContext
 
 #: control steps before the insertion moment at which the policy is asked (a chunk's reach)
 QUERY_WINDOW = 16
@@ -177,14 +179,10 @@ def main() -> int:
     parser.add_argument("--out", type=Path, help="also write the numbers as JSON")
     args = parser.parse_args()
     set_threads(args.threads)
-    setup = training_setup(args)
     env_id = resolve_env(args.env)
-    rates = (args.source_hz,)
-    if policies.policy_class(args.policy).trainable:
-        policy, _ = train_or_load(args.policy, env_id, rates, setup)
-    else:
-        policy = setup.make_policy(args.policy)
-    reference_hz = reference_rate(env_id, rates, setup)
+    spec = RunSpec(env=env_id, rates=(args.source_hz,), **spec_options(args))
+    policy, _, reference_hz = trained_policy(spec, Workspace(args.demos_dir, args.checkpoints_dir),
+                                             retrain=args.retrain)
     seeds = seed_list(VALIDATION_SEEDS)[: args.episodes]
 
     failures, success = closed_loop(policy, env_id, reference_hz, seeds)

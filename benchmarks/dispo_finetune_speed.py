@@ -17,8 +17,8 @@ import torch
 from timing import best_ms  # benchmarks/timing.py, beside this script
 
 import policies
+from cfbench.cli import set_threads
 from cfbench.datasets import load_demos
-from cfbench.runner import set_threads
 from policies.dispo_finetuning import concat_window_tensors, pseudo_demonstrations
 
 

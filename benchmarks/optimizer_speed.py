@@ -18,8 +18,8 @@ from timing import best_ms
 
 import policies
 import policies.learning as learning
+from cfbench.cli import set_threads
 from cfbench.datasets import load_demos
-from cfbench.runner import set_threads
 
 #: name -> (AdamW keywords, EMAModel keywords); the loop's own is the last
 SETUPS = {"per-tensor": ({"foreach": False}, {"foreach": False}),

@@ -25,9 +25,9 @@ import pandas as pd
 import torch
 
 import policies
+from cfbench.cli import set_threads
 from cfbench.datasets import load_demos
-from cfbench.runner import set_threads
-from policies.base import EpisodeContext
+from cfbench.interface import EpisodeContext
 from policies.dp_t import TransformerDenoiser
 
 #: (policy, declared variant)

@@ -25,7 +25,6 @@ The test seeds are never touched.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import sys
 import time
@@ -36,14 +35,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from cfbench import paths
-from cfbench.envs import ENV_IDS, resolve_env, short_name
+from cfbench.app.run import trained_policy
+from cfbench.app.spec import RunSpec, parse_overrides
+from cfbench.cli import set_threads
+from cfbench.envs import ENV_IDS, short_name
 from cfbench.evaluate import evaluate
 from cfbench.files import atomic_write_text
 from cfbench.leaderboard import gain_over, success_summary
 from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
 from cfbench.results import provenance, read_all
-from cfbench.runner import TrainingSetup, parse_overrides, reference_rate, set_threads, train_or_load
-from policies import policy_class
 from policies.interpolation import INTERPOLANTS, SMOOTH_INTERPOLANTS
 from policies.rollout import CHOICES_FILE, all_choices, write_choices
 
@@ -98,19 +98,13 @@ def label(settings: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in settings.items())
 
 
-def choose(policy_name: str, variant: str, env: str, rates: tuple[float, ...], setup: TrainingSetup,
-           interpolants, action_steps, seeds: list[int], coordinate: bool = True, num_envs: int = 50) -> dict:
+def choose(spec: RunSpec, interpolants, action_steps, seeds: list[int], coordinate: bool = True,
+           num_envs: int = 50) -> dict:
     """The cell's validation table and choice, as a rollout_choices.json entry."""
     start = time.perf_counter()
-    env_id = resolve_env(env)
-    cls = policy_class(policy_name)
-    setup = dataclasses.replace(setup, variant=variant)
-    if cls.trainable:
-        policy, summary = train_or_load(policy_name, env_id, rates, setup)
-        run = summary["run_dir"]
-    else:
-        policy, run = setup.make_policy(policy_name), None
-    reference_hz = reference_rate(env_id, rates, setup)
+    policy_name, env_id, rates = spec.policy, spec.env_id, spec.rates
+    policy, training, reference_hz = trained_policy(spec)
+    run = training["run_dir"] if training else None
     values = axes(policy.config, interpolants, action_steps, smooth_only=policy.privileged)
     bar = tqdm(desc=f"{policy_name} {short_name(env_id)} {rates_label(rates)} Hz", unit="setting")
 
@@ -124,7 +118,7 @@ def choose(policy_name: str, variant: str, env: str, rates: tuple[float, ...], s
     bar.close()
     made = provenance(["python", *sys.argv], (seeds[0], seeds[-1] + 1), {})
     return {
-        "policy": policy_name, "variant": variant, "env": short_name(env_id), "source_hz": rates_label(rates),
+        "policy": policy_name, "variant": spec.variant, "env": short_name(env_id), "source_hz": rates_label(rates),
         "settings": best, "validation_success": table, "search": "coordinate" if coordinate else "grid",
         "validation_seeds": [seeds[0], seeds[-1] + 1], "train_seed": 0, "run_dir": run,
         "made_by": {**{k: made[k] for k in ("command", "git_commit", "git_dirty", "shared_with")},
@@ -227,12 +221,11 @@ def main() -> int:
     set_threads(args.threads)
     envs = list(ENV_IDS) if args.env == ["all"] else args.env
     seeds = seed_list(VALIDATION_SEEDS)[: args.episodes]
-    setup = TrainingSetup(parse_overrides(args.overrides), demos_dir=paths.demos_dir(),
-                          checkpoints_dir=paths.checkpoints_dir())
     entries = []
     for env, text in itertools.product(envs, args.source_hz):
-        entry = choose(args.policy, args.variant, env, parse_rates(text), setup, args.interpolation,
-                       args.n_action_steps, seeds, coordinate=args.search == "coordinate", num_envs=args.num_envs)
+        spec = RunSpec(args.policy, env, parse_rates(text), args.variant, parse_overrides(args.overrides))
+        entry = choose(spec, args.interpolation, args.n_action_steps, seeds, coordinate=args.search == "coordinate",
+                       num_envs=args.num_envs)
         print(f"{entry['env']} {entry['source_hz']} Hz: {entry['validation_success']} -> {label(entry['settings'])}")
         entries.append(entry)
         if not args.dry_run:  # each cell as soon as it is known: an interrupted run keeps what it chose

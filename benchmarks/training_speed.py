@@ -33,8 +33,8 @@ def measure(policy_name: str, steps: int, threads: int) -> dict[str, float]:
     from timing import best_ms
 
     import policies
+    from cfbench.cli import set_threads
     from cfbench.datasets import load_demos
-    from cfbench.runner import set_threads
     from policies.dispo_finetuning import concat_window_tensors, pseudo_demonstrations
 
     set_threads(threads)

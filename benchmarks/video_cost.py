@@ -18,7 +18,8 @@ from pathlib import Path
 
 from timing import best_ms
 
-from cfbench.runner import run
+from cfbench.app.run import run
+from cfbench.app.spec import RunSpec
 
 
 def main() -> None:
@@ -32,7 +33,7 @@ def main() -> None:
     for hz in args.source_hz:
         with tempfile.TemporaryDirectory() as scratch:
             def evaluation(videos: int, hz: float = hz):
-                return lambda: run("tracker", args.env, (hz,), episodes=args.episodes, videos=videos,
+                return lambda: run(RunSpec("tracker", args.env, (hz,), episodes=args.episodes), videos=videos,
                                    results_dir=Path(scratch) / f"videos{videos}", progress=False)
 
             plain = best_ms(evaluation(0), args.repeats) / 1000

@@ -10,7 +10,7 @@ horizons that run past an episode's ends are padded with its first/last entry.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,8 @@ class DemoDataset:
     rates: tuple[float, ...]
     obs_mode: str
     episodes: list[Episode]
+    #: file name -> SHA-256 of the files it was read from, as verified against the manifest
+    files: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -158,6 +160,7 @@ def load_demos(
               file=sys.stderr)
         write_dataset(env_id, rates, n, obs_mode=obs_mode, demos_dir=demos_dir)
     root = verify(demos_dir, ds_id)
+    files = manifest_entry(demos_dir, ds_id)["files"]
     try:
         dataset = MinariDataset(root / "data")
         recorded = dataset.spec.env_spec.id if dataset.spec.env_spec is not None else None
@@ -177,7 +180,7 @@ def load_demos(
                          "env's id; regenerate it with cfbench-demos")
     if not allow_seed_overlap:
         check_demo_seeds(ds_id, [episode.seed for episode in episodes])
-    return DemoDataset(env_id=env_id, rates=tuple(rates), obs_mode=obs_mode, episodes=episodes)
+    return DemoDataset(env_id=env_id, rates=tuple(rates), obs_mode=obs_mode, episodes=episodes, files=files)
 
 
 def check_demo_seeds(name: str, seeds: list[int]) -> None:

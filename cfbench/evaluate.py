@@ -2,8 +2,8 @@
 
 ``evaluate`` plays one episode per seed (the test seeds 20000-20099 by default) with Gymnasium
 vector envs and returns the metrics and one row per episode. It knows no policy by name: it
-talks to ``policies.base.Policy`` only. Training, records and the command lines live in
-``cfbench.runner``.
+talks to the interface of ``cfbench.interface`` only. Training, records and the command lines
+live in the application package ``cfbench.app``.
 
 Observation histories: a policy asking for ``n_obs_steps`` observations gets them spaced one
 step of the reference rate apart (the rate of the most frequent step in its demos; for a
@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 import cfbench  # noqa: F401  (registers the envs)
 from cfbench.envs import resolve_env, short_name
+from cfbench.interface import Agent, EpisodeContext
 from cfbench.protocol import TARGET_HZ, TEST_SEEDS, seed_list
 from cfbench.tree import tree_index, tree_stack
-from policies.base import EpisodeContext, Policy
 
 #: what ``evaluate(traces=True)`` adds to an episode's row
 TRACE_KEYS = ("actions", "chunks", "final_pose")
@@ -61,7 +61,7 @@ class _Slot:
 
 
 def evaluate(
-    policy: Policy,
+    policy: Agent,
     env: str,
     reference_hz: float,
     *,
@@ -186,7 +186,7 @@ def observation_history(observations: list, n_obs: int, stride: int):
     return tree_stack([observations[max(0, last - stride * (n_obs - 1 - k))] for k in range(n_obs)])
 
 
-def _check_chunks(policy: Policy, chunks, batch: int, pose_dim: int) -> None:
+def _check_chunks(policy: Agent, chunks, batch: int, pose_dim: int) -> None:
     """An array (batch, n_actions, pose_dim), or a list of ``batch`` chunks (n_i, pose_dim)."""
     ragged = isinstance(chunks, list)
     shapes = [np.shape(chunk) for chunk in chunks] if ragged or np.ndim(chunks) == 3 else None

@@ -26,15 +26,15 @@ import numpy as np
 
 from cfbench.envs import resolve_env
 from cfbench.evaluate import observation_history
+from cfbench.interface import Agent, EpisodeContext
 from cfbench.protocol import TARGET_HZ, VALIDATION_SEEDS, seed_list
 from cfbench.tree import tree_stack
-from policies.base import EpisodeContext, Policy
 
 #: queries per episode at most: enough to cover an episode at 2.5 Hz replanning, bounded cost
 MAX_QUERIES = 8
 
 
-def probe(policy: Policy, env: str, reference_hz: float, *, target_hz: float = TARGET_HZ,
+def probe(policy: Agent, env: str, reference_hz: float, *, target_hz: float = TARGET_HZ,
           seeds: list[int] | None = None) -> dict:
     """The fidelity block of a record (see the module docstring)."""
     env_id = resolve_env(env)

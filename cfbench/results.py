@@ -207,30 +207,29 @@ def _non_finite(value: Any, where: str = "") -> str | None:
     return None
 
 
-def make_record(policy, variant: str, env_id: str, rates: tuple[float, ...], reference_hz: float, target_hz: float,
-                outcome: dict, fidelity: dict, training: dict | None, *, train_seed: int, command: list[str],
-                test_seeds: tuple[int, int], videos: list[str] | None = None) -> dict:
-    """The record of one evaluation: the evaluator's ``outcome`` (metrics and episode rows), the
-    open-loop ``fidelity``, the training summary of a learned policy (None for the Tracker) and
-    how it all was made."""
+def make_record(spec, policy, reference_hz: float, outcome: dict, fidelity: dict, training: dict | None, *,
+                command: list[str], videos: list[str] | None = None) -> dict:
+    """The record of one run (``spec``: its ``cfbench.app.spec.RunSpec``): the evaluator's
+    ``outcome`` (metrics and episode rows), the open-loop ``fidelity``, the training summary of a
+    learned policy (None for the Tracker) and how it all was made."""
     metrics = {**outcome["metrics"], "train_wall_s": training["train_seconds"] if training else 0.0}
     record = {
         "schema_version": SCHEMA_VERSION,
         "protocol": PROTOCOL,
         "policy": policy.name,
-        "variant": variant,
-        "train_seed": train_seed,
+        "variant": spec.variant,
+        "train_seed": spec.train_seed,
         "privileged": policy.privileged,
-        "env_id": env_id,
-        "source_hz": list(rates),
+        "env_id": spec.env_id,
+        "source_hz": list(spec.rates),
         "reference_hz": reference_hz,
-        "target_hz": target_hz,
+        "target_hz": spec.target_hz,
         "metrics": metrics,
         "fidelity": fidelity,
         "episodes": outcome["episodes"],
         **({"training": training} if training else {}),
         **({"videos": videos} if videos else {}),
-        "provenance": provenance(command, test_seeds, policy.config.to_dict()),
+        "provenance": provenance(command, spec.tested_seeds, policy.config.to_dict()),
     }
     return validate(record)
 

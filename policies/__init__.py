@@ -11,7 +11,7 @@ import importlib
 
 from policies.registry import BUILTIN, available, policy_class, register
 
-_FROM_BASE = ("EpisodeContext", "Policy", "PolicyConfig", "config_docs", "declared", "load", "make")
+_FROM_BASE = ("Policy", "PolicyConfig", "config_docs", "declared", "load", "make")
 __all__ = ["BUILTIN", "available", "policy_class", "register", *_FROM_BASE]
 
 

@@ -1,13 +1,12 @@
-"""The one policy interface, its registry and the factory (LeRobot-style config + model split).
+"""The policy base class, its config, the registry and the factory (LeRobot-style config +
+model split).
 
 Every policy is a dataclass config (registered under a name) plus a ``Policy`` subclass. The
-evaluator drives policies only through this interface and never by name:
+evaluator drives a policy only through the core's interface (``cfbench.interface.Agent``:
+``reset`` and ``act``) and never by name; here it also gets:
 
-- ``reset(slot, context)`` starts a new episode in vector-env slot ``slot``;
-- ``act(obs_history, slots=..., reference_hz=..., target_hz=...)`` returns, for each requested
-  slot, a chunk of absolute target poses at the *target* rate, executed one per control step
-  (an array, or a list when the slots' chunks differ in length);
 - ``fit(dataset)`` trains (learned policies only);
+- ``set_rollout(settings)`` changes how a trained model is executed;
 - ``save(dir)`` / ``load(dir)`` write and read ``config.json`` + ``model.safetensors``.
 """
 
@@ -31,8 +30,8 @@ import torch
 from safetensors.torch import load as tensors_from_bytes
 from safetensors.torch import save as tensors_to_bytes
 
-from cfbench.expert import ExpertTrajectory
 from cfbench.files import CheckpointError, atomic_write_bytes, atomic_write_text
+from cfbench.interface import EpisodeContext
 from policies.registry import available, policy_class, register  # noqa: F401  (the factory's registry)
 
 CONFIG_FILE = "config.json"
@@ -196,17 +195,6 @@ def config_docs(config_class: type[PolicyConfig]) -> dict[str, str]:
             if comment:
                 docs[node.target.id] = " ".join(comment)
     return docs
-
-
-@dataclass(frozen=True)
-class EpisodeContext:
-    """What the evaluator tells a policy at the start of an episode."""
-
-    env_id: str
-    seed: int
-    control_hz: float
-    #: the test env's own expert trajectory; given only to privileged policies (the Tracker)
-    expert: ExpertTrajectory | None = None
 
 
 class Policy(ABC):

@@ -19,9 +19,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from cfbench.interface import EpisodeContext
 from cfbench.protocol import mix_seed
 from cfbench.tree import state_of
-from policies.base import EpisodeContext
 from policies.frames import FRAMES, Frame
 from policies.interpolation import InterpolationConfig, upsample
 from policies.learning import LearnedConfig, LearnedPolicy

@@ -19,7 +19,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from cfbench.envs import state_layout
-from policies.base import EpisodeContext, Policy, PolicyConfig, register
+from cfbench.interface import EpisodeContext
+from policies.base import Policy, PolicyConfig, register
 from policies.chunking import angle_settings
 from policies.interpolation import InterpolationConfig, upsample
 

@@ -17,7 +17,7 @@ import torch
 
 import policies
 from cfbench.datasets import load_demos
-from policies.base import EpisodeContext
+from cfbench.interface import EpisodeContext
 
 torch.set_num_threads(1)  # reductions are reproducible on one thread
 demos = load_demos("PassagePassing", (2.5,), n=3, demos_dir=tempfile.mkdtemp())

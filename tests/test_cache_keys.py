@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 import policies
+from cfbench.app.spec import pretraining_dir, run_dir
 from cfbench.datasets import load_demos
 from cfbench.demos import ExpertRunner, dataset_id, manifest_entry, write_dataset
 from cfbench.envs import ENV_IDS
 from cfbench.protocol import N_DEMOS
-from cfbench.runner import pretraining_dir, run_dir
 
 ARCHIVES = Path(__file__).resolve().parent.parent / "results" / "archive"
 #: config fields that ``fit`` fills in from the dataset: unset when a run's key is computed

@@ -9,9 +9,10 @@
 import pytest
 
 import policies
+from cfbench.app.cache import train_or_load
+from cfbench.app.spec import RunSpec, Workspace
 from cfbench.evaluate import evaluate
 from cfbench.protocol import VALIDATION_SEEDS, seed_list
-from cfbench.runner import TrainingSetup, train_or_load
 
 
 def test_tracker_calibration_holds_on_the_validation_seeds(env_name):
@@ -22,6 +23,6 @@ def test_tracker_calibration_holds_on_the_validation_seeds(env_name):
 
 @pytest.mark.slow
 def test_dp_t_learns_passage_passing_from_fine_demos(tmp_path):
-    setup = TrainingSetup(demos_dir=tmp_path / "demos", checkpoints_dir=tmp_path / "checkpoints")
-    _, summary = train_or_load("dp-t", "PassagePassing", (20.0,), setup, progress=False)
+    workspace = Workspace(tmp_path / "demos", tmp_path / "checkpoints")
+    _, summary = train_or_load(RunSpec("dp-t", "PassagePassing", (20.0,)), workspace, progress=False)
     assert summary["best_score"] >= 0.6, summary["validation"]  # 82 % when the default was chosen

@@ -8,20 +8,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import policies
+from cfbench.app.cache import SUMMARY, train_or_load
+from cfbench.app.spec import RunSpec, Workspace
 from cfbench.files import CheckpointError
-from cfbench.runner import SUMMARY, TrainingSetup, train_or_load
 
 TINY = {"down_dims": [8, 16], "step_embed_dim": 8, "n_groups": 4, "batch_size": 8, "warmup_steps": 2}
 
 
-def _setup(tmp_path, steps=4, every=4, retrain=False, validation=0):
-    return TrainingSetup({**TINY, "train_steps": steps, "eval_every": every}, n_demos=2,
-                         validation_episodes=validation, demos_dir=tmp_path / "demos",
-                         checkpoints_dir=tmp_path / "ckpt", retrain=retrain)
-
-
-def _train(tmp_path, **kwargs):
-    return train_or_load("dp-c", "PassagePassing", (20.0,), _setup(tmp_path, **kwargs), progress=False)
+def _train(tmp_path, steps=4, every=4, retrain=False, validation=0, progress=False):
+    spec = RunSpec("dp-c", "PassagePassing", (20.0,), overrides={**TINY, "train_steps": steps, "eval_every": every},
+                   n_demos=2, val_episodes=validation)
+    return train_or_load(spec, Workspace(tmp_path / "demos", tmp_path / "ckpt"), retrain=retrain, progress=progress)
 
 
 def test_a_finished_run_is_loaded_only_with_the_weights_it_trained(tmp_path):
@@ -54,7 +51,7 @@ def test_a_corrupt_training_state_is_named_on_resume(tmp_path, name):
 
 def test_validation_shows_its_own_progress(tmp_path, capsys):
     """The training bar used to freeze for a minute at every validation, with no word why."""
-    train_or_load("dp-c", "PassagePassing", (20.0,), _setup(tmp_path, validation=2), progress=True)
+    _train(tmp_path, validation=2, progress=True)
     err = capsys.readouterr().err
     assert "train dp-c" in err and "validation:" in err
 

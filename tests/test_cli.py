@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from cfbench import paths
+from cfbench.app.commands import eval_main, train_main
 from cfbench.demos import main as demos_main
-from cfbench.runner import eval_main, train_main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,10 +97,11 @@ def test_ctrl_c_during_training_is_one_line_saying_where_it_resumes(monkeypatch,
 
 def test_help_is_instant_and_shows_defaults():
     """--help must not import torch (4.5 s); checked by what is imported, not by a clock."""
-    probe = "import sys, cfbench.runner, cfbench.leaderboard, cfbench.demos; print('torch' in sys.modules)"
+    probe = ("import sys, cfbench.app.commands, cfbench.app.sweep, cfbench.leaderboard, cfbench.demos; "
+             "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
-    out = subprocess.run([sys.executable, "-c", "from cfbench.runner import eval_main; eval_main(['--help'])"],
+    out = subprocess.run([sys.executable, "-c", "from cfbench.app.commands import eval_main; eval_main(['--help'])"],
                          capture_output=True, text=True).stdout
     assert "--retrain" in out and "(default: ['2.5'])" in out and "dispo" in out
 
@@ -133,8 +134,8 @@ def test_demo_generation_is_announced(capsys, tmp_path):
 def test_a_relative_results_dir_never_rewrites_the_published_page(monkeypatch, capsys):
     """From the checkout root, ``--results-dir myruns`` used to regenerate ``./leaderboard.md``
     (the published page) from myruns/ alone: cfbench-eval, cfbench-leaderboard and cfbench-sweep."""
-    from cfbench.runner import leaderboard_main
-    from cfbench.sweep import main as sweep_main
+    from cfbench.app.commands import leaderboard_main
+    from cfbench.app.sweep import main as sweep_main
 
     home = paths.home()
     monkeypatch.chdir(home)

@@ -130,9 +130,9 @@ def test_cli_rejects_unknown_env(capsys):
 def test_demos_on_validation_or_test_seeds_are_refused_for_training(tmp_path, capsys):
     """``cfbench-demos --first-seed 20000`` used to put test scenes under the standard dataset
     id, and the next cfbench-eval trained on them with exit 0."""
+    from cfbench.app.commands import eval_main
     from cfbench.datasets import load_demos
     from cfbench.demos import write_dataset
-    from cfbench.runner import eval_main
 
     write_dataset("PassagePassing", (20.0,), 2, demos_dir=tmp_path / "demos", first_seed=20000)
     with pytest.raises(ValueError, match=r"on the test seeds \(2, from 20000; test seeds are 20000:20100\)"):

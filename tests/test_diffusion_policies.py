@@ -7,7 +7,7 @@ import torch
 import policies
 from cfbench.datasets import load_demos
 from cfbench.evaluate import evaluate
-from policies.base import EpisodeContext
+from cfbench.interface import EpisodeContext
 
 TINY = {
     "dp-c": {"down_dims": [16, 32], "step_embed_dim": 16, "n_groups": 4},

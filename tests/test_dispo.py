@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import policies
+from cfbench.app.spec import pretraining_dir
 from cfbench.datasets import Windows, load_demos
-from cfbench.runner import pretraining_dir
-from policies.base import EpisodeContext
+from cfbench.interface import EpisodeContext
 from policies.dispo_finetuning import finetune_rounds, pseudo_demonstrations
 
 TINY = {"d_model": 16, "n_layer": 1, "d_state": 4, "batch_size": 32, "warmup_steps": 5, "finetune_steps": 0}
@@ -384,15 +384,15 @@ def test_loss_cut_to_each_rows_length_equals_the_padded_batch_loss(coarse_demos)
 
 def test_the_runs_target_rate_reaches_the_fine_tuning(tmp_path):
     """--target-hz 10 used to evaluate at 10 Hz while fine-tuning still climbed to the config's 20 Hz."""
-    from cfbench.runner import TrainingSetup, run
+    from cfbench.app.run import run
+    from cfbench.app.spec import RunSpec, Workspace
 
-    setup = TrainingSetup({**TINY, "finetune_steps": 2, "train_steps": 4, "eval_every": 4, "generation_batch": 8},
-                          n_demos=2, validation_episodes=0, demos_dir=tmp_path / "demos",
-                          checkpoints_dir=tmp_path / "c")
-    record, _ = run("dispo", "PassagePassing", (2.5,), setup, target_hz=10.0, episodes=2, results_dir=tmp_path / "r",
-                    progress=False)
+    spec = RunSpec("dispo", "PassagePassing", (2.5,), target_hz=10.0, episodes=2, n_demos=2, val_episodes=0,
+                   overrides={**TINY, "finetune_steps": 2, "train_steps": 4, "eval_every": 4, "generation_batch": 8})
+    workspace = Workspace(tmp_path / "demos", tmp_path / "c")
+    record, _ = run(spec, workspace, results_dir=tmp_path / "r", progress=False)
     assert record["provenance"]["config"]["target_hz"] == 10.0
     assert [phase["name"] for phase in record["training"]["phases"]][1:] == [
         "fine-tuning at 2x (5 Hz)", "fine-tuning at 4x (10 Hz)"]
-    record, _ = run("dispo", "PassagePassing", (2.5,), setup, episodes=2, results_dir=tmp_path / "r", progress=False)
+    record, _ = run(replace(spec, target_hz=20.0), workspace, results_dir=tmp_path / "r", progress=False)
     assert record["training"]["phases"][-1]["name"] == "fine-tuning at 8x (20 Hz)"  # the protocol's 20 Hz

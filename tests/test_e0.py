@@ -8,7 +8,7 @@ from torch import nn
 
 import policies
 from cfbench.datasets import load_demos
-from policies.base import EpisodeContext
+from cfbench.interface import EpisodeContext
 from policies.e0 import ActionBins, noised_onehot, sample_times, tweedie_loss, tweedie_sample
 
 

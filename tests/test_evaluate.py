@@ -4,11 +4,13 @@ import numpy as np
 import pytest
 
 import policies
+from cfbench.app.commands import eval_main as main
+from cfbench.app.run import run
+from cfbench.app.spec import RunSpec, Workspace, parse_overrides, parse_seed_range
 from cfbench.evaluate import evaluate, observation_history
+from cfbench.interface import EpisodeContext
 from cfbench.results import read_record
-from cfbench.runner import TrainingSetup, parse_overrides, parse_seed_range, run
-from cfbench.runner import eval_main as main
-from policies.base import EpisodeContext, Policy, PolicyConfig, register
+from policies.base import Policy, PolicyConfig, register
 
 SEEDS = list(range(20000, 20006))
 
@@ -68,9 +70,9 @@ def test_trainable_policy_is_fitted_on_demos_of_the_source_rate(tmp_path, monkey
         return original_fit(self, dataset, **kwargs)
 
     monkeypatch.setattr(_ReplayMean, "fit", spy)
-    setup = TrainingSetup(n_demos=4, demos_dir=tmp_path / "demos", checkpoints_dir=tmp_path / "ckpt")
-    record, path = run("test-replay", "PassagePassing", (2.5, 5.0), setup, episodes=2,
-                       results_dir=tmp_path / "results", progress=False)
+    spec = RunSpec("test-replay", "PassagePassing", (2.5, 5.0), episodes=2, n_demos=4)
+    record, path = run(spec, Workspace(tmp_path / "demos", tmp_path / "ckpt"), results_dir=tmp_path / "results",
+                       progress=False)
     assert fitted["rates"] == [2.5, 5.0]
     assert read_record(path) == record
     assert record["source_hz"] == [2.5, 5.0] and record["privileged"] is False

@@ -6,7 +6,7 @@ import torch
 
 import policies
 from cfbench.datasets import load_demos
-from policies.base import EpisodeContext
+from cfbench.interface import EpisodeContext
 from policies.pf_dag import choose_modes
 
 TINY = {"down_dims": [16, 32], "step_embed_dim": 16, "n_groups": 4, "n_modes": 4, "mode_steps": 30,

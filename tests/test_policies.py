@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import policies
+from cfbench.app.commands import train_main
 from cfbench.expert import ExpertTrajectory
-from cfbench.runner import train_main
-from policies.base import EpisodeContext
+from cfbench.interface import EpisodeContext
 
 
 def test_factory_errors_are_clear():

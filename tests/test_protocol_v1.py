@@ -5,11 +5,12 @@ import numpy as np
 import pytest
 
 import policies
+from cfbench.app.run import run
+from cfbench.app.spec import RunSpec, Workspace
 from cfbench.datasets import DemoDataset, Episode, load_demos
 from cfbench.fidelity import probe
 from cfbench.leaderboard import compare, success_table
 from cfbench.protocol import PROTOCOL
-from cfbench.runner import TrainingSetup, run
 from cfbench.stats import mcnemar_exact, success_interval, wilson
 
 SEEDS = [10000, 10001, 10002]
@@ -30,8 +31,8 @@ def test_the_reference_rate_is_the_most_frequent_step_ties_to_the_finer():
 def test_mixed_demos_run_at_the_reference_rate(tmp_path):
     dataset = load_demos("ButtonTouch", (2.5, 5.0), n=4, demos_dir=tmp_path / "demos")
     assert dataset.reference_hz == 5.0
-    record, _ = run("tracker", "ButtonTouch", (2.5, 5.0), TrainingSetup(n_demos=4, demos_dir=tmp_path / "demos"),
-                    episodes=2, results_dir=tmp_path / "results", progress=False)
+    record, _ = run(RunSpec("tracker", "ButtonTouch", (2.5, 5.0), episodes=2, n_demos=4),
+                    Workspace(demos_dir=tmp_path / "demos"), results_dir=tmp_path / "results", progress=False)
     assert record["reference_hz"] == 5.0 and record["protocol"] == PROTOCOL and record["train_seed"] == 0
     dispo = policies.make("dispo", d_model=8, n_layer=1, d_state=4, train_steps=1, eval_every=1, batch_size=4,
                           finetune_steps=0)

@@ -9,6 +9,7 @@ import stat
 import numpy as np
 import pytest
 
+from cfbench.app.commands import leaderboard_main
 from cfbench.files import _FILE_MODE
 from cfbench.leaderboard import (
     compute_table,
@@ -21,7 +22,6 @@ from cfbench.leaderboard import (
 )
 from cfbench.protocol import PROTOCOL
 from cfbench.results import RecordError, read_all, read_record, record_filename, validate, write_record
-from cfbench.runner import leaderboard_main
 
 
 def _record(policy="tracker", rate=2.5, successes=(True, False, True), episodes=100):
@@ -370,10 +370,11 @@ def test_a_failed_write_names_the_path_and_the_way_out(tmp_path, monkeypatch, co
 def test_a_record_is_verified_by_re_running_its_episodes_and_marked_on_the_board(tmp_path, capsys):
     """A forged but consistent record could not be caught by reading it: --verify re-runs its test
     episodes (the Tracker needs no checkpoint) and the leaderboard marks the records so checked."""
-    from cfbench.runner import run
+    from cfbench.app.run import run
+    from cfbench.app.spec import RunSpec
 
     results = tmp_path / "results"
-    _, path = run("tracker", "PassagePassing", (5.0,), episodes=4, results_dir=results, progress=False)
+    _, path = run(RunSpec("tracker", "PassagePassing", (5.0,), episodes=4), results_dir=results, progress=False)
     leaderboard_main(["--results-dir", str(results), "--output", str(tmp_path / "lb.md"), "--verify", str(path)])
     out = capsys.readouterr().out
     assert f"verified {path.name}: all 4 test episodes identical" in out and "verified.jsonl" in out
@@ -394,12 +395,13 @@ def test_a_record_is_verified_by_re_running_its_episodes_and_marked_on_the_board
 
 
 def test_a_learned_record_is_verified_with_the_checkpoint_it_names(tmp_path, capsys):
-    from cfbench.runner import TrainingSetup, run
+    from cfbench.app.run import run
+    from cfbench.app.spec import RunSpec, Workspace
 
-    setup = TrainingSetup({"down_dims": [8, 16], "n_groups": 4, "batch_size": 8, "train_steps": 4, "eval_every": 4,
-                           "warmup_steps": 2}, n_demos=2, validation_episodes=0, demos_dir=tmp_path / "demos",
-                          checkpoints_dir=tmp_path / "ckpt")
-    record, path = run("dp-c", "PassagePassing", (10.0,), setup, episodes=3, results_dir=tmp_path / "r",
+    spec = RunSpec("dp-c", "PassagePassing", (10.0,), episodes=3, n_demos=2, val_episodes=0,
+                   overrides={"down_dims": [8, 16], "n_groups": 4, "batch_size": 8, "train_steps": 4,
+                              "eval_every": 4, "warmup_steps": 2})
+    record, path = run(spec, Workspace(tmp_path / "demos", tmp_path / "ckpt"), results_dir=tmp_path / "r",
                        progress=False)
     policy_dir = next((tmp_path / "ckpt").rglob("policy"))
     with pytest.raises(SystemExit):
@@ -430,8 +432,8 @@ def test_a_submission_must_carry_its_policys_privileged_mark(tmp_path, capsys):
 def test_a_verification_runs_at_the_records_thread_count():
     """Actions of a learned policy round differently at another torch thread count (a DP-T record
     made at 1 thread re-ran with 29 of 100 episodes different at 2): records say theirs."""
+    from cfbench.app.verify import record_threads
     from cfbench.results import provenance
-    from cfbench.runner import record_threads
 
     record = _record()
     assert record_threads(record) is None

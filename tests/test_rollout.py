@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import policies
-from cfbench.runner import SUMMARY, TrainingSetup, train_or_load
+from cfbench.app.cache import SUMMARY, train_or_load
+from cfbench.app.spec import RunSpec, Workspace
 from policies.learning import LearnedPolicy
 from policies.rollout import chosen_rollout, write_choices
 
@@ -16,21 +17,20 @@ TINY = {"down_dims": [8, 16], "step_embed_dim": 8, "n_groups": 4, "batch_size": 
         "train_steps": 4, "eval_every": 4}
 
 
-def _setup(tmp_path, **overrides):
-    return TrainingSetup({**TINY, **overrides}, n_demos=2, validation_episodes=0, demos_dir=tmp_path / "demos",
-                         checkpoints_dir=tmp_path / "ckpt")
+def _train(tmp_path, **overrides):
+    spec = RunSpec("dp-c", "PassagePassing", (5.0,), overrides={**TINY, **overrides}, n_demos=2, val_episodes=0)
+    return train_or_load(spec, Workspace(tmp_path / "demos", tmp_path / "ckpt"), progress=False)
 
 
 def test_changing_the_rollout_settings_reuses_the_checkpoint(tmp_path, monkeypatch):
-    trained, summary = train_or_load("dp-c", "PassagePassing", (5.0,), _setup(tmp_path), progress=False)
+    trained, summary = _train(tmp_path)
     run = next((tmp_path / "ckpt").rglob(SUMMARY)).parent
 
     def no_training(*args, **kwargs):
         raise AssertionError("a rollout setting must not retrain the model")
 
     monkeypatch.setattr(LearnedPolicy, "fit", no_training)
-    other, again = train_or_load("dp-c", "PassagePassing", (5.0,),
-                                 _setup(tmp_path, interpolation="akima", n_action_steps=4), progress=False)
+    other, again = _train(tmp_path, interpolation="akima", n_action_steps=4)
     assert again == summary and list((tmp_path / "ckpt").rglob(SUMMARY)) == [run / SUMMARY]
     assert (other.config.interpolation, other.config.n_action_steps) == ("akima", 4)
     saved = json.loads((run / "policy" / "config.json").read_text())
@@ -70,20 +70,21 @@ def test_the_validated_choice_is_the_default_under_the_users_overrides(tmp_path,
     write_choices([entry, smooth], choices)
     assert chosen_rollout("dp-t", "", "PassagePassing", (5.0,), choices) == entry["settings"]
     assert chosen_rollout("dp-t", "", "PassagePassing", (2.5,), choices) == {}
-    monkeypatch.setattr("cfbench.runner.chosen_rollout",
-                        lambda *args: chosen_rollout(*args, path=choices))
-    env = "cfbench/PassagePassing-v0"
-    assert TrainingSetup().make_policy("dp-t", env, (5.0,)).config.rollout() == entry["settings"]
-    assert TrainingSetup().make_policy("dp-t", env, (2.5,)).config.rollout() == {"n_action_steps": 8,
-                                                                                  "interpolation": "linear"}
-    user = TrainingSetup({"n_action_steps": 2}).make_policy("dp-t", env, (5.0,)).config
+    monkeypatch.setattr("cfbench.app.spec.chosen_rollout", lambda *args: chosen_rollout(*args, path=choices))
+
+    def config(policy, rates, variant="", **overrides):
+        return RunSpec(policy, "PassagePassing", rates, variant, overrides).make_policy().config
+
+    assert config("dp-t", (5.0,)).rollout() == entry["settings"]
+    assert config("dp-t", (2.5,)).rollout() == {"n_action_steps": 8, "interpolation": "linear"}
+    user = config("dp-t", (5.0,), n_action_steps=2)
     assert (user.interpolation, user.n_action_steps) == ("akima", 2)
     # the paper's execution, as a declared variant, and the smooth indicator's choice per cell
-    straight = TrainingSetup(variant="straight").make_policy("dp-t", env, (5.0,)).config
+    straight = config("dp-t", (5.0,), "straight")
     assert (straight.interpolation, straight.n_action_steps) == ("linear", 8)
-    assert TrainingSetup(variant="smooth").make_policy("tracker", env, (5.0,)).config.interpolation == "cubic"
-    assert TrainingSetup(variant="smooth").make_policy("tracker", env, (10.0,)).config.interpolation == "akima"
-    assert TrainingSetup().make_policy("tracker", env, (5.0,)).config.interpolation == "linear"
+    assert config("tracker", (5.0,), "smooth").interpolation == "cubic"
+    assert config("tracker", (10.0,), "smooth").interpolation == "akima"
+    assert config("tracker", (5.0,)).interpolation == "linear"
 
 
 def test_a_broken_choice_file_is_named(tmp_path):
@@ -98,7 +99,7 @@ def test_the_smooth_tracker_runs_through_the_exact_samples():
     the straight one does, and bends between them."""
     import gymnasium as gym
 
-    from policies.base import EpisodeContext
+    from cfbench.interface import EpisodeContext
 
     env = gym.make("cfbench/ClampPassing-v1")
     env.reset(seed=10000)

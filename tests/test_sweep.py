@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from cfbench import sweep
-from cfbench.runner import eval_main, run
-from cfbench.sweep import Cell, expand, finished_record, main
+from cfbench.app import sweep
+from cfbench.app.commands import eval_main
+from cfbench.app.run import run
+from cfbench.app.spec import RunSpec
+from cfbench.app.sweep import expand, finished_record, main
 
 TINY_DPC = ["down_dims=[8,16]", "step_embed_dim=8", "n_groups=4", "batch_size=8", "warmup_steps=2",
             "train_steps=6", "eval_every=3"]
@@ -64,7 +66,7 @@ source_hz = ["2.5+5"]
 train_seeds = [0, 1]
 set = {num_inference_steps = 4}
 """)))
-    assert [c.name for c in cells] == [
+    assert [c.stem for c in cells] == [
         "PassagePassing__tracker__2.5hz__to20hz__seeds20000-20100__train0",
         "PassagePassing__tracker__20hz__to20hz__seeds20000-20100__train0",
         "ButtonTouch__tracker__2.5hz__to20hz__seeds20000-20100__train0",
@@ -73,11 +75,11 @@ set = {num_inference_steps = 4}
         "ButtonTouch__dispo-paper__2.5+5hz__to20hz__seeds20000-20100__train1",
     ]
     paper = cells[-1]
-    assert paper.rates == (2.5, 5.0) and paper.overrides == ("num_inference_steps=4",)
-    assert paper.eval_args(1) == ["--policy", "dispo", "--env", "ButtonTouch", "--source-hz", "2.5+5",
-                                  "--train-seeds", "1", "--threads", "1", "--variant", "paper",
-                                  "--set", "num_inference_steps=4"]
-    assert Cell.from_json(paper.to_json()) == paper
+    assert paper.rates == (2.5, 5.0) and paper.overrides == {"num_inference_steps": 4}
+    assert paper.command(1) == ["cfbench-eval", "--policy", "dispo", "--env", "ButtonTouch", "--source-hz", "2.5+5",
+                                "--variant", "paper", "--train-seeds", "1", "--threads", "1",
+                                "--set", "num_inference_steps=4"]
+    assert RunSpec.from_json(paper.to_json()) == paper
 
 
 @pytest.mark.parametrize("text, message", [
@@ -96,7 +98,7 @@ def test_a_bad_grid_is_named(tmp_path, text, message):
 
 def test_a_cell_with_a_record_is_done_and_listed_so(tmp_path, capsys):
     results = tmp_path / "results"
-    run("tracker", "PassagePassing", (20.0,), episodes=3, results_dir=results, progress=False)
+    run(RunSpec("tracker", "PassagePassing", (20.0,), episodes=3), results_dir=results, progress=False)
     cells = expand({"policy": [{"name": "tracker"}], "source_hz": ["20", "10"], "episodes": 3})
     assert [finished_record(c, results) is not None for c in cells] == [True, False]
     assert main([str(_grid(tmp_path, 'source_hz = ["20", "10"]\nepisodes = 3\n[[policy]]\nname = "tracker"')),
@@ -157,9 +159,9 @@ def test_the_local_backend_writes_the_records_cfbench_eval_writes(local_sweep, t
     assert len(swept) == 2 and (tmp / "leaderboard.md").is_file()
     for cell in expand(sweep.load_grid(_grid(tmp_path))):
         record = copy.deepcopy(swept[cell.record_path(Path(".")).name])
-        assert record["provenance"]["command"] == " ".join(["cfbench-eval", *cell.eval_args(1)])
+        assert record["provenance"]["command"] == " ".join(cell.command(1))
         # the same command by hand, training again in its own checkpoints folder
-        eval_main([*cell.eval_args(1), "--results-dir", str(tmp_path / "by-hand"), "--no-leaderboard",
+        eval_main([*cell.command(1)[1:], "--results-dir", str(tmp_path / "by-hand"), "--no-leaderboard",
                    "--checkpoints-dir", str(tmp_path / "checkpoints")])
         by_hand = json.loads(cell.record_path(tmp_path / "by-hand").read_text())
         if record.get("training"):

@@ -9,19 +9,21 @@ import numpy as np
 import pytest
 
 import policies
+from cfbench.app.commands import split_label
+from cfbench.app.figure import main as figure_main
+from cfbench.app.run import run
+from cfbench.app.spec import RunSpec
 from cfbench.evaluate import evaluate
-from cfbench.figure import main as figure_main
 from cfbench.leaderboard import submit
 from cfbench.results import RecordError
-from cfbench.runner import run, split_label
 from cfbench.videos import chosen, replay_frames
 
 EPISODES = 4  # PassagePassing's Tracker from 2.5 Hz fails all four, from 20 Hz succeeds in all
 
 
-def _run(results_dir, videos, hz=2.5):
-    return run("tracker", "PassagePassing", (hz,), episodes=EPISODES, num_envs=2, videos=videos,
-               results_dir=results_dir, progress=False)
+def _run(results_dir, videos, hz=2.5, vector="sync"):
+    return run(RunSpec("tracker", "PassagePassing", (hz,), episodes=EPISODES), num_envs=2, videos=videos,
+               vector=vector, results_dir=results_dir, progress=False)
 
 
 def test_gifs_have_one_frame_per_step_plus_the_start_and_are_listed_in_the_record(tmp_path):
@@ -47,8 +49,7 @@ def test_the_first_n_episodes_and_the_first_n_failures_after_them_are_kept(tmp_p
 
 def test_rendering_is_deterministic_and_changes_nothing_measured(tmp_path):
     first, _ = _run(tmp_path / "a", videos=1)
-    second, _ = run("tracker", "PassagePassing", (2.5,), episodes=EPISODES, num_envs=2, videos=1,
-                    vector="async", results_dir=tmp_path / "b", progress=False)
+    second, _ = _run(tmp_path / "b", videos=1, vector="async")
     assert first["videos"] == second["videos"]
     for video in first["videos"]:
         assert (tmp_path / "a" / video).read_bytes() == (tmp_path / "b" / video).read_bytes()
@@ -133,7 +134,7 @@ def test_figure_names_policies_as_the_leaderboard_does(capsys):
 def test_a_refused_rerun_leaves_the_records_videos_alone(tmp_path, capsys):
     """A re-run with another config is refused (exit 2); it used to film first and delete the
     GIFs the existing record lists before the refusal."""
-    from cfbench.runner import eval_main
+    from cfbench.app.commands import eval_main
 
     base = ["--policy", "tracker", "--env", "PassagePassing", "--source-hz", "20", "--episodes", str(EPISODES),
             "--results-dir", str(tmp_path), "--no-leaderboard"]
@@ -148,7 +149,7 @@ def test_a_refused_rerun_leaves_the_records_videos_alone(tmp_path, capsys):
 
 
 def test_an_unwritable_results_folder_is_named_before_training(tmp_path, capsys):
-    from cfbench.runner import eval_main
+    from cfbench.app.commands import eval_main
 
     (tmp_path / "file").write_text("not a folder")
     with pytest.raises(SystemExit) as stopped:

@@ -6,7 +6,7 @@ import torch
 
 import policies
 from cfbench.datasets import DemoDataset, load_demos
-from policies.base import EpisodeContext
+from cfbench.interface import EpisodeContext
 
 TINY = {"gpt_n_layer": 1, "gpt_n_head": 2, "gpt_n_embd": 32, "latent_dim": 16, "tokenizer_hidden_dim": 64,
         "batch_size": 32, "warmup_steps": 5, "n_obs_steps": 2}

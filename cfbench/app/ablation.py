@@ -19,16 +19,16 @@ validation seeds, as always), then measured on the validation seeds, never the t
 A variant that changes only rollout settings (``ROLLOUT_ONLY``) reuses the trained model of the
 variant without them and is re-validated.
 
-    python benchmarks/ablation.py --variant base --variant sample prediction_type=sample \\
+    python -m cfbench.app.ablation --variant base --variant sample prediction_type=sample \\
         --env PassagePassing ButtonTouch --source-hz 2.5 5 --out runs/dispo_ablation.md
-    python benchmarks/ablation.py --policy e0 --variant b64 bins=64 --variant b1024 bins=1024 \\
+    python -m cfbench.app.ablation --policy e0 --variant b64 bins=64 --variant b1024 bins=1024 \\
         --env PassagePassing --source-hz 20
 
 Writes a markdown table and the same rows as JSON beside it (``.json``). Tables of separate
 runs (e.g. two streams side by side) join into one, each row with its variant's overrides and
 every run's command listed, numbers untouched::
 
-    python benchmarks/ablation.py --merge runs/a.json runs/b.json --out docs/dispo-ablation.md
+    python -m cfbench.app.ablation --merge runs/a.json runs/b.json --out docs/dispo-ablation.md
 """
 
 from __future__ import annotations
@@ -45,12 +45,13 @@ import numpy as np
 import pandas as pd
 
 from cfbench import paths
-from cfbench.datasets import load_demos
+from cfbench.app.cache import train_or_load
+from cfbench.app.spec import RunSpec, Workspace, override_items, parse_overrides
+from cfbench.cli import set_threads
 from cfbench.evaluate import evaluate
 from cfbench.fidelity import probe
 from cfbench.files import atomic_write_text
 from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
-from cfbench.runner import TrainingSetup, override_items, parse_overrides, set_threads, train_or_load
 from policies import policy_class
 from policies.dispo_finetuning import finetune_rounds, pseudo_windows
 
@@ -91,15 +92,17 @@ ROLLOUT_ONLY = {
 }
 
 
-def measure(policy_name: str, variant: str, overrides: dict, env: str, rates: tuple[float, ...],
-            setup: TrainingSetup) -> dict:
-    rollout_only = ROLLOUT_ONLY.get(policy_name, ()) + policy_class(policy_name).config_class().rollout_fields()
-    rollout = {k: v for k, v in overrides.items() if k in rollout_only}
-    training = {k: v for k, v in overrides.items() if k not in rollout_only}
-    setup = dataclasses.replace(setup, overrides={**setup.overrides, **training}, variant=variant)
-    policy, summary = train_or_load(policy_name, env, rates, setup)
+def measure(spec: RunSpec, workspace: Workspace | None = None) -> dict:
+    """One table row: the run's model (trained through the cache without its rollout-only
+    overrides, then set to them and re-validated) measured on the validation seeds."""
+    rollout_only = ROLLOUT_ONLY.get(spec.policy, ()) + policy_class(spec.policy).config_class().rollout_fields()
+    rollout = {k: v for k, v in spec.overrides.items() if k in rollout_only}
+    trained = dataclasses.replace(spec, overrides={k: v for k, v in spec.overrides.items() if k not in rollout_only})
+    workspace = workspace or Workspace()
+    dataset = workspace.demos(trained)
+    policy, summary = train_or_load(trained, workspace, dataset=dataset)
     start = time.perf_counter()  # measuring only: the training time is the summary's
-    dataset = load_demos(env, rates, n=setup.n_demos, demos_dir=setup.demos_dir)
+    env = spec.env_id
     if rollout:
         if getattr(policy.config, "step_scale_mode", "fixed") != "fixed":
             raise ValueError(f"{sorted(rollout)} change what φ_r learns: train with them (adaptive step scales)")
@@ -107,11 +110,11 @@ def measure(policy_name: str, variant: str, overrides: dict, env: str, rates: tu
         outcome = evaluate(policy, env, dataset.reference_hz, seeds=seed_list(VALIDATION_SEEDS), progress=False)
         summary = {**summary, "best_score": outcome["metrics"]["success_rate"]}  # the same model, re-validated
     fidelity = probe(policy, env, dataset.reference_hz)
-    row = {"variant": variant, "env": env, "source Hz": rates_label(rates),
+    row = {"variant": spec.variant, "env": spec.env, "source Hz": rates_label(spec.rates),
            "val success %": 100 * summary["best_score"] if summary["best_score"] is not None else None}
     for key in ("waypoint_error", "inbetween_error", "zigzag"):
         row[key.replace("_error", " err")] = None if fidelity[key] is None else round(fidelity[key]["mean"], 2)
-    if policy_name == "dispo":  # also without fine-tuning
+    if spec.policy == "dispo":  # also without fine-tuning
         for finer in finetune_rounds(dataclasses.replace(policy.config, finetune_steps=1)):
             row[f"pseudo in-between {finer}x"] = round(pseudo_inbetween_error(policy, dataset, finer), 2)
     row["train s"] = round(summary["train_seconds"])
@@ -165,12 +168,13 @@ def main() -> int:
     if not args.variant:
         parser.error("name at least one --variant (or --merge earlier tables)")
     set_threads(args.threads)
-    setup = TrainingSetup(parse_overrides(args.common), n_demos=args.n_demos)
     rows = []
     for name, *overrides in args.variant:
         for env in args.env:
             for text in args.source_hz:
-                rows.append(measure(args.policy, name, parse_overrides(overrides), env, parse_rates(text), setup))
+                spec = RunSpec(args.policy, env, parse_rates(text), name, n_demos=args.n_demos,
+                               overrides={**parse_overrides(args.common), **parse_overrides(overrides)})
+                rows.append(measure(spec))
                 print(rows[-1], file=sys.stderr)
     table = pd.DataFrame(rows)
     declared = policy_class(args.policy).config_class.variants

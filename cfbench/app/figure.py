@@ -15,7 +15,6 @@ record holds for the seed, up to the float rounding of batched inference.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import os
 from pathlib import Path
@@ -30,20 +29,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from cfbench import paths
-from cfbench.cli import Parser, command, non_negative_int, positive_int
+from cfbench.app.commands import split_label
+from cfbench.app.run import trained_policy
+from cfbench.app.spec import RunSpec, Workspace
+from cfbench.cli import Parser, command, non_negative_int, positive_int, set_threads
 from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.evaluate import evaluate
 from cfbench.files import atomic_write_bytes
 from cfbench.protocol import N_DEMOS, TARGET_HZ, TEST_SEEDS, parse_rates, rates_label
-from cfbench.runner import (
-    TrainingSetup,
-    check_target_rate,
-    check_test_seeds,
-    reference_rate,
-    set_threads,
-    split_label,
-    trained_policy,
-)
 from cfbench.videos import final_scene, outcome_name
 
 #: the margin around the drawn paths, as a share of their extent
@@ -51,13 +44,11 @@ MARGIN_FRACTION = 0.08
 RATE_MARKERS = ("o", "s", "D")
 
 
-def rollout(label: str, env_id: str, rates: tuple[float, ...], seed: int, setup: TrainingSetup) -> dict:
-    """One test episode of a policy on ``seed``: the evaluator's row with its executed targets."""
-    policy_name, variant = split_label(label)
-    setup = dataclasses.replace(setup, variant=variant)
-    policy, _ = trained_policy(policy_name, env_id, rates, setup)
-    outcome = evaluate(policy, env_id, reference_rate(env_id, rates, setup), seeds=[seed], num_envs=1,
-                       progress=False, traces=True)
+def rollout(spec: RunSpec, workspace: Workspace) -> dict:
+    """A run's one test episode: the evaluator's row with its executed targets."""
+    policy, _, reference_hz = trained_policy(spec, workspace)
+    outcome = evaluate(policy, spec.env_id, reference_hz, target_hz=spec.target_hz, seeds=[spec.test_seeds[0]],
+                       num_envs=1, progress=False, traces=True)
     return outcome["episodes"][0]
 
 
@@ -122,13 +113,15 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     env_id = resolve_env(args.env)
     rates = parse_rates(args.source_hz)
-    check_target_rate(TARGET_HZ, [rates])  # the rules cfbench-eval applies to the same run
-    check_test_seeds((args.seed, args.seed + 1), args.n_demos, allow_overlap=False)
+    # every panel is a run cfbench-eval could make, checked before anything trains
+    specs = {}
     for label in args.policies:
-        split_label(label)  # an unknown name is reported before anything trains
-    setup = TrainingSetup(n_demos=args.n_demos, demos_dir=args.demos_dir, checkpoints_dir=args.checkpoints_dir)
+        policy, variant = split_label(label)
+        specs[label] = RunSpec(policy, env_id, rates, variant, test_seeds=(args.seed, args.seed + 1),
+                               n_demos=args.n_demos)
+    workspace = Workspace(args.demos_dir, args.checkpoints_dir)
     set_threads(args.threads)
-    episodes = {label: rollout(label, env_id, rates, args.seed, setup) for label in args.policies}
+    episodes = {label: rollout(spec, workspace) for label, spec in specs.items()}
     out = args.out or paths.home() / "figures" / f"{short_name(env_id)}__{rates_label(rates)}hz__seed{args.seed}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out, draw(env_id, rates, args.seed, episodes))

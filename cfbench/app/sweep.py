@@ -1,7 +1,8 @@
 """cfbench-sweep: a grid of cfbench-eval runs as one command, on this machine or a Ray cluster.
 
-A **cell** is one (policy, variant, env, source rates, training seed): one ``cfbench-eval`` run
-and one record. The grid comes from the command line or from a small TOML file;
+A **cell** is one (policy, variant, env, source rates, training seed): one run (a
+``cfbench.app.spec.RunSpec``, as ``cfbench-eval`` makes) and one record. The grid comes from the
+command line or from a small TOML file;
 ``sweeps/leaderboard.toml`` is the grid behind ``leaderboard.md``::
 
     cfbench-sweep sweeps/leaderboard.toml --results-dir results --jobs 2 --threads 1
@@ -12,7 +13,7 @@ Cells are independent and idempotent. A cell whose record is in the results fold
 current protocol is skipped (delete or archive a record to run its cell again; ``--dry-run``
 marks done cells whose record came from uncommitted code); an interrupted
 cell resumes from the checkpoint cache (training state is saved at every validation). Every cell
-runs in a process of its own (``python -m cfbench.sweep``, torch threads set from ``--threads``)
+runs in a process of its own (``python -m cfbench.app.sweep``, torch threads set from ``--threads``)
 with its output in ``sweeps/logs/<cell>.log``, and hands its record back to this process, which
 validates and writes it and redraws the leaderboard at the end: workers need no shared results
 folder. A failing cell is reported with its log and the others go on; the exit code is the
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import dataclasses
+import itertools
 import json
 import os
 import subprocess
@@ -42,16 +43,16 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cfbench import paths
-from cfbench.cli import Interrupted, Parser, command, non_negative_int, positive_int
-from cfbench.envs import ENV_IDS, resolve_env, short_name
-from cfbench.protocol import N_DEMOS, PROTOCOL, TARGET_HZ, TEST_SEEDS, VALIDATION_SEEDS, parse_rates, rates_label
+from cfbench.app.spec import VALIDATION_EPISODES, RunSpec, parse_overrides, parse_seed_range
+from cfbench.cli import Interrupted, Parser, command, non_negative_int, positive_int, set_threads
+from cfbench.envs import ENV_IDS, short_name
+from cfbench.protocol import N_DEMOS, PROTOCOL, TARGET_HZ, TEST_SEEDS, parse_rates
 from cfbench.results import (
     SHARED_WITH_VARIABLE,
     RecordError,
     archive_dir,
     read_all,
     read_record,
-    record_filename,
     validate,
     write_record,
 )
@@ -66,64 +67,6 @@ GRID_KEYS = {"envs", "source_hz", "train_seeds", "variant", "set", "test_seeds",
              "n_demos", "val_episodes", "profile"}
 #: lines of a failed cell's log shown in the report
 LOG_TAIL_LINES = 15
-
-
-@dataclasses.dataclass(frozen=True)
-class Cell:
-    """One cfbench-eval run: its arguments, and the record it writes."""
-
-    policy: str
-    env: str
-    rates: tuple[float, ...]
-    train_seed: int = 0
-    variant: str = ""
-    overrides: tuple[str, ...] = ()  # KEY=VALUE, as --set takes them
-    test_seeds: tuple[int, int] = TEST_SEEDS
-    target_hz: float = TARGET_HZ
-    episodes: int | None = None
-    n_demos: int = N_DEMOS
-    val_episodes: int = VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0]
-    profile: str = "cpu"
-
-    @property
-    def name(self) -> str:
-        return record_filename(self._record_key())[: -len(".json")]
-
-    def record_path(self, results_dir: Path) -> Path:
-        return Path(results_dir) / record_filename(self._record_key())
-
-    def _record_key(self) -> dict:
-        """The fields of the record that name its file."""
-        first, last = self.test_seeds
-        end = last if self.episodes is None else min(last, first + self.episodes)
-        return {"env_id": resolve_env(self.env), "policy": self.policy, "variant": self.variant,
-                "source_hz": list(self.rates), "target_hz": self.target_hz, "train_seed": self.train_seed,
-                "provenance": {"test_seeds": [self.test_seeds[0], end]}}
-
-    def eval_args(self, threads: int) -> list[str]:
-        """The cfbench-eval arguments of this run (defaults left out)."""
-        args = ["--policy", self.policy, "--env", self.env, "--source-hz", rates_label(self.rates),
-                "--train-seeds", str(self.train_seed), "--threads", str(threads)]
-        optional = [("--variant", self.variant, ""), ("--test-seeds", f"{self.test_seeds[0]}:{self.test_seeds[1]}",
-                                                      f"{TEST_SEEDS[0]}:{TEST_SEEDS[1]}"),
-                    ("--target-hz", f"{self.target_hz:g}", f"{TARGET_HZ:g}"), ("--episodes", self.episodes, None),
-                    ("--n-demos", self.n_demos, N_DEMOS), ("--val-episodes", self.val_episodes, Cell.val_episodes),
-                    ("--profile", self.profile, "cpu")]
-        for flag, value, default in optional:
-            if value != default:
-                args += [flag, str(value)]
-        if self.overrides:
-            args += ["--set", *self.overrides]
-        return args
-
-    def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> Cell:
-        values = json.loads(text)
-        return cls(**{**values, "rates": tuple(values["rates"]), "overrides": tuple(values["overrides"]),
-                      "test_seeds": tuple(values["test_seeds"])})
 
 
 # ------------------------------------------------------------------ the grid
@@ -147,13 +90,10 @@ def _list_of(value, kinds) -> bool:
     return isinstance(value, list) and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value)
 
 
-def expand(grid: dict) -> list[Cell]:
+def expand(grid: dict) -> list[RunSpec]:
     """Cells of a grid: the top-level keys are defaults for every ``policy`` table, which must
-    name a registered policy (``name``) and may override any of them. Every cell is checked as
-    ``cfbench-eval`` checks its command line (``runner.eval_request``), so a grid (and
-    ``--dry-run``) is refused before anything runs."""
-    from cfbench.runner import eval_request, override_items
-
+    name a registered policy (``name``) and may override any of them. Every cell is a checked
+    ``RunSpec``, so a bad grid (and ``--dry-run``) is refused before anything runs."""
     unknown = set(grid) - GRID_KEYS - {"policy"}
     if unknown:
         raise ValueError(f"unknown grid key(s) {sorted(unknown)}; allowed: {sorted(GRID_KEYS | {'policy'})}")
@@ -176,32 +116,28 @@ def expand(grid: dict) -> list[Cell]:
             if key in spec and not fits(spec[key]):
                 raise ValueError(f"[[policy]] {spec['name']}: {key} = {spec[key]!r} must be {kind}")
         envs = spec.get("envs", ["PassagePassing"])
-        envs = list(ENV_IDS) if envs in ("all", ["all"]) else [short_name(resolve_env(e)) for e in envs]
+        envs = list(ENV_IDS) if envs in ("all", ["all"]) else envs
         overrides = spec.get("set", {})
-        overrides = tuple(overrides if isinstance(overrides, list) else override_items(overrides))
-        for env in envs:
-            for rates_text in spec.get("source_hz", ["2.5"]):
-                for train_seed in spec.get("train_seeds", [0]):
-                    cell = Cell(spec["name"], env, parse_rates(str(rates_text)), train_seed,
-                                spec.get("variant", ""), overrides, _seed_range(spec.get("test_seeds", TEST_SEEDS)),
-                                float(spec.get("target_hz", TARGET_HZ)), spec.get("episodes"),
-                                spec.get("n_demos", N_DEMOS), spec.get("val_episodes", Cell.val_episodes),
-                                spec.get("profile", "cpu"))
-                    try:
-                        eval_request(cell.eval_args(1), checking=True)
-                    except ValueError as error:
-                        raise ValueError(f"[[policy]] {spec['name']}, cell {env} {rates_label(cell.rates)} Hz "
-                                         f"training seed {train_seed}: {error}") from None
-                    if cell.name in seen:
-                        raise ValueError(f"cell {cell.name} is listed twice: give one of them its own variant")
-                    seen.add(cell.name)
-                    cells.append(cell)
+        shared = {"policy": spec["name"], "variant": spec.get("variant", ""),
+                  "overrides": parse_overrides(overrides) if isinstance(overrides, list) else overrides,
+                  "test_seeds": _seed_range(spec.get("test_seeds", TEST_SEEDS)),
+                  **{key: spec[key] for key in ("target_hz", "episodes", "n_demos", "val_episodes", "profile")
+                     if key in spec}}
+        for env, rates_text, train_seed in itertools.product(envs, spec.get("source_hz", ["2.5"]),
+                                                            spec.get("train_seeds", [0])):
+            try:
+                cell = RunSpec(env=env, rates=parse_rates(str(rates_text)), train_seed=train_seed, **shared)
+            except ValueError as error:
+                raise ValueError(f"[[policy]] {spec['name']}, cell {env} {rates_text} Hz training seed "
+                                 f"{train_seed}: {error}") from None
+            if cell.stem in seen:
+                raise ValueError(f"cell {cell.stem} is listed twice: give one of them its own variant")
+            seen.add(cell.stem)
+            cells.append(cell)
     return cells
 
 
 def _seed_range(value) -> tuple[int, int]:
-    from cfbench.runner import parse_seed_range
-
     return parse_seed_range(value) if isinstance(value, str) else (int(value[0]), int(value[1]))
 
 
@@ -212,7 +148,7 @@ def load_grid(path: Path) -> dict:
         raise ValueError(f"{path}: not a valid TOML grid: {error}") from None
 
 
-def finished_record(cell: Cell, results_dir: Path) -> dict | None:
+def finished_record(cell: RunSpec, results_dir: Path) -> dict | None:
     """This cell's record in the results folder if it is under the current protocol, else None."""
     path = cell.record_path(results_dir)
     if not path.exists():
@@ -221,7 +157,7 @@ def finished_record(cell: Cell, results_dir: Path) -> dict | None:
     return record if record["protocol"] == PROTOCOL else None
 
 
-def estimate_seconds(cells: list[Cell], results_dir: Path) -> dict[str, float | None]:
+def estimate_seconds(cells: list[RunSpec], results_dir: Path) -> dict[str, float | None]:
     """Each cell's expected wall time from the records' own train and test times: the mean over
     records of the same policy and variant on the same env, else on any env, else of the policy;
     the previous protocol's archived records count too (a new protocol changes how a model is run
@@ -242,19 +178,19 @@ def estimate_seconds(cells: list[Cell], results_dir: Path) -> dict[str, float | 
     for cell in cells:
         keys = ((cell.policy, cell.variant, cell.env), (cell.policy, cell.variant), (cell.policy,))
         found = next((times[key] for key in keys if key in times), None)
-        estimates[cell.name] = sum(found) / len(found) if found else None
+        estimates[cell.stem] = sum(found) / len(found) if found else None
     return estimates
 
 
 # ------------------------------------------------------------------ running a cell
-def worker_command(cell: Cell, threads: int, out: Path) -> list[str]:
-    return [sys.executable, "-m", "cfbench.sweep", cell.to_json(), str(threads), str(out)]
+def worker_command(cell: RunSpec, threads: int, out: Path) -> list[str]:
+    return [sys.executable, "-m", "cfbench.app.sweep", cell.to_json(), str(threads), str(out)]
 
 
 def execute_cell(cell_json: str, threads: int, log_path: str, env: dict[str, str] | None = None) -> dict:
     """Run one cell in a child process, its output in ``log_path``: ``{"record": ...}`` or
     ``{"error": ..., "log_tail": ...}``. The same function runs as a Ray task."""
-    cell = Cell.from_json(cell_json)
+    cell = RunSpec.from_json(cell_json)
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     child_env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
@@ -270,22 +206,18 @@ def execute_cell(cell_json: str, threads: int, log_path: str, env: dict[str, str
 
 
 def _run_worker(argv: list[str]) -> None:
-    """``python -m cfbench.sweep CELL_JSON THREADS OUT``: run the cell as cfbench-eval would and
-    write its record to OUT (the driver writes it into the results folder)."""
-    from cfbench.runner import TrainingSetup, parse_overrides, run, set_threads
+    """``python -m cfbench.app.sweep CELL_JSON THREADS OUT``: run the cell as cfbench-eval would
+    and write its record to OUT (the driver writes it into the results folder)."""
+    from cfbench.app.run import run
 
-    cell, threads, out = Cell.from_json(argv[0]), int(argv[1]), Path(argv[2])
+    cell, threads, out = RunSpec.from_json(argv[0]), int(argv[1]), Path(argv[2])
     set_threads(threads)  # explicitly: Ray sets OMP_NUM_THREADS but not the affinity set_threads reads
-    setup = TrainingSetup(parse_overrides(list(cell.overrides)), cell.profile, cell.n_demos, cell.val_episodes,
-                          variant=cell.variant)
     with tempfile.TemporaryDirectory() as scratch:
-        _, path = run(cell.policy, cell.env, cell.rates, setup, train_seed=cell.train_seed, target_hz=cell.target_hz,
-                      test_seeds=cell.test_seeds, episodes=cell.episodes, results_dir=Path(scratch),
-                      command=["cfbench-eval", *cell.eval_args(threads)])
+        _, path = run(cell, results_dir=Path(scratch), command=cell.command(threads))
         out.write_text(path.read_text())
 
 
-def run_cells(cells: list[Cell], *, backend: str, jobs: int, threads: int, address: str | None, log_dir: Path,
+def run_cells(cells: list[RunSpec], *, backend: str, jobs: int, threads: int, address: str | None, log_dir: Path,
               on_result, progress: bool = True) -> None:
     """Run every cell; ``on_result(cell, result)`` gets each ``execute_cell`` result as it comes."""
     shared = {}
@@ -297,7 +229,7 @@ def run_cells(cells: list[Cell], *, backend: str, jobs: int, threads: int, addre
     slots, state = (jobs, "running") if backend == "local" else (len(cells), "in_flight")
     bar.set_postfix({state: min(slots, len(cells)), "failed": 0})
 
-    def finish(cell: Cell, result: dict) -> None:
+    def finish(cell: RunSpec, result: dict) -> None:
         nonlocal failed
         failed += "error" in result
         on_result(cell, result)
@@ -307,7 +239,7 @@ def run_cells(cells: list[Cell], *, backend: str, jobs: int, threads: int, addre
     try:
         if backend == "local":
             with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-                futures = {pool.submit(execute_cell, cell.to_json(), threads, str(log_dir / f"{cell.name}.log"),
+                futures = {pool.submit(execute_cell, cell.to_json(), threads, str(log_dir / f"{cell.stem}.log"),
                                        shared): cell for cell in cells}
                 for future in concurrent.futures.as_completed(futures):
                     finish(futures[future], future.result())
@@ -317,7 +249,7 @@ def run_cells(cells: list[Cell], *, backend: str, jobs: int, threads: int, addre
         bar.close()
 
 
-def _run_ray(cells: list[Cell], threads: int, address: str | None, log_dir: Path, finish) -> None:
+def _run_ray(cells: list[RunSpec], threads: int, address: str | None, log_dir: Path, finish) -> None:
     try:
         import ray
     except ModuleNotFoundError:
@@ -327,7 +259,7 @@ def _run_ray(cells: list[Cell], threads: int, address: str | None, log_dir: Path
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     try:
         task = ray.remote(num_cpus=threads)(execute_cell)
-        pending = {task.remote(cell.to_json(), threads, str(log_dir / f"{cell.name}.log")): cell for cell in cells}
+        pending = {task.remote(cell.to_json(), threads, str(log_dir / f"{cell.stem}.log")): cell for cell in cells}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             cell = pending.pop(done[0])
@@ -378,7 +310,7 @@ def main(argv: list[str]) -> int:
     grid.add_argument("--target-hz", type=float, default=TARGET_HZ)
     grid.add_argument("--episodes", type=positive_int, default=None, help="evaluate only the first N test seeds")
     grid.add_argument("--n-demos", type=positive_int, default=N_DEMOS)
-    grid.add_argument("--val-episodes", type=non_negative_int, default=Cell.val_episodes)
+    grid.add_argument("--val-episodes", type=non_negative_int, default=VALIDATION_EPISODES)
     grid.add_argument("--profile", default="cpu")
     parser.add_argument("--backend", choices=["local", "ray"], default="local")
     parser.add_argument("--jobs", type=positive_int, default=1, help="cells at a time (local backend)")
@@ -402,8 +334,8 @@ def main(argv: list[str]) -> int:
         parser.error("--address is for --backend ray")
     args.threads = args.threads or max(1, len(os.sched_getaffinity(0)) // args.jobs)
     cells = expand(load_grid(args.grid) if args.grid else _grid_from_args(args))
-    finished = {cell.name: record for cell in cells if (record := finished_record(cell, args.results_dir))}
-    todo = [cell for cell in cells if cell.name not in finished]
+    finished = {cell.stem: record for cell in cells if (record := finished_record(cell, args.results_dir))}
+    todo = [cell for cell in cells if cell.stem not in finished]
     estimates = estimate_seconds(todo, args.results_dir)
     known = [seconds for seconds in estimates.values() if seconds is not None]
     parallel = args.jobs if args.backend == "local" else 1
@@ -415,12 +347,12 @@ def main(argv: list[str]) -> int:
     if args.dry_run:
         dirty = {name for name, record in finished.items() if record["provenance"]["git_dirty"]}
         for cell in cells:
-            estimate = estimates.get(cell.name)
-            if cell.name in finished:
-                state = "done (from uncommitted code)" if cell.name in dirty else "done"
+            estimate = estimates.get(cell.stem)
+            if cell.stem in finished:
+                state = "done (from uncommitted code)" if cell.stem in dirty else "done"
             else:
                 state = f"to run (~{_format_seconds(estimate)})" if estimate else "to run"
-            print(f"  {cell.name:<70} {state}")
+            print(f"  {cell.stem:<70} {state}")
         if dirty:
             print(f"{len(dirty)} done cells come from uncommitted code: rerun them from a clean commit for a "
                   "reproducible board")
@@ -429,18 +361,18 @@ def main(argv: list[str]) -> int:
     failures = []
     written = 0
 
-    def on_result(cell: Cell, result: dict) -> None:
+    def on_result(cell: RunSpec, result: dict) -> None:
         nonlocal written
         if "record" in result:
             try:
-                write_record(validate(result["record"], cell.name), args.results_dir)
+                write_record(validate(result["record"], cell.stem), args.results_dir)
                 written += 1
                 return
             except RecordError as error:
                 result = {"error": str(error), "log_tail": ""}
         failures.append(cell)
-        log = args.log_dir / f"{cell.name}.log"
-        tqdm.write(f"cfbench-sweep: cell {cell.name} failed ({result['error']}); log: {log}\n{result['log_tail']}")
+        log = args.log_dir / f"{cell.stem}.log"
+        tqdm.write(f"cfbench-sweep: cell {cell.stem} failed ({result['error']}); log: {log}\n{result['log_tail']}")
 
     start = time.perf_counter()
     try:
@@ -455,7 +387,7 @@ def main(argv: list[str]) -> int:
         regenerate(args.results_dir, args.leaderboard or paths.page_for(args.results_dir))
     print(f"{written} cell(s) written to {paths.shown(args.results_dir)}, {len(failures)} failed "
           f"({_format_seconds(time.perf_counter() - start)})" +
-          "".join(f"\n  failed: {cell.name} (log {args.log_dir / (cell.name + '.log')})" for cell in failures))
+          "".join(f"\n  failed: {cell.stem} (log {args.log_dir / (cell.stem + '.log')})" for cell in failures))
     return min(len(failures), 255)
 
 
