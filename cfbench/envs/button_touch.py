@@ -42,7 +42,16 @@ out of the arm's reach are clamped radially into it. A wrong shape or a NaN rais
 ## Success and failure
 Success (reward 1, terminated): the fingertip touches the button. Failure (terminated): the
 fingertip touches the wall. Truncated after 8 s. ``info`` carries ``is_success``,
-``is_collision``, ``agent_pose`` (the fingertip) and ``time``.
+``is_collision``, ``agent_pose`` (the fingertip), ``time`` and ``sim_state``.
+
+## Reset options
+``reset(seed=s, options={"reset_to_state": info["sim_state"]})`` restarts the scene of seed
+``s`` with the arm in that state: each link's pymunk body state, ``(x, y, angle, vx, vy,
+angular_velocity)`` of the upper link's centre then of the forearm's, and the episode time.
+The same actions from there repeat the episode's rewards and flags exactly and its poses to
+1e-11 units (pymunk warm-starts the pivot joints with impulses that are not in the state).
+The joint angles alone would not do: the pivots stretch by up to 1.6 units in fast motion, and
+leaving that out moves the replayed fingertip by up to 0.08 units.
 
 ## Arguments
 ``gym.make("cfbench/ButtonTouch-v0", obs_mode="state", render_mode=None, control_hz=20.0)``;
@@ -80,6 +89,9 @@ K_P = 2025.0
 K_V = 90.0
 #: joint errors are clipped, which caps the joint speed at K_P * MAX_JOINT_ERROR / K_V
 MAX_JOINT_ERROR = 0.18
+#: reset_to_state refuses links further apart than this at a pivot (fast motion stretches
+#: a pivot by up to 1.6 units)
+PIVOT_TOLERANCE = 5.0
 
 # ---------------------------------------------------------------- scene sampling
 SLOT_CLEARANCE = (2.5, 4.0)  # free space on each side of the fingertip inside the slot
@@ -137,6 +149,11 @@ class ButtonTouchEnv(CoarseToFineEnv):
     scene_bound = WORLD_SIZE  # every feature is a world coordinate, a length or a unit vector
     # state: fingertip (x, y), button-face centre, direction into the slot, then scalars
     state_layout = StateLayout(points=(0, 2), directions=(4,), angles=(), frame_direction=4)
+    sim_state_fields = {
+        f"{link}_{name}": (0.0, WORLD_SIZE) if name in ("x", "y") else (-np.inf, np.inf)
+        for link in ("upper", "fore")
+        for name in ("x", "y", "angle", "vx", "vy", "angular_velocity")
+    }
     max_episode_seconds = 8.0
     physics_hz = 200.0
     world_bounds = (0.0, 0.0, WORLD_SIZE, WORLD_SIZE)
@@ -272,6 +289,26 @@ class ButtonTouchEnv(CoarseToFineEnv):
 
     def _scene_features(self) -> np.ndarray:
         return self._features
+
+    def _sim_state(self) -> list[float]:
+        return [value for body in (self._upper, self._fore)
+                for value in (*body.position, body.angle, *body.velocity, body.angular_velocity)]
+
+    def _check_sim_state(self, state: np.ndarray) -> str | None:
+        """The links must hang together: the upper one on the base, the forearm on its end."""
+        (upper, fore), (l1, l2) = state.reshape(2, 6), LINK_LENGTHS
+
+        def end(link, length, sign):
+            return link[:2] + sign * 0.5 * length * np.array([math.cos(link[2]), math.sin(link[2])])
+
+        for pivot, gap in (("shoulder", end(upper, l1, -1) - BASE), ("elbow", end(fore, l2, -1) - end(upper, l1, 1))):
+            if np.hypot(*gap) > PIVOT_TOLERANCE:
+                return f"the links are {np.hypot(*gap):.3g} units apart at the {pivot} (at most {PIVOT_TOLERANCE:g})"
+        return None
+
+    def _set_sim_state(self, state: np.ndarray) -> None:
+        for body, (x, y, angle, vx, vy, spin) in zip((self._upper, self._fore), state.reshape(2, 6)):
+            body.position, body.angle, body.velocity, body.angular_velocity = (x, y), angle, (vx, vy), spin
 
     def _simulate(self, target: np.ndarray) -> bool:
         upper, fore, space, dt = self._upper, self._fore, self._space, self.physics_dt

@@ -44,8 +44,14 @@ Success (reward 1, terminated): the ring has come off the **far** end (its rear 
 centre was over the pipe body without contact; backing out past the near end un-threads it).
 Alignment needs no separate test: without contact, a ring leaving the far end is within
 ``CLEARANCE`` of the axis. Failure (terminated): any contact between agent (ring or gripper) and
-pipe. Truncated after 10 s. ``info`` carries ``is_success``, ``is_collision``, ``agent_pose`` and
-``time``.
+pipe. Truncated after 10 s. ``info`` carries ``is_success``, ``is_collision``, ``agent_pose``,
+``time`` and ``sim_state``.
+
+## Reset options
+``reset(seed=s, options={"reset_to_state": info["sim_state"]})`` restarts the scene of seed
+``s`` with the agent in that state: ``(x, y, yaw, vx, vy, vyaw, threaded, time)``, the ring's
+pose, its velocity, whether the pipe is through it (1 or 0), and the episode time. The same
+actions from there repeat the episode exactly.
 
 ## Arguments
 ``gym.make("cfbench/ClampPassing-v1", obs_mode="state", render_mode=None, control_hz=20.0)``;
@@ -128,6 +134,11 @@ class ClampPassingEnv(CoarseToFineEnv):
     scene_bound = WORLD_SIZE  # every feature is a world coordinate, a length or a unit vector
     # state: ring (x, y, yaw), pipe centre, passing direction (cos, sin), length, thickness
     state_layout = StateLayout(points=(0, 3), directions=(5,), angles=(2,), frame_direction=5, angle_period=np.pi)
+    sim_state_fields = {
+        **{name: (float(low), float(high)) for name, low, high in zip(("x", "y", "yaw"), pose_low, pose_high)},
+        **{name: (-np.inf, np.inf) for name in ("vx", "vy", "vyaw")},
+        "threaded": (0.0, 1.0),
+    }
     max_episode_seconds = 10.0  # the expert needs 1.8-3 s
     physics_hz = 200.0
     world_bounds = (0.0, 0.0, WORLD_SIZE, WORLD_SIZE)
@@ -234,6 +245,17 @@ class ClampPassingEnv(CoarseToFineEnv):
 
     def _agent_pose(self) -> np.ndarray:
         return np.array(self._pose)
+
+    def _sim_state(self) -> list[float]:
+        return [*self._pose, *self._velocity, float(self._threaded)]
+
+    def _check_sim_state(self, state: np.ndarray) -> str | None:
+        return None if state[6] in (0.0, 1.0) else f"threaded = {state[6]:g} must be 0 or 1"
+
+    def _set_sim_state(self, state: np.ndarray) -> None:
+        self._pose, self._velocity = state[:3].tolist(), state[3:6].tolist()
+        self._threaded = bool(state[6])
+        self._place_agent()
 
     def _scene_features(self) -> np.ndarray:
         return np.array([*self._pipe_centre, *self._axis, self._pipe_length, self._pipe_thickness])

@@ -4,6 +4,12 @@ A concrete environment (one file each, like gym-pusht) supplies the scene: how i
 from the seed, how the agent is simulated toward a target pose, what counts as success or
 collision, how it is drawn, and the expert's collision-free path. This base class turns that
 into the Gymnasium API, identically for all three environments.
+
+Replaying from a state (gym-pusht's ``reset_to_state``): ``info["sim_state"]`` is everything
+the physics carries from one step to the next (the agent's body state, named by
+``sim_state_fields``, then the episode time); the scene is not in it, the seed makes that.
+``reset(seed=s, options={"reset_to_state": info["sim_state"]})`` rebuilds scene ``s`` with the
+agent in that state, and stepping the episode's remaining actions then repeats its rest.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from gymnasium import spaces
 from cfbench.expert import ExpertTrajectory
 
 OBS_MODES = ("state", "pixels", "pixels_state")
+RESET_OPTIONS = ("reset_to_state",)
 PIXEL_SIZE = 96
 #: rollout-video overlays (``render_annotated``): the expert path, 1 px, and the target dots
 PATH_COLOR = (170, 170, 240)
@@ -65,6 +72,9 @@ class CoarseToFineEnv(gym.Env, ABC):
     scene_dim: ClassVar[int]
     scene_bound: ClassVar[float] = np.inf
     state_layout: ClassVar[StateLayout]
+    #: the agent's entries of ``info["sim_state"]`` (what ``reset_to_state`` restores): name ->
+    #: (low, high); the episode time in seconds follows them in every env
+    sim_state_fields: ClassVar[dict[str, tuple[float, float]]]
     #: episode time limit in seconds (truncation), independent of the control rate
     max_episode_seconds: ClassVar[float]
     #: physics rate; each control step runs round(physics_hz / control_hz) sub-steps
@@ -121,6 +131,9 @@ class CoarseToFineEnv(gym.Env, ABC):
             "pixels_state": spaces.Dict({"state": state_space, "pixels": pixel_space}),
         }[obs_mode]
         self.pose_dim = pose_dim
+        fields = {**self.sim_state_fields, "time": (0.0, self.max_episode_seconds)}
+        self.sim_state_names = tuple(fields)
+        self.sim_state_space = spaces.Box(*np.array(list(fields.values())).T, dtype=np.float64)
         self._canvas = Canvas(PIXEL_SIZE)
         self._render_canvas: Canvas | None = None
         self._window = None  # pygame display for render_mode="human"
@@ -146,6 +159,18 @@ class CoarseToFineEnv(gym.Env, ABC):
         """Advance ``self.substeps`` physics steps toward ``target``; True if a collision occurred."""
 
     @abstractmethod
+    def _sim_state(self) -> list[float]:
+        """The agent's state that the physics carries between steps, as ``sim_state_fields`` names it."""
+
+    @abstractmethod
+    def _set_sim_state(self, state: np.ndarray) -> None:
+        """Put the agent of the freshly built scene in ``state`` (checked by ``_check_sim_state``)."""
+
+    def _check_sim_state(self, state: np.ndarray) -> str | None:
+        """What makes a ``state`` inside the bounds one the physics cannot take, or None."""
+        return None
+
+    @abstractmethod
     def _is_success(self) -> bool:
         """Whether the task is solved in the current state."""
 
@@ -163,12 +188,16 @@ class CoarseToFineEnv(gym.Env, ABC):
 
     # ------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        if options:
-            raise ValueError(f"{type(self).__name__}.reset: unknown options {sorted(options)}; the scene is chosen "
-                             "by the seed")
+        """A new episode in the scene of ``seed``; ``options={"reset_to_state": info["sim_state"]}``
+        (an ``info`` of an episode with that seed) starts it from that state instead of the
+        scene's start. The expert trajectory stays the scene's, from its start."""
+        state = self._reset_to_state(seed, options or {})
         super().reset(seed=seed)
         self._build_scene(self.np_random)
         self._steps = 0
+        if state is not None:
+            self._set_sim_state(state[:-1])
+            self._steps = round(state[-1] * self.control_hz)
         self._expert = None
         if self.render_mode == "human":
             self.render()
@@ -258,6 +287,40 @@ class CoarseToFineEnv(gym.Env, ABC):
             raise ValueError(f"{type(self).__name__}: action contains NaN or inf: {action}")
         return np.clip(action, self.pose_low, self.pose_high)
 
+    def _reset_to_state(self, seed: int | None, options: dict) -> np.ndarray | None:
+        """The checked ``reset_to_state`` option (None when not given); checked before the reset
+        changes anything, so a refused one leaves the episode running."""
+        where = f"{type(self).__name__}.reset"
+        unknown = sorted(set(options) - set(RESET_OPTIONS))
+        if unknown:
+            raise ValueError(f"{where}: unknown options {unknown}; known: {list(RESET_OPTIONS)}")
+        if options.get("reset_to_state") is None:  # gym-pusht's way of saying "from the start"
+            return None
+        if seed is None:
+            raise ValueError(f"{where}: reset_to_state needs the seed of the episode the state comes from "
+                             "(the seed makes the scene; the state holds only the agent)")
+        try:
+            state = np.asarray(options["reset_to_state"], dtype=np.float64)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{where}: reset_to_state is not a vector of numbers ({error})") from None
+        names = self.sim_state_names
+        if state.shape != (len(names),):
+            raise ValueError(f"{where}: reset_to_state must have shape ({len(names)},), entries {names} "
+                             f"(an info['sim_state']), got shape {state.shape}")
+        for name, value, low, high in zip(names, state, self.sim_state_space.low, self.sim_state_space.high):
+            if not np.isfinite(value):
+                raise ValueError(f"{where}: reset_to_state's {name} is {value}, not a finite number")
+            if not low <= value <= high:
+                raise ValueError(f"{where}: reset_to_state's {name} = {value:g} is outside [{low:g}, {high:g}]")
+        steps = state[-1] * self.control_hz
+        if abs(steps - round(steps)) > 1e-6:
+            raise ValueError(f"{where}: reset_to_state's time = {state[-1]:g} s is not a whole number of "
+                             f"{self.control_hz:g} Hz control steps")
+        problem = self._check_sim_state(state[:-1])
+        if problem:
+            raise ValueError(f"{where}: reset_to_state: {problem}")
+        return state
+
     def _state(self) -> np.ndarray:
         return np.concatenate([self._agent_pose(), self._scene_features()]).astype(np.float32)
 
@@ -291,6 +354,7 @@ class CoarseToFineEnv(gym.Env, ABC):
             "is_collision": bool(collision),
             "agent_pose": self._agent_pose().astype(np.float64),
             "time": self._steps / self.control_hz,
+            "sim_state": np.array([*self._sim_state(), self._steps / self.control_hz]),
         }
 
 

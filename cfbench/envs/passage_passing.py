@@ -28,7 +28,13 @@ world units. Actions are clipped to the world; a wrong shape or a NaN raises ``V
 ## Success and failure
 Success (reward 1, terminated): the agent's centre lies in the green goal area past the exit
 line. Failure (terminated): the agent touches a wall. Truncated after 10 s. ``info`` carries
-``is_success``, ``is_collision``, ``agent_pose`` and ``time``.
+``is_success``, ``is_collision``, ``agent_pose``, ``time`` and ``sim_state``.
+
+## Reset options
+``reset(seed=s, options={"reset_to_state": info["sim_state"]})`` restarts the scene of seed
+``s`` with the agent in that state: ``(x, y, vx, vy, time)``, the agent's centre, its velocity
+and the episode time. The same actions from there repeat the episode's observations, rewards
+and flags exactly.
 
 ## Arguments
 ``gym.make("cfbench/PassagePassing-v0", obs_mode="state", render_mode=None, control_hz=20.0)``;
@@ -94,6 +100,8 @@ class PassagePassingEnv(CoarseToFineEnv):
     scene_bound = WORLD_SIZE  # every feature is a world coordinate, a length or a unit vector
     # state: agent (x, y), 6 centreline corners, width, passage direction (cos, sin)
     state_layout = StateLayout(points=(0, 2, 4, 6, 8, 10, 12), directions=(15,), angles=(), frame_direction=15)
+    sim_state_fields = {"x": (0.0, WORLD_SIZE), "y": (0.0, WORLD_SIZE), "vx": (-np.inf, np.inf),
+                        "vy": (-np.inf, np.inf)}
     max_episode_seconds = 10.0
     world_bounds = (0.0, 0.0, WORLD_SIZE, WORLD_SIZE)
     local_view_size = 96.0
@@ -164,6 +172,12 @@ class PassagePassingEnv(CoarseToFineEnv):
 
     def _agent_pose(self) -> np.ndarray:
         return np.array(self._agent.position)
+
+    def _sim_state(self) -> list[float]:
+        return [*self._agent.position, *self._agent.velocity]
+
+    def _set_sim_state(self, state: np.ndarray) -> None:
+        self._agent.position, self._agent.velocity = tuple(state[:2]), tuple(state[2:])
 
     def _is_success(self) -> bool:
         """The agent's centre lies in the goal area: past the exit line, inside the corridor."""
