@@ -39,9 +39,9 @@ from cfbench import paths
 from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.evaluate import evaluate
 from cfbench.files import atomic_write_text
-from cfbench.leaderboard import gain_over, success_summary
+from cfbench.leaderboard.standings import gain_over, success_summary
 from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
-from cfbench.results import provenance, read_all
+from cfbench.results import format_label, provenance, read_all
 from cfbench.runner import TrainingSetup, parse_overrides, reference_rate, set_threads, train_or_load
 from policies import policy_class
 from policies.interpolation import INTERPOLANTS, SMOOTH_INTERPOLANTS
@@ -174,7 +174,7 @@ def render(entries: list[dict], records: list[dict] = ()) -> str:
                                              "+" in e["source_hz"], [float(x) for x in e["source_hz"].split("+")]))
     for (policy, variant), group in itertools.groupby(ordered, key=lambda e: (e["policy"], e["variant"])):
         group = list(group)
-        lines += [f"## {policy}" + (f" ({variant})" if variant else ""), ""]
+        lines += [f"## {format_label(policy, variant)}", ""]
         rows: dict[str, dict] = {}
         for entry in group:
             chosen = label(entry["settings"])

@@ -14,8 +14,11 @@ def _imports() -> dict[str, set[str]]:
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         found = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else (
-                [alias.name for alias in node.names] if isinstance(node, ast.Import) else [])
+            if isinstance(node, ast.ImportFrom):  # from cfbench import paths: the module cfbench.paths
+                names = [f"{node.module}.{alias.name}" if node.module in ("cfbench", "policies") else node.module or ""
+                         for alias in node.names]
+            else:
+                names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
             found |= {name for name in names if name.split(".")[0] in ("cfbench", "policies")}
         graph[module] = found - {module}
     return graph
@@ -34,8 +37,17 @@ def test_the_evaluator_knows_only_the_policy_interface():
 
 def test_policies_never_import_the_runner_or_the_evaluator():
     graph = _imports()
-    offenders = {module: sorted(graph[module] & {"cfbench.runner", "cfbench.evaluate", "cfbench.leaderboard"})
+    offenders = {module: sorted(dep for dep in graph[module] if dep in ("cfbench.runner", "cfbench.evaluate")
+                                or dep.startswith("cfbench.leaderboard"))
                  for module in graph if module.startswith("policies")}
+    assert {m: deps for m, deps in offenders.items() if deps} == {}
+
+
+def test_the_leaderboard_reads_records_only_through_the_core():
+    """It ranks what the records say: no policy, command or sweep can shape the page."""
+    core = {f"cfbench.{name}" for name in ("results", "stats", "envs", "protocol", "files", "paths")}
+    offenders = {module: sorted(dep for dep in deps if dep not in core and not dep.startswith("cfbench.leaderboard"))
+                 for module, deps in _imports().items() if module.startswith("cfbench.leaderboard")}
     assert {m: deps for m, deps in offenders.items() if deps} == {}
 
 
