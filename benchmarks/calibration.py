@@ -29,9 +29,10 @@ from cfbench.app.run import run
 from cfbench.app.spec import RunSpec
 from cfbench.envs import ENV_IDS
 from cfbench.evaluate import evaluate
-from cfbench.leaderboard import regenerate
+from cfbench.leaderboard.regenerate import regenerate
 from cfbench.protocol import SOURCE_RATES as RATES
 from cfbench.protocol import TARGET_HZ, TEST_SEEDS, seed_list
+from cfbench.results import format_label
 
 #: (policy, variant) of the two indicators
 INDICATORS = (("tracker", ""), ("tracker", "smooth"))
@@ -68,7 +69,7 @@ def main() -> int:
         }
         ok &= all(checks.values())
         for variant in ("", "smooth"):
-            name = f"{env} tracker" + (f" ({variant})" if variant else "")
+            name = f"{env} {format_label('tracker', variant)}"
             table[name] = {f"{hz:g} Hz": f"{success[variant, hz]:.0f} %" for hz in RATES}
             if variant == "smooth":
                 curves = [RunSpec("tracker", env, (hz,), "smooth").make_policy().config.interpolation for hz in RATES]
@@ -79,7 +80,7 @@ def main() -> int:
     print(pd.DataFrame(table).T.fillna("").to_string())
     print(f"wall time {time.perf_counter() - start:.1f} s")
     if not args.no_write:
-        print(f"wrote {regenerate(args.results_dir, paths.page_for(args.results_dir))}")
+        print(f"wrote {regenerate(args.results_dir)}")
     return 0 if ok else 1
 
 

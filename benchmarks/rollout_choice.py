@@ -41,9 +41,9 @@ from cfbench.cli import set_threads
 from cfbench.envs import ENV_IDS, short_name
 from cfbench.evaluate import evaluate
 from cfbench.files import atomic_write_text
-from cfbench.leaderboard import gain_over, success_summary
+from cfbench.leaderboard.standings import gain_over, success_summary
 from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
-from cfbench.results import provenance, read_all
+from cfbench.results import format_label, provenance, read_all
 from policies.interpolation import INTERPOLANTS, SMOOTH_INTERPOLANTS
 from policies.rollout import CHOICES_FILE, all_choices, write_choices
 
@@ -168,7 +168,7 @@ def render(entries: list[dict], records: list[dict] = ()) -> str:
                                              "+" in e["source_hz"], [float(x) for x in e["source_hz"].split("+")]))
     for (policy, variant), group in itertools.groupby(ordered, key=lambda e: (e["policy"], e["variant"])):
         group = list(group)
-        lines += [f"## {policy}" + (f" ({variant})" if variant else ""), ""]
+        lines += [f"## {format_label(policy, variant)}", ""]
         rows: dict[str, dict] = {}
         for entry in group:
             chosen = label(entry["settings"])

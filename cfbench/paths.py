@@ -17,6 +17,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cfbench.protocol import PROTOCOL
+
 HOME_VARIABLE = "CFBENCH_HOME"
 _CHECKOUT = Path(__file__).resolve().parent.parent
 
@@ -34,21 +36,21 @@ def results_dir() -> Path:
     return home() / "results"
 
 
-def leaderboard_path() -> Path:
-    """The published page."""
-    return home() / "leaderboard.md"
-
-
-def page_for(results: Path) -> Path:
-    """The one rule for the page regenerated from a results folder: the published page for the
-    published ``results/`` only; for any other folder the page beside it (``runs/results`` ->
-    ``runs/leaderboard.md``), or inside it where beside it would be the published page (e.g.
-    ``--results-dir myruns`` from the checkout), so no scratch run ever rewrites what is published."""
+def leaderboard_path(results: Path, protocol: int = PROTOCOL) -> Path:
+    """The one rule for where the page regenerated from a results folder goes: the published
+    ``leaderboard.md`` for the published ``results/``; inside the folder for an archive of an older
+    protocol's records (``results/archive/protocol1/leaderboard.md``, where the newer page links
+    it); for any other folder the page beside it (``runs/results`` -> ``runs/leaderboard.md``), or
+    inside it where beside it would be the published page (e.g. ``--results-dir myruns`` from the
+    checkout), so no scratch run ever rewrites what is published."""
     folder = Path(results).absolute()
+    published = home() / "leaderboard.md"
+    if protocol < PROTOCOL:
+        return folder / "leaderboard.md"
     if folder.resolve() == results_dir().absolute().resolve():
-        return leaderboard_path()
+        return published
     beside = folder.parent / "leaderboard.md"
-    return folder / "leaderboard.md" if beside.resolve() == leaderboard_path().absolute().resolve() else beside
+    return folder / "leaderboard.md" if beside.resolve() == published.absolute().resolve() else beside
 
 
 def runs_dir() -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -247,12 +248,34 @@ def run_key(record: dict) -> tuple:
     )
 
 
+def format_label(policy: str, variant: str) -> str:
+    """A (policy, variant) as people read and type it, on the page, in ``--compare`` and in
+    ``cfbench-figure``: 'dp-t (straight)', or 'dp-t' for the policy's own configuration."""
+    return f"{policy} ({variant})" if variant else policy
+
+
+#: a label: a policy name, then optionally a variant name in brackets (names hold neither spaces
+#: nor brackets, so the split needs no registry)
+_LABEL = re.compile(r"(?P<policy>{name})(?: \((?P<variant>{name})\))?".format(name=NAME_PATTERN.strip("^$")))
+
+
+def parse_label(label: str) -> tuple[str, str]:
+    """``format_label`` read back: 'dp-t (straight)' -> ('dp-t', 'straight'); 'dp-t' -> ('dp-t', '')."""
+    match = _LABEL.fullmatch(label)
+    if match is None:
+        raise ValueError(f"bad policy label {label!r}: write POLICY or 'POLICY (VARIANT)', e.g. dp-t or "
+                         "'tracker (smooth)'")
+    return match["policy"], match["variant"] or ""
+
+
 def record_stem(policy: str, variant: str, env_id: str, rates, target_hz: float, test_seeds, train_seed: int) -> str:
-    """A record's file name without ``.json``: also the name of its videos' folder."""
+    """A record's file name without ``.json``: also the name of its videos' folder. It names the
+    pair ``policy-variant``: a file name, not a label (no spaces or brackets); people read and
+    type ``format_label``'s."""
     env = env_id.split("/")[1].split("-v")[0]
-    label = policy + (f"-{variant}" if variant else "")
+    name = policy + (f"-{variant}" if variant else "")
     seeds = "-".join(str(s) for s in test_seeds)
-    return f"{env}__{label}__{rates_label(rates)}hz__to{target_hz:g}hz__seeds{seeds}__train{train_seed}"
+    return f"{env}__{name}__{rates_label(rates)}hz__to{target_hz:g}hz__seeds{seeds}__train{train_seed}"
 
 
 def record_filename(record: dict) -> str:

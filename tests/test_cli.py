@@ -97,7 +97,8 @@ def test_ctrl_c_during_training_is_one_line_saying_where_it_resumes(monkeypatch,
 
 def test_help_is_instant_and_shows_defaults():
     """--help must not import torch (4.5 s); checked by what is imported, not by a clock."""
-    probe = ("import sys, cfbench.app.commands, cfbench.app.sweep, cfbench.leaderboard, cfbench.demos; "
+    probe = ("import sys, cfbench.app.commands, cfbench.app.sweep, cfbench.leaderboard.regenerate, "
+             "cfbench.leaderboard.comparison, cfbench.leaderboard.submission, cfbench.demos; "
              "print('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
@@ -139,7 +140,7 @@ def test_a_relative_results_dir_never_rewrites_the_published_page(monkeypatch, c
 
     home = paths.home()
     monkeypatch.chdir(home)
-    published = paths.leaderboard_path()
+    published = paths.leaderboard_path(paths.results_dir())
     published.write_text("the published page\n")
     eval_main(["--policy", "tracker", "--env", "PassagePassing", "--source-hz", "20", "--episodes", "2",
                "--results-dir", "myruns"])
@@ -149,9 +150,12 @@ def test_a_relative_results_dir_never_rewrites_the_published_page(monkeypatch, c
     assert published.read_text() == "the published page\n"
     assert (home / "myruns" / "leaderboard.md").is_file() and (home / "myruns2" / "leaderboard.md").is_file()
     # the published results folder is the one that writes the published page; scratch stays beside
-    assert paths.page_for(paths.results_dir()) == published
-    assert paths.page_for(paths.runs_dir()) == home / "runs" / "leaderboard.md"
-    assert paths.page_for(home / "a" / "b") == home / "a" / "leaderboard.md"
+    assert published == home / "leaderboard.md"
+    assert paths.leaderboard_path(paths.runs_dir()) == home / "runs" / "leaderboard.md"
+    assert paths.leaderboard_path(home / "a" / "b") == home / "a" / "leaderboard.md"
+    # an older protocol's folder is an archive: its page is inside it, where the newer page links it
+    archive = home / "a" / "archive" / "protocol1"
+    assert paths.leaderboard_path(archive, protocol=1) == archive / "leaderboard.md"
     capsys.readouterr()
 
 

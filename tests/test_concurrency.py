@@ -4,7 +4,7 @@ dataset in the manifest, and nothing crashes."""
 import json
 import multiprocessing
 
-from cfbench.leaderboard import regenerate
+from cfbench.leaderboard.regenerate import regenerate
 from cfbench.protocol import PROTOCOL
 from cfbench.results import read_all, write_record
 

@@ -9,8 +9,10 @@ from cfbench.app.run import run
 from cfbench.app.spec import RunSpec, Workspace
 from cfbench.datasets import DemoDataset, Episode, load_demos
 from cfbench.fidelity import probe
-from cfbench.leaderboard import compare, success_table
+from cfbench.leaderboard.comparison import compare
+from cfbench.leaderboard.standings import success_table
 from cfbench.protocol import PROTOCOL
+from cfbench.results import RecordError
 from cfbench.stats import mcnemar_exact, success_interval, wilson
 
 SEEDS = [10000, 10001, 10002]
@@ -95,11 +97,17 @@ def test_cells_state_the_gain_over_the_smooth_indicator_and_compare_accepts_it()
     records = learner + [_indicator((True, False, False))]
     table = success_table(records)
     assert "; Δ +33 (p " in table.loc["dp-t", "2.5 Hz"] and "Δ" not in table.loc["tracker (smooth) †", "2.5 Hz"]
-    sentence = compare(records, "dp-t", "tracker-smooth", "PassagePassing", (2.5,))
+    sentence = compare(records, "dp-t", "tracker (smooth)", "PassagePassing", (2.5,))
     assert "300 paired test episodes, 3 training seeds" in sentence and "a difference of +33 points" in sentence
     assert "dp-t is better (paired bootstrap over 3 training seeds, then episodes" in sentence
     # the same sentence the other way round
-    assert "tracker-smooth succeeds in 34 %" in compare(records, "tracker-smooth", "dp-t", "PassagePassing", (2.5,))
+    assert "tracker (smooth) succeeds in 34 %" in compare(records, "tracker (smooth)", "dp-t", "PassagePassing",
+                                                          (2.5,))
+    # a file stem's spelling is not a label: it names no record, and a malformed label is refused
+    with pytest.raises(RecordError, match="no ranked record of 'tracker-smooth'"):
+        compare(records, "dp-t", "tracker-smooth", "PassagePassing", (2.5,))
+    with pytest.raises(ValueError, match="bad policy label 'tracker \\(smooth'"):
+        compare(records, "dp-t", "tracker (smooth", "PassagePassing", (2.5,))
 
 
 def test_paired_difference_counts_the_spread_between_training_seeds():
@@ -149,7 +157,7 @@ def test_the_tracker_from_2_5_hz_demos_errs_by_the_chord_to_path_distance():
 def test_plots_draw_error_bars_at_0_and_100_percent(tmp_path):
     from test_results import _record
 
-    from cfbench.leaderboard import plot_env
+    from cfbench.leaderboard.plots import plot_env
 
     records = [_record(rate=2.5, successes=(False,)), _record(rate=20.0, successes=(True,))]
     assert plot_env(records, "cfbench/PassagePassing-v0")[:4] == b"\x89PNG"

@@ -11,17 +11,23 @@ import pytest
 
 from cfbench.app.commands import leaderboard_main
 from cfbench.files import _FILE_MODE
-from cfbench.leaderboard import (
-    compute_table,
-    line_styles,
-    page,
-    regenerate,
-    render_markdown,
-    repeated_pretraining_hours,
-    submit,
-)
+from cfbench.leaderboard.markdown import render_markdown
+from cfbench.leaderboard.plots import line_styles
+from cfbench.leaderboard.regenerate import page, regenerate
+from cfbench.leaderboard.standings import compute_table, repeated_pretraining_hours
+from cfbench.leaderboard.submission import submit
 from cfbench.protocol import PROTOCOL
-from cfbench.results import RecordError, read_all, read_record, record_filename, validate, write_record
+from cfbench.results import (
+    RecordError,
+    format_label,
+    parse_label,
+    read_all,
+    read_record,
+    record_filename,
+    validate,
+    write_record,
+)
+from cfbench.runner import leaderboard_main
 
 
 def _record(policy="tracker", rate=2.5, successes=(True, False, True), episodes=100):
@@ -131,6 +137,19 @@ def test_leaderboard_is_idempotent_and_rejects_duplicates(tmp_path):
     (results / "copy.json").write_text(json.dumps(_record(rate=2.5)))
     with pytest.raises(RecordError, match="copy.json: the file records PassagePassing__tracker__2.5hz"):
         read_all(results)
+
+
+@pytest.mark.parametrize("label, pair", [("dp-t (straight)", ("dp-t", "straight")), ("dp-t", ("dp-t", "")),
+                                         ("dispo (paper-no-ft)", ("dispo", "paper-no-ft"))])
+def test_a_label_is_read_back_as_it_is_written(label, pair):
+    assert parse_label(label) == pair and format_label(*pair) == label
+
+
+@pytest.mark.parametrize("label", ["dp-t-straight (x", "dp-t(straight)", "dp-t ()", "dp-t  (straight)",
+                                   "dp-t (a b)", "(straight)", "dp-t (a) (b)", ""])
+def test_a_malformed_label_is_refused(label):
+    with pytest.raises(ValueError, match="bad policy label"):
+        parse_label(label)
 
 
 def test_compute_table_sums_each_policys_hours_and_the_total():

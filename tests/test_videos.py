@@ -14,7 +14,7 @@ from cfbench.app.figure import main as figure_main
 from cfbench.app.run import run
 from cfbench.app.spec import RunSpec
 from cfbench.evaluate import evaluate
-from cfbench.leaderboard import submit
+from cfbench.leaderboard.submission import submit
 from cfbench.results import RecordError
 from cfbench.videos import chosen, replay_frames
 
@@ -122,9 +122,10 @@ def test_figure_for_the_tracker_needs_no_training(tmp_path, capsys):
 
 
 def test_figure_names_policies_as_the_leaderboard_does(capsys):
-    assert split_label("dispo-paper-no-ft") == ("dispo", "paper-no-ft")
+    assert split_label("dispo (paper-no-ft)") == ("dispo", "paper-no-ft")
     assert split_label("dp-t") == ("dp-t", "")
-    assert split_label("pf-dag") == ("pf-dag", "")
+    with pytest.raises(ValueError, match="unknown policy 'dispo-paper'"):
+        split_label("dispo-paper")
     with pytest.raises(SystemExit):
         figure_main(["--policies", "tracker", "nonsense"])
     assert "unknown policy 'nonsense'" in capsys.readouterr().err

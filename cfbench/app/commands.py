@@ -25,7 +25,7 @@ from cfbench.app.spec import VALIDATION_EPISODES, RunSpec, Workspace, override_i
 from cfbench.cli import Parser, command, non_negative_int, positive_int, set_threads
 from cfbench.envs import ENV_IDS, resolve_env, short_name
 from cfbench.protocol import N_DEMOS, PROTOCOL, TARGET_HZ, TEST_SEEDS, VALIDATION_SEEDS, parse_rates, rates_label
-from cfbench.results import read_all, read_record
+from cfbench.results import format_label, parse_label, read_all, read_record
 
 
 # ------------------------------------------------------------ command lines
@@ -138,8 +138,7 @@ def eval_parser() -> Parser:
                         help="where records go; the published results/ only when named here")
     parser.add_argument("--leaderboard", type=Path, default=None,
                         help="regenerated from --results-dir after the runs, with the per-env plots "
-                             "(default: the published leaderboard.md for the published results/, else leaderboard.md "
-                             "beside the results folder, or inside it where beside it is the published page)")
+                             "(default: see cfbench.paths.leaderboard_path)")
     parser.add_argument("--no-leaderboard", action="store_true", help="write only the result records")
     parser.add_argument("--videos", type=non_negative_int, default=0, metavar="N",
                         help="GIFs of the first N test episodes and of the first N failures after them, in "
@@ -172,7 +171,8 @@ def eval_main(argv: list[str]) -> None:
     import pandas as pd
 
     from cfbench.app.run import run
-    from cfbench.leaderboard import PLOTS, regenerate
+    from cfbench.leaderboard.plots import PLOTS
+    from cfbench.leaderboard.regenerate import regenerate
 
     set_threads(args.threads)
     workspace = Workspace(args.demos_dir, args.checkpoints_dir)
@@ -190,11 +190,10 @@ def eval_main(argv: list[str]) -> None:
             "eval s": m["eval_wall_s"], "record": paths.shown(path),
         })
     table = pd.DataFrame(rows)
-    print(f"\n{args.policy}{' (' + args.variant + ')' if args.variant else ''} at {args.target_hz:g} Hz")
+    print(f"\n{format_label(args.policy, args.variant)} at {args.target_hz:g} Hz")
     print(table.to_string(index=False, float_format=lambda x: f"{x:.1f}"))
     if not args.no_leaderboard:
-        args.leaderboard = args.leaderboard or paths.page_for(args.results_dir)
-        regenerate(args.results_dir, args.leaderboard)
+        args.leaderboard = regenerate(args.results_dir, args.leaderboard)
         drawn = [args.results_dir / PLOTS / f"{e}.png" for e in dict.fromkeys(s.env for s in specs)]
         plots = ", ".join(paths.shown(p) for p in drawn if p.is_file()) or "none (only full test runs are plotted)"
         print(f"leaderboard: {paths.shown(args.leaderboard)}; plots: {plots}")
@@ -202,33 +201,29 @@ def eval_main(argv: list[str]) -> None:
 
 # ------------------------------------------------------------ cfbench-leaderboard
 def split_label(label: str) -> tuple[str, str]:
-    """'dispo-paper' -> ('dispo', 'paper'); 'dp-t' -> ('dp-t', ''): the longest registered
-    policy name the label starts with, then the variant (the leaderboard's names)."""
-    if label in policies.available():
-        return label, ""
-    for name in sorted(policies.available(), key=len, reverse=True):
-        if label.startswith(name + "-") and len(label) > len(name) + 1:
-            return name, label[len(name) + 1:]
-    raise ValueError(f"unknown policy {label!r}: name one of {', '.join(policies.available())}, "
-                     "optionally followed by -VARIANT")
+    """``cfbench.results.parse_label`` ('dispo (paper)' -> ('dispo', 'paper')), for a registered policy only."""
+    policy_name, variant = parse_label(label)
+    policies.policy_class(policy_name)  # an unknown policy is named before anything trains
+    return policy_name, variant
 
 
 @command("cfbench-leaderboard")
 def leaderboard_main(argv: list[str]) -> None:
     from cfbench.app.verify import DEVIATION_TOLERANCE, check_against_registry, mark_verified, verify_record
-    from cfbench.leaderboard import PLOTS, compare, regenerate, submit
+    from cfbench.leaderboard.comparison import compare
+    from cfbench.leaderboard.plots import PLOTS
+    from cfbench.leaderboard.regenerate import regenerate
+    from cfbench.leaderboard.submission import submit
 
     parser = Parser("cfbench-leaderboard", "leaderboard.md and the per-env plots, regenerated from results/ and "
                                            "nothing else.")
     parser.add_argument("--results-dir", type=Path, default=paths.results_dir())
     parser.add_argument("--output", type=Path, default=None,
-                        help="the page to write (default: the published leaderboard.md for the published results/, "
-                             "else leaderboard.md beside the results folder, or inside it where beside it is the "
-                             "published page)")
+                        help="the page to write (default: see cfbench.paths.leaderboard_path)")
     parser.add_argument("--submit", type=Path, nargs="*", default=[], metavar="FILE",
                         help="result files to add: all of them, or none if one is bad")
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), default=None,
-                        help="paired test of two policies (policy or policy-variant) instead of regenerating; "
+                        help="paired test of two policies (POLICY or 'POLICY (VARIANT)') instead of regenerating; "
                              "needs --env and --source-hz")
     parser.add_argument("--env", default=None, help="with --compare")
     parser.add_argument("--source-hz", default=None, help="with --compare: demo rates, e.g. 2.5 or 2.5+5")
@@ -243,7 +238,7 @@ def leaderboard_main(argv: list[str]) -> None:
                              "another count)")
     parser.add_argument("--protocol", type=int, default=PROTOCOL,
                         help="the protocol of the folder's records: an archive of an older one "
-                             "(results/archive/protocol1 with --output results/archive/protocol1/leaderboard.md)")
+                             "(e.g. results/archive/protocol1, whose page is kept inside it)")
     args = parser.parse_args(argv)
     if args.compare:
         if not (args.env and args.source_hz):
@@ -259,12 +254,11 @@ def leaderboard_main(argv: list[str]) -> None:
             print(f"marked in {paths.shown(mark_verified(args.results_dir, verification))}")
         else:
             return
-    output = args.output or paths.page_for(args.results_dir)
     if args.submit and args.protocol != PROTOCOL:
         raise ValueError(f"--submit adds protocol v{PROTOCOL} records only")
     for path in args.submit:
         check_against_registry(read_record(path), str(path))
     for path in submit(args.submit, args.results_dir):
         print(f"added {path}")
-    regenerate(args.results_dir, output, args.protocol)
+    output = regenerate(args.results_dir, args.output, args.protocol)
     print(f"wrote {output} and {args.results_dir / PLOTS}/")

@@ -6,8 +6,8 @@ One PNG, one panel per policy: the scene where that policy's episode ended, the 
 (thin), its samples at the demo rate (the dots a coarse demo holds: hollow circles), and the
 targets the policy actually executed at the control rate (small dots), coloured by time, the
 last one crossed. Learned policies come from the checkpoint cache and are trained first
-if missing, as ``cfbench-eval`` does. A policy is named as in the leaderboard's ``--compare``:
-``dispo`` or ``dispo-paper`` (policy, then the variant).
+if missing, as ``cfbench-eval`` does. A policy is named by its label, as on the leaderboard and
+in its ``--compare``: ``dispo`` or ``'dispo (paper)'`` (policy, then the variant in brackets).
 
 Each panel is one evaluator episode of that seed (``cfbench.evaluate``, one env): the episode a
 record holds for the seed, up to the float rounding of batched inference.
@@ -101,7 +101,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--env", default="PassagePassing", help=f"one of {', '.join(ENV_IDS)}")
     parser.add_argument("--source-hz", default="2.5", help="demo rates the policies learn from; '2.5+5' = mixed")
     parser.add_argument("--policies", nargs="+", default=["tracker", "dp-t", "dispo"],
-                        help="policy or policy-VARIANT names, one panel each")
+                        help="policy labels, POLICY or 'POLICY (VARIANT)', one panel each")
     parser.add_argument("--seed", type=non_negative_int, default=TEST_SEEDS[0],
                         help="the env (test seed) to roll out on")
     parser.add_argument("--out", type=Path, default=None,

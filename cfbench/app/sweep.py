@@ -321,9 +321,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--results-dir", type=Path, default=paths.runs_dir(),
                         help="where records go; the published results/ only when named here")
     parser.add_argument("--leaderboard", type=Path, default=None,
-                        help="regenerated after the sweep (default: the published leaderboard.md for the published "
-                             "results/, else leaderboard.md beside the results folder, or inside it where beside it "
-                             "is the published page)")
+                        help="regenerated after the sweep (default: see cfbench.paths.leaderboard_path)")
     parser.add_argument("--no-leaderboard", action="store_true")
     parser.add_argument("--log-dir", type=Path, default=paths.home() / "sweeps" / "logs")
     parser.add_argument("--dry-run", action="store_true", help="list the cells, which are done, and the time left")
@@ -382,9 +380,9 @@ def main(argv: list[str]) -> int:
         raise Interrupted("finished cells are written; the same command runs the rest, and an interrupted "
                           "cell resumes from its checkpoints") from None
     if written and not args.no_leaderboard:
-        from cfbench.leaderboard import regenerate
+        from cfbench.leaderboard.regenerate import regenerate
 
-        regenerate(args.results_dir, args.leaderboard or paths.page_for(args.results_dir))
+        regenerate(args.results_dir, args.leaderboard)
     print(f"{written} cell(s) written to {paths.shown(args.results_dir)}, {len(failures)} failed "
           f"({_format_seconds(time.perf_counter() - start)})" +
           "".join(f"\n  failed: {cell.stem} (log {args.log_dir / (cell.stem + '.log')})" for cell in failures))
