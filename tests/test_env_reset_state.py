@@ -1,4 +1,4 @@
-"""Replaying an episode from a state: reset(seed=s, options={"reset_to_state": info["sim_state"]})."""
+"""Replaying an episode from a state: reset(seed=s, options={"reset_to_state": env.sim_state()})."""
 
 import gymnasium as gym
 import numpy as np
@@ -29,12 +29,14 @@ def tracker_actions(env, source_hz):
 
 
 def episode(env, actions, state=None):
-    """(obs, reward, terminated, truncated, info) from the reset on, until the episode ends."""
+    """(obs, reward, terminated, truncated, info) from the reset on, until the episode ends; each
+    info with the env's ``sim_state()`` after that step."""
     obs, info = env.reset(seed=SEED, options=None if state is None else {"reset_to_state": state})
-    steps = [(obs, 0.0, False, False, info)]
+    steps = [(obs, 0.0, False, False, {**info, "sim_state": env.sim_state()})]
     for action in actions:
-        steps.append(env.step(action))
-        if steps[-1][2] or steps[-1][3]:
+        obs, reward, terminated, truncated, info = env.step(action)
+        steps.append((obs, reward, terminated, truncated, {**info, "sim_state": env.sim_state()}))
+        if terminated or truncated:
             break
     return steps
 
@@ -85,8 +87,8 @@ def test_the_velocity_in_the_state_matters(env_name):
 def test_the_state_carries_the_episode_time(env_name):
     """Restarted three control steps before the time limit, holding still truncates after three."""
     env = make(env_name, control_hz=10)
-    _, info = env.reset(seed=SEED)
-    state = info["sim_state"].copy()
+    env.reset(seed=SEED)
+    state = env.sim_state()
     state[-1] = (env.max_episode_steps - 3) / env.control_hz
     _, info = env.reset(seed=SEED, options={"reset_to_state": state})
     for _ in range(3):
@@ -97,10 +99,11 @@ def test_the_state_carries_the_episode_time(env_name):
 
 def test_no_state_or_none_is_the_scenes_start(env_name):
     env = make(env_name)
-    start, info = env.reset(seed=SEED)
-    again, again_info = env.reset(seed=SEED, options={"reset_to_state": None})
+    start, _ = env.reset(seed=SEED)
+    state = env.sim_state()
+    again, _ = env.reset(seed=SEED, options={"reset_to_state": None})
     np.testing.assert_array_equal(start, again)
-    np.testing.assert_array_equal(info["sim_state"], again_info["sim_state"])
+    np.testing.assert_array_equal(state, env.sim_state())
 
 
 def _entry(state, index, value):
@@ -126,31 +129,48 @@ def _entry(state, index, value):
 def test_bad_states_are_refused_and_the_episode_goes_on(env_name, bad, message):
     env = make(env_name)
     _, info = env.reset(seed=SEED)
+    state = env.sim_state()
     env.step(info["agent_pose"])
     with pytest.raises(ValueError, match=message):
-        env.reset(seed=SEED, options={"reset_to_state": bad(info["sim_state"], env)})
+        env.reset(seed=SEED, options={"reset_to_state": bad(state, env)})
     assert env.step(info["agent_pose"])[4]["time"] == 2 / env.control_hz
 
 
 def test_reset_options_are_checked(env_name):
     env = make(env_name)
-    _, info = env.reset(seed=SEED)
+    env.reset(seed=SEED)
+    state = env.sim_state()
     with pytest.raises(ValueError, match=r"unknown options \['start_pose'\]; known: \['reset_to_state'\]"):
-        env.reset(seed=SEED, options={"start_pose": [0, 0], "reset_to_state": info["sim_state"]})
+        env.reset(seed=SEED, options={"start_pose": [0, 0], "reset_to_state": state})
     with pytest.raises(ValueError, match="reset_to_state needs the seed"):
-        env.reset(options={"reset_to_state": info["sim_state"]})
+        env.reset(options={"reset_to_state": state})
 
 
 def test_states_the_physics_cannot_take_are_refused():
     arm = make("ButtonTouch")
-    _, info = arm.reset(seed=SEED)
+    arm.reset(seed=SEED)
+    state = arm.sim_state()
     fore_x = arm.sim_state_names.index("fore_x")
-    apart = _entry(info["sim_state"], fore_x, info["sim_state"][fore_x] + 10.0)
+    apart = _entry(state, fore_x, state[fore_x] + 10.0)
     with pytest.raises(ValueError, match="the links are 10 units apart at the elbow"):
         arm.reset(seed=SEED, options={"reset_to_state": apart})
     clamp = make("ClampPassing")
-    _, info = clamp.reset(seed=SEED)
-    half = _entry(info["sim_state"], clamp.sim_state_names.index("threaded"), 0.5)
+    clamp.reset(seed=SEED)
+    state = clamp.sim_state()
+    half = _entry(state, clamp.sim_state_names.index("threaded"), 0.5)
     with pytest.raises(ValueError, match="threaded = 0.5 must be 0 or 1"):
         clamp.reset(seed=SEED, options={"reset_to_state": half})
     clamp.close()
+
+
+def test_a_vector_envs_states_replay_in_a_single_env():
+    """``envs.call("sim_state")`` gives each sub-env's state; one replays in a plain env."""
+    envs = gym.make_vec(cfbench.ENV_IDS["PassagePassing"], num_envs=2, vectorization_mode="sync")
+    _, info = envs.reset(seed=[SEED, SEED + 1])
+    _, _, _, _, info = envs.step(info["agent_pose"] + 5.0)
+    states = envs.call("sim_state")
+    env = make("PassagePassing")
+    env.reset(seed=SEED + 1, options={"reset_to_state": states[1]})
+    np.testing.assert_array_equal(env.sim_state(), states[1])
+    np.testing.assert_array_equal(states[1][:2], info["agent_pose"][1])  # x, y come first
+    envs.close()

@@ -27,7 +27,6 @@ from cfbench.results import (
     validate,
     write_record,
 )
-from cfbench.runner import leaderboard_main
 
 
 def _record(policy="tracker", rate=2.5, successes=(True, False, True), episodes=100):

@@ -45,7 +45,7 @@ fingertip touches the wall. Truncated after 8 s. ``info`` carries ``is_success``
 ``is_collision``, ``agent_pose`` (the fingertip), ``time`` and ``sim_state``.
 
 ## Reset options
-``reset(seed=s, options={"reset_to_state": info["sim_state"]})`` restarts the scene of seed
+``reset(seed=s, options={"reset_to_state": env.unwrapped.sim_state()})`` restarts the scene of seed
 ``s`` with the arm in that state: each link's pymunk body state, ``(x, y, angle, vx, vy,
 angular_velocity)`` of the upper link's centre then of the forearm's, and the episode time.
 The same actions from there repeat the episode's rewards and flags exactly and its poses to

@@ -48,7 +48,7 @@ pipe. Truncated after 10 s. ``info`` carries ``is_success``, ``is_collision``, `
 ``time`` and ``sim_state``.
 
 ## Reset options
-``reset(seed=s, options={"reset_to_state": info["sim_state"]})`` restarts the scene of seed
+``reset(seed=s, options={"reset_to_state": env.unwrapped.sim_state()})`` restarts the scene of seed
 ``s`` with the agent in that state: ``(x, y, yaw, vx, vy, vyaw, threaded, time)``, the ring's
 pose, its velocity, whether the pipe is through it (1 or 0), and the episode time. The same
 actions from there repeat the episode exactly.

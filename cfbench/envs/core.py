@@ -5,11 +5,11 @@ from the seed, how the agent is simulated toward a target pose, what counts as s
 collision, how it is drawn, and the expert's collision-free path. This base class turns that
 into the Gymnasium API, identically for all three environments.
 
-Replaying from a state (gym-pusht's ``reset_to_state``): ``info["sim_state"]`` is everything
-the physics carries from one step to the next (the agent's body state, named by
+Replaying from a state (gym-pusht's ``reset_to_state``): ``env.sim_state()`` is everything the
+physics carries from one step to the next (the agent's body state, named by
 ``sim_state_fields``, then the episode time); the scene is not in it, the seed makes that.
-``reset(seed=s, options={"reset_to_state": info["sim_state"]})`` rebuilds scene ``s`` with the
-agent in that state, and stepping the episode's remaining actions then repeats its rest.
+``reset(seed=s, options={"reset_to_state": state})`` rebuilds scene ``s`` with the agent in that
+state, and stepping the episode's remaining actions then repeats its rest.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ class CoarseToFineEnv(gym.Env, ABC):
     scene_dim: ClassVar[int]
     scene_bound: ClassVar[float] = np.inf
     state_layout: ClassVar[StateLayout]
-    #: the agent's entries of ``info["sim_state"]`` (what ``reset_to_state`` restores): name ->
+    #: the agent's entries of ``sim_state()`` (what ``reset_to_state`` restores): name ->
     #: (low, high); the episode time in seconds follows them in every env
     sim_state_fields: ClassVar[dict[str, tuple[float, float]]]
     #: episode time limit in seconds (truncation), independent of the control rate
@@ -188,8 +188,8 @@ class CoarseToFineEnv(gym.Env, ABC):
 
     # ------------------------------------------------------------- gym API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        """A new episode in the scene of ``seed``; ``options={"reset_to_state": info["sim_state"]}``
-        (an ``info`` of an episode with that seed) starts it from that state instead of the
+        """A new episode in the scene of ``seed``; ``options={"reset_to_state": state}`` (a
+        ``sim_state()`` of an episode with that seed) starts it from that state instead of the
         scene's start. The expert trajectory stays the scene's, from its start."""
         state = self._reset_to_state(seed, options or {})
         super().reset(seed=seed)
@@ -306,7 +306,7 @@ class CoarseToFineEnv(gym.Env, ABC):
         names = self.sim_state_names
         if state.shape != (len(names),):
             raise ValueError(f"{where}: reset_to_state must have shape ({len(names)},), entries {names} "
-                             f"(an info['sim_state']), got shape {state.shape}")
+                             f"(a sim_state()), got shape {state.shape}")
         for name, value, low, high in zip(names, state, self.sim_state_space.low, self.sim_state_space.high):
             if not np.isfinite(value):
                 raise ValueError(f"{where}: reset_to_state's {name} is {value}, not a finite number")
@@ -354,8 +354,14 @@ class CoarseToFineEnv(gym.Env, ABC):
             "is_collision": bool(collision),
             "agent_pose": self._agent_pose().astype(np.float64),
             "time": self._steps / self.control_hz,
-            "sim_state": np.array([*self._sim_state(), self._steps / self.control_hz]),
         }
+
+    def sim_state(self) -> np.ndarray:
+        """What the physics carries from this step to the next (``sim_state_names``), the episode
+        time last: ``reset(seed=s, options={"reset_to_state": env.sim_state()})`` replays from here.
+        A method, not an ``info`` entry, so that stepping pays nothing for it (vector envs:
+        ``envs.call("sim_state")``)."""
+        return np.array([*self._sim_state(), self._steps / self.control_hz])
 
 
 class Canvas:

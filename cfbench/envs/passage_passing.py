@@ -31,7 +31,7 @@ line. Failure (terminated): the agent touches a wall. Truncated after 10 s. ``in
 ``is_success``, ``is_collision``, ``agent_pose``, ``time`` and ``sim_state``.
 
 ## Reset options
-``reset(seed=s, options={"reset_to_state": info["sim_state"]})`` restarts the scene of seed
+``reset(seed=s, options={"reset_to_state": env.unwrapped.sim_state()})`` restarts the scene of seed
 ``s`` with the agent in that state: ``(x, y, vx, vy, time)``, the agent's centre, its velocity
 and the episode time. The same actions from there repeat the episode's observations, rewards
 and flags exactly.
