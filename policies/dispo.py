@@ -81,8 +81,8 @@ from policies.base import register
 from policies.diffusion import DiffusionPolicy
 from policies.dispo_finetuning import concat_window_tensors, finetune
 from policies.learning import phase_summary
-from policies.mamba import MambaDiffusionConfig, MambaMixer, rescale_residual_projections
 from policies.modules import StepEncoder
+from policies.ssm.mamba import MambaDiffusionConfig, MambaMixer, rescale_residual_projections
 
 #: the paper's configuration (sections III-IV) where our defaults depart from it
 PAPER_SETTINGS = {"prediction_type": "epsilon", "discretization": "zoh", "scan_direction": "causal",

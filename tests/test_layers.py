@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def _imports() -> dict[str, set[str]]:
     """module -> the project modules it imports (anywhere in the file, lazy imports included)."""
     graph = {}
-    for path in sorted([*ROOT.glob("cfbench/**/*.py"), *ROOT.glob("policies/*.py")]):
+    for path in sorted([*ROOT.glob("cfbench/**/*.py"), *ROOT.glob("policies/**/*.py")]):
         module = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
         found = set()
         for node in ast.walk(ast.parse(path.read_text())):
