@@ -52,12 +52,12 @@ from cfbench.files import atomic_write_text
 from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
 from cfbench.runner import TrainingSetup, override_items, parse_overrides, set_threads, train_or_load
 from policies import policy_class
-from policies.dispo_finetuning import finetune_rounds, pseudo_windows
+from policies.dispo.config import finetune_rounds
 
 
 def pseudo_inbetween_error(policy, dataset, finer: int) -> float:
     """Mean distance of the pseudo demos' in-between actions from the training expert's poses."""
-    _, windows, demo_slots = pseudo_windows(policy, dataset, finer)
+    _, windows, demo_slots = policy.pseudo_windows(dataset, finer)
     n_past = policy.config.n_obs_steps - 1
     # windows.episode indexes these
     seeds = [e.seed for e in dataset.episodes if e.source_hz == policy.config.reference_hz]

@@ -67,12 +67,17 @@ def test_a_checkpoint_saved_before_a_field_existed_loads_as_it_ran(tmp_path):
     old.model = old.build_model()
     old.save(tmp_path / "old")
     config = json.loads((tmp_path / "old" / "config.json").read_text())
-    for field in ("scan_direction", "discretization", "augment_action_finer", "replan_every"):
+    for field in ("scan_direction", "discretization"):
         del config[field]
-    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    retired = {"augment_action_finer": [1], "action_units": "pose", "fine_noise": "independent", "replan_every": 0}
+    (tmp_path / "old" / "config.json").write_text(json.dumps({**config, **retired}))  # as round 1 wrote them
     loaded = policies.load(tmp_path / "old")
     assert (loaded.config.scan_direction, loaded.config.discretization) == ("causal", "euler")
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in old.state_dict().items())
     assert policies.make("dispo").config.scan_direction == "bidirectional"  # new configs: today's default
+    (tmp_path / "old" / "config.json").write_text(json.dumps({**config, **retired, "fine_noise": "shared"}))
+    with pytest.raises(ValueError, match="fine_noise is a retired option"):  # a model this version cannot run
+        policies.load(tmp_path / "old")
 
 
 def test_a_cached_runs_edited_config_is_refused(tmp_path):
