@@ -31,6 +31,13 @@ def trained(coarse_demos):
     return policy
 
 
+@pytest.fixture(scope="module")
+def adaptive(coarse_demos):
+    policy = policies.make("dispo", **TINY, train_steps=20, eval_every=20, step_scale_mode="adaptive")
+    policy.fit(coarse_demos, progress=False)
+    return policy
+
+
 def _history(dataset, n_obs_steps):
     return np.stack([dataset.episodes[0].observations[:n_obs_steps]])
 
@@ -175,30 +182,41 @@ def test_step_scale_target_is_path_straightness(trained):
     assert 0 < trained.straightness_targets(_windows(np.zeros((1, 2)), slight[None], c.n_obs_steps))[0] < 1
 
 
-def test_predicted_step_scales_are_positive_and_within_range(trained, coarse_demos):
-    c = trained.config
+def test_only_adaptive_step_scales_build_and_train_phi_r(trained, adaptive, coarse_demos):
+    """Fixed step scales never read φ_r: they neither build it nor pay its loss."""
+    assert trained.model.net.step_scale_predictor is None
+    assert not any(key.startswith("net.step_scale_predictor.") for key in trained.state_dict())
+    assert not {"straightness_target", "straightness_mask"} & set(trained.prepare(coarse_demos))
+    assert adaptive.model.net.step_scale_predictor is not None
+    data = adaptive.prepare(coarse_demos)
+    per_stride = len(coarse_demos.windows(adaptive.config.n_obs_steps, adaptive.config.horizon))
+    mask = data["straightness_mask"]  # φ_r learns at the rollout's observation spacing: stride 1
+    assert len(mask) == 2 * per_stride and mask[:per_stride].all() and not mask[per_stride:].any()
+
+
+def test_predicted_step_scales_are_positive_and_within_range(adaptive, coarse_demos):
+    c = adaptive.config
     obs = np.concatenate([np.stack([e.observations[:c.n_obs_steps]]) for e in coarse_demos.episodes])
     noisy = obs + np.random.default_rng(0).normal(scale=50.0, size=obs.shape)  # far out of distribution too
     for history in (obs, noisy):
-        r = trained.predicted_action_scale(history, 20.0)
+        r = adaptive.predicted_action_scale(history, 20.0)
         assert r.shape == (len(obs),) and torch.all(r > 0)
         assert torch.all(r >= c.reference_hz / 20.0 - 1e-6) and torch.all(r <= c.max_speedup * c.reference_hz / 20.0)
 
 
-def test_adaptive_step_scales_emit_coarser_chunks_where_predicted(trained, coarse_demos, monkeypatch):
-    c = trained.config
+def test_adaptive_step_scales_emit_coarser_chunks_where_predicted(adaptive, coarse_demos, monkeypatch):
+    c = adaptive.config
     obs = np.concatenate([_history(coarse_demos, c.n_obs_steps)] * 4)
-    monkeypatch.setattr(c, "step_scale_mode", "adaptive")
     # r_a per slot: the target rate's own (1/8), twice coarser (1/4), in between (rounds to 6 per step)
-    monkeypatch.setattr(trained, "predicted_action_scale", lambda *args: torch.tensor([1 / 8, 1 / 4, 1 / 6, 1 / 4]))
+    monkeypatch.setattr(adaptive, "predicted_action_scale", lambda *args: torch.tensor([1 / 8, 1 / 4, 1 / 6, 1 / 4]))
     for slot in range(4):
-        trained.reset(slot, EpisodeContext("cfbench/PassagePassing-v0", slot, 20.0))
-    chunks = trained.act(obs, slots=[0, 1, 2, 3], reference_hz=2.5, target_hz=20.0)
+        adaptive.reset(slot, EpisodeContext("cfbench/PassagePassing-v0", slot, 20.0))
+    chunks = adaptive.act(obs, slots=[0, 1, 2, 3], reference_hz=2.5, target_hz=20.0)
     assert isinstance(chunks, list)
     assert [len(chunk) for chunk in chunks] == [c.n_action_steps * m for m in (8, 4, 6, 4)]
-    trained.reset(1, EpisodeContext("cfbench/PassagePassing-v0", 1, 20.0))
-    monkeypatch.setattr(trained, "predicted_action_scale", lambda *args: torch.tensor([1 / 4]))
-    alone = trained.act(obs[1:2], slots=[1], reference_hz=2.5, target_hz=20.0)
+    adaptive.reset(1, EpisodeContext("cfbench/PassagePassing-v0", 1, 20.0))
+    monkeypatch.setattr(adaptive, "predicted_action_scale", lambda *args: torch.tensor([1 / 4]))
+    alone = adaptive.act(obs[1:2], slots=[1], reference_hz=2.5, target_hz=20.0)
     np.testing.assert_allclose(alone[0], chunks[1], atol=1e-4)  # grouping by step size leaves a slot's chunk
 
 
@@ -296,11 +314,12 @@ def test_retired_options_are_read_at_their_neutral_value_and_refused_at_any_othe
         policies.make("dispo", **{option: other})
 
 
-def test_loss_cut_to_each_rows_length_equals_the_padded_batch_loss(coarse_demos):
+@pytest.mark.parametrize("step_scale_mode", ["fixed", "adaptive"])
+def test_loss_cut_to_each_rows_length_equals_the_padded_batch_loss(coarse_demos, step_scale_mode):
     """Rows of different lengths (original and 2x pseudo windows, as in a fine-tuning round) go
     through the network one length at a time; the loss is the one of the whole padded batch,
-    whose padding changes no real output."""
-    policy = policies.make("dispo", **TINY, train_steps=1, eval_every=1)
+    whose padding changes no real output (plus φ_r's loss with adaptive step scales)."""
+    policy = policies.make("dispo", **TINY, train_steps=1, eval_every=1, step_scale_mode=step_scale_mode)
     policy.fit(coarse_demos, progress=False)
     for block in policy.model.net.blocks:
         torch.nn.init.normal_(block.modulation[1].weight, std=0.5)
@@ -313,11 +332,13 @@ def test_loss_cut_to_each_rows_length_equals_the_padded_batch_loss(coarse_demos)
     predicted, reconstruction = policy.model.net(noisy, steps, features, batch["step_scale"], reconstruct=True)
     mask = batch["loss_mask"][..., None]
     states = policy.model.obs_encoder.state_normalizer.normalize(batch["state"])
-    straightness = torch.sigmoid(policy.model.net.step_scale_predictor(features))
-    weight = batch["straightness_mask"]
     padded = (((predicted - target).square() * mask).sum() / (mask.sum() * target.shape[-1])
-              + policy.config.obs_loss_weight * (reconstruction - states).square().mean()
-              + ((straightness - batch["straightness_target"]).square() * weight).sum() / weight.sum().clamp(min=1))
+              + policy.config.obs_loss_weight * (reconstruction - states).square().mean())
+    if step_scale_mode == "adaptive":
+        straightness = torch.sigmoid(policy.model.net.step_scale_predictor(features))
+        weight = batch["straightness_mask"]
+        assert weight.any()
+        padded = padded + ((straightness - batch["straightness_target"]).square() * weight).sum() / weight.sum()
     torch.testing.assert_close(grouped, padded, rtol=1e-5, atol=1e-7)
 
 

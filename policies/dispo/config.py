@@ -41,7 +41,8 @@ class DiSPoConfig(MambaDiffusionConfig):
     ensemble_decay: float = 0.01
     #: windows denoised at once when generating pseudo demonstrations
     generation_batch: int = 256
-    #: rollout step scale of the action tokens: "fixed" (ω_ref / ω_target) or "adaptive" (φ_r's)
+    #: rollout step scale of the action tokens: "fixed" (ω_ref / ω_target) or "adaptive" (φ_r's;
+    #: only this mode builds and trains φ_r)
     step_scale_mode: str = "fixed"
     #: φ_r's range: r_a from ω_ref / ω_target up to this many times coarser
     max_speedup: float = 2.0
@@ -86,8 +87,13 @@ class DiSPoConfig(MambaDiffusionConfig):
     def rollout_fields(self) -> tuple[str, ...]:
         """No curve to choose; and with adaptive step scales φ_r learns from the chunk a rollout
         executes, so n_action_steps is then a training setting."""
-        kept_out = ("interpolation", "n_action_steps") if self.step_scale_mode == "adaptive" else ("interpolation",)
+        kept_out = ("interpolation", "n_action_steps") if self.adaptive else ("interpolation",)
         return tuple(f for f in super().rollout_fields() if f not in kept_out)
+
+    @property
+    def adaptive(self) -> bool:
+        """Whether φ_r picks the action tokens' step scales: only then is it built and trained."""
+        return self.step_scale_mode == "adaptive"
 
 
 def finetune_rounds(config: DiSPoConfig) -> list[int]:

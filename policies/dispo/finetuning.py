@@ -75,8 +75,8 @@ class PseudoDemoFinetuning:
         mask = torch.zeros(len(pseudo), pseudo.actions.shape[1])
         mask[:, demo_slots] = 1.0
         data["loss_mask"] = mask
-        # φ_r learns from the original windows only
-        data["straightness_target"] = data["straightness_mask"] = torch.zeros(len(pseudo))
+        if self.config.adaptive:  # φ_r learns from the original windows only
+            data["straightness_target"] = data["straightness_mask"] = torch.zeros(len(pseudo))
         return {k: v.to(self.device) for k, v in data.items()}
 
     def _inpaint(self, dataset, windows: Windows, finer: int, demo_slots: np.ndarray,

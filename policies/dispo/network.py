@@ -34,7 +34,9 @@ class DiSPoBlock(nn.Module):
 
 class DiSPoNet(nn.Module):
     def __init__(self, action_dim: int, obs_feature_dim: int, obs_dim: int, n_obs_steps: int, d_model: int,
-                 n_layer: int, d_state: int, expand: int, bidirectional: bool = False, zoh: bool = False):
+                 n_layer: int, d_state: int, expand: int, bidirectional: bool = False, zoh: bool = False,
+                 adaptive: bool = False):
+        """``adaptive``: with φ_r, which only adaptive step scales read."""
         super().__init__()
         self.step_encoder = StepEncoder(d_model, hidden_factor=2)
         self.obs_embedding = nn.Linear(obs_feature_dim, d_model)
@@ -47,7 +49,8 @@ class DiSPoNet(nn.Module):
         #: φ_r: observation history -> logit of the straightness of the path ahead (DiSPo.predicted_action_scale)
         self.step_scale_predictor = nn.Sequential(
             nn.Flatten(), nn.Linear(n_obs_steps * obs_feature_dim, 2 * d_model), nn.SiLU(),
-            nn.Linear(2 * d_model, 2 * d_model), nn.SiLU(), nn.Linear(2 * d_model, 1), nn.Flatten(0))
+            nn.Linear(2 * d_model, 2 * d_model), nn.SiLU(), nn.Linear(2 * d_model, 1), nn.Flatten(0),
+        ) if adaptive else None
         nn.init.normal_(self.type_encoding, std=0.02)
         rescale_residual_projections(self, n_layer)
 

@@ -21,6 +21,9 @@ from policies.dispo.network import DiSPoNet
 from policies.dispo.step_scales import rate_multiple, rollout_step_scales, whole_actions_per_step, window_step_scales
 from policies.learning import phase_summary
 
+#: φ_r's tensors in a checkpoint
+STEP_SCALE_PREDICTOR = "net.step_scale_predictor."
+
 
 @register("dispo")
 class DiSPo(PseudoDemoFinetuning, DiffusionPolicy):
@@ -29,12 +32,21 @@ class DiSPo(PseudoDemoFinetuning, DiffusionPolicy):
     def build_net(self, feature_dim: int) -> nn.Module:
         c = self.config
         return DiSPoNet(c.action_dim, feature_dim, c.obs_dim, c.n_obs_steps, c.d_model, c.n_layer, c.d_state,
-                        c.expand, bidirectional=c.scan_direction == "bidirectional", zoh=c.discretization == "zoh")
+                        c.expand, bidirectional=c.scan_direction == "bidirectional", zoh=c.discretization == "zoh",
+                        adaptive=c.adaptive)
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Checkpoints with fixed step scales saved while every run built φ_r hold its weights,
+        which nothing reads: dropped."""
+        if not self.config.adaptive:
+            tensors = {k: v for k, v in tensors.items() if not k.startswith(STEP_SCALE_PREDICTOR)}
+        super().load_state_dict(tensors)
 
     # ---------------------------------------------------------------- training
     def prepare(self, dataset) -> dict[str, torch.Tensor]:
-        """Windows at every augmentation stride, each token with its step scale and a loss mask,
-        and φ_r's target on the reference-rate windows (the rollout's observation spacing)."""
+        """Windows at every augmentation stride, each token with its step scale and a loss mask;
+        with adaptive step scales also φ_r's target, learnt on the reference-rate windows (the
+        rollout's observation spacing)."""
         c = self.config
         c.reference_hz = dataset.reference_hz
         parts = []
@@ -43,14 +55,16 @@ class DiSPo(PseudoDemoFinetuning, DiffusionPolicy):
             data = self.window_tensors(dataset, windows)
             data["step_scale"] = window_step_scales(c, windows, finer=1)
             data["loss_mask"] = torch.ones(len(windows), windows.actions.shape[1])
-            data["straightness_target"] = torch.as_tensor(self.straightness_targets(windows), dtype=torch.float32)
-            data["straightness_mask"] = torch.as_tensor((stride == 1) & (windows.source_hz == c.reference_hz),
-                                                        dtype=torch.float32)
+            if c.adaptive:
+                data["straightness_target"] = torch.as_tensor(self.straightness_targets(windows),
+                                                              dtype=torch.float32)
+                data["straightness_mask"] = torch.as_tensor((stride == 1) & (windows.source_hz == c.reference_hz),
+                                                            dtype=torch.float32)
             parts.append(data)
         return concat_window_tensors(parts)
 
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
-        """Denoising MSE on the unmasked action tokens + λ · observation reconstruction + φ_r's loss.
+        """Denoising MSE on the unmasked action tokens + λ · observation reconstruction (+ φ_r's loss).
         Rows padded to a common length (step scale 0 at the end) run through the network cut to
         their own length, one group per length: the padding changes no real output, so this is
         the padded batch's loss at a fraction of the cost (fine-tuning mixes 12- and 73-token rows)."""
@@ -70,11 +84,14 @@ class DiSPo(PseudoDemoFinetuning, DiffusionPolicy):
             reconstruction_error = reconstruction_error + (reconstruction - states[rows]).square().sum()
         action_loss = action_error / (mask.sum() * target.shape[-1])
         reconstruction_loss = reconstruction_error / states.numel()
+        loss = action_loss + c.obs_loss_weight * reconstruction_loss
+        return loss + self.straightness_loss(features, batch) if c.adaptive else loss
+
+    def straightness_loss(self, features: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """φ_r's MSE on the windows it learns from, on detached features: it shapes no other part."""
         straightness = torch.sigmoid(self.model.net.step_scale_predictor(features.detach()))
         weight = batch["straightness_mask"]
-        straightness_loss = (((straightness - batch["straightness_target"]).square() * weight).sum()
-                             / weight.sum().clamp(min=1))
-        return action_loss + c.obs_loss_weight * reconstruction_loss + straightness_loss
+        return ((straightness - batch["straightness_target"]).square() * weight).sum() / weight.sum().clamp(min=1)
 
     def straightness_targets(self, windows: Windows) -> np.ndarray:
         """φ_r's target per window, in [0, 1]: 1 where the path of the chunk a rollout executes
@@ -131,7 +148,7 @@ class DiSPo(PseudoDemoFinetuning, DiffusionPolicy):
         step scales; with adaptive ones, φ_r's step rounded to a whole number of actions."""
         c = self.config
         finer = rate_multiple(source_hz, target_hz)
-        if c.step_scale_mode == "fixed":
+        if not c.adaptive:
             return np.full(len(state_of(obs_history)), finer)
         action_scales = self.predicted_action_scale(obs_history, target_hz).cpu().numpy()
         return whole_actions_per_step(c.reference_hz / source_hz, action_scales, finer, c.max_speedup)
