@@ -19,7 +19,7 @@ from timing import best_ms  # benchmarks/timing.py, beside this script
 import policies
 from cfbench.cli import set_threads
 from cfbench.datasets import load_demos
-from policies.dispo_finetuning import concat_window_tensors, pseudo_demonstrations
+from policies.dispo.finetuning import concat_window_tensors
 
 
 def padded_loss(policy, batch, generator):
@@ -46,7 +46,7 @@ def main() -> None:
         dataset = load_demos("PassagePassing", (2.5,), n=10, demos_dir=demos)
     policy = policies.make("dispo", train_steps=1, eval_every=1, finetune_steps=0)
     policy.fit(dataset, progress=False)
-    data = concat_window_tensors([policy.prepare(dataset), pseudo_demonstrations(policy, dataset, 8)])
+    data = concat_window_tensors([policy.prepare(dataset), policy.pseudo_demonstrations(dataset, 8)])
     batch = {k: v[torch.randperm(len(v), generator=torch.Generator().manual_seed(0))[: policy.config.batch_size]]
              for k, v in data.items()}
     policy.model.train()

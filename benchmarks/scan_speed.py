@@ -18,7 +18,7 @@ import torch
 from timing import best_ms  # benchmarks/timing.py, beside this script
 
 from cfbench.cli import set_threads
-from policies.scan import selective_scan_cpu, selective_scan_ref
+from policies.ssm.scan import selective_scan_cpu, selective_scan_ref
 
 SHAPES = [(128, 128, 20, 16), (256, 256, 24, 16)]  # (B, D, L, N)
 

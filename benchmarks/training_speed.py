@@ -30,22 +30,32 @@ TREE = HERE.parent
 def measure(policy_name: str, steps: int, threads: int) -> dict[str, float]:
     """In the child: ms per optimiser step (best of 2 after a warm-up); DiSPo's also at 8x fine-tuning."""
     sys.path.insert(0, str(HERE))
+    import torch
     from timing import best_ms
 
     import policies
-    from cfbench.cli import set_threads
     from cfbench.datasets import load_demos
-    from policies.dispo_finetuning import concat_window_tensors, pseudo_demonstrations
 
-    set_threads(threads)
+    torch.set_num_threads(threads)  # directly: where the helper lives differs between revisions
     dataset = load_demos("PassagePassing", (2.5,), n=90)
     policy = policies.make(policy_name, train_steps=steps, eval_every=steps)
     work = {"training step": policy.setup(dataset)}
     if policy_name == "dispo":
-        work["fine-tuning step at 8x"] = concat_window_tensors([work["training step"],
-                                                               pseudo_demonstrations(policy, dataset, 8)])
+        work["fine-tuning step at 8x"] = dispo_finetuning_data(policy, dataset, work["training step"])
     return {name: best_ms(lambda tensors=tensors: policy.optimise(tensors, steps, progress=False), 2) / steps
             for name, tensors in work.items()}
+
+
+def dispo_finetuning_data(policy, dataset, originals: dict) -> dict:
+    """DiSPo's 8x fine-tuning tensors, through the API of the tree the child runs on: methods of
+    the policy since policies/dispo/ (free functions of policies/dispo_finetuning.py before)."""
+    try:
+        from policies.dispo.finetuning import concat_window_tensors
+    except ImportError:  # a revision before the package
+        from policies.dispo_finetuning import concat_window_tensors, pseudo_demonstrations
+
+        return concat_window_tensors([originals, pseudo_demonstrations(policy, dataset, 8)])
+    return concat_window_tensors([originals, policy.pseudo_demonstrations(dataset, 8)])
 
 
 def run_child(tree: Path, policy_name: str, steps: int, threads: int) -> dict[str, float]:

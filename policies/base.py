@@ -45,8 +45,8 @@ LIMIT_CHECKS = {
 
 
 def declared(config_class: type, attribute: str):
-    """A class-level declaration (``LIMITS``, ``CHOICES``, ``NEUTRAL``: dicts; ``ROLLOUT``,
-    ``FITTED``: tuples) merged over every class of a config, the base's first."""
+    """A class-level declaration (``LIMITS``, ``CHOICES``, ``NEUTRAL``, ``RETIRED``: dicts;
+    ``ROLLOUT``, ``FITTED``: tuples) merged over every class of a config, the base's first."""
     parts = [vars(cls)[attribute] for cls in reversed(config_class.__mro__) if attribute in vars(cls)]
     if parts and isinstance(parts[0], dict):
         return {key: value for part in parts for key, value in part.items()}
@@ -104,6 +104,10 @@ class PolicyConfig:
     #: fields added after runs were cached, each with the value that behaves as before it existed:
     #: at that value a field is left out of ``identity()``, so cached runs stay valid
     NEUTRAL: ClassVar[dict[str, Any]] = {}
+    #: options removed after runs were cached, each with its neutral value: configs saved before
+    #: (checkpoints, records) hold it, and at that value it is dropped on reading, as the run never
+    #: depended on it; any other value names a model this version cannot run, and is refused
+    RETIRED: ClassVar[dict[str, Any]] = {}
     #: rollout settings: fields only the execution of a trained model reads (how many actions run
     #: per prediction, the curve through them). A model is trained, and its checkpoint selected on
     #: the validation seeds, with each at its declared default; changing one re-evaluates a cached
@@ -163,12 +167,23 @@ class PolicyConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> PolicyConfig:
-        values = {k: v for k, v in values.items() if k != "policy"}
+        values = cls.without_retired({k: v for k, v in values.items() if k != "policy"})
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"{cls.name}: unknown config field(s) {unknown}; known: {sorted(known)}")
         return cls(**values)
+
+    @classmethod
+    def without_retired(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """``values`` less the ``RETIRED`` options, each of which must be at its neutral value."""
+        retired = declared(cls, "RETIRED")
+        for name in sorted(values.keys() & retired.keys()):
+            if _plain(values[name]) != _plain(retired[name]):
+                raise ValueError(f"{cls.name}: {name} is a retired option; a saved config may hold it only at "
+                                 f"{json.dumps(_plain(retired[name]))}, what every run does now, not at "
+                                 f"{json.dumps(_plain(values[name]))}")
+        return {k: v for k, v in values.items() if k not in retired}
 
 
 def _plain(value: Any) -> Any:

@@ -1,7 +1,7 @@
 """D-Ma: the decoder-only Mamba diffusion policy of MaIL (Jia et al. 2024).
 
 One sequence [diffusion-step token, observation tokens (T_o), noisy action tokens (T_p)] with
-learned positions runs through a stack of Mamba blocks (policies/mamba.py, on cfbench's
+learned positions runs through a stack of Mamba blocks (policies/ssm/mamba.py, on cfbench's
 selective scan); the outputs at the action tokens predict the noise (epsilon prediction, as in
 MaIL). Being causal, each action token sees the step, every observation and the earlier actions.
 Anchor sizes (MaIL's LIBERO config) are d_model 128, 6 layers, d_state 16, d_conv 4, expand 2,
@@ -18,8 +18,8 @@ from torch import nn
 
 from policies.base import register
 from policies.diffusion import DiffusionPolicy
-from policies.mamba import MambaBlock, MambaDiffusionConfig, rescale_residual_projections
 from policies.modules import StepEncoder
+from policies.ssm.mamba import MambaBlock, MambaDiffusionConfig, rescale_residual_projections
 
 
 @dataclass

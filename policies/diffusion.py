@@ -104,18 +104,17 @@ class DiffusionPolicy(ChunkPolicy):
     # ----------------------------------------------------------------- rollout
     @torch.no_grad()
     def sample_actions(self, obs_history, slots: list[int], n_actions: int | None = None,
-                       noise: torch.Tensor | None = None, action_unit: float = 1.0, **net_inputs) -> np.ndarray:
+                       noise: torch.Tensor | None = None, **net_inputs) -> np.ndarray:
         """Denoise one chunk of ``n_actions`` (default: horizon) per slot from ``noise`` (default:
         independent Gaussian noise from each slot's generator); absolute poses (B, n_actions,
-        action_dim). The network's frame-relative actions are in units of ``action_unit`` (DiSPo's
-        per-step units); ``net_inputs`` go to the network as extra conditions."""
+        action_dim). ``net_inputs`` go to the network as extra conditions."""
         c, device = self.config, self.device
         features, frame = self.encode(obs_history)
         generators = [self._generators[s] for s in slots]
         if noise is None:
             noise = self.chunk_noise(slots, n_actions or c.horizon)
         x = self.denoise(noise.to(device), features, generators, **net_inputs)
-        return frame.poses_to_world(action_unit * self.model.action_normalizer.unnormalize(x).cpu().numpy())
+        return frame.poses_to_world(self.model.action_normalizer.unnormalize(x).cpu().numpy())
 
     def denoise(self, x: torch.Tensor, features: torch.Tensor, generator, after_step=None,
                 **net_inputs) -> torch.Tensor:

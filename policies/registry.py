@@ -17,7 +17,7 @@ BUILTIN = {
     "dp-c": "policies.dp_c",
     "dp-t": "policies.dp_t",
     "d-ma": "policies.d_ma",
-    "dispo": "policies.dispo",
+    "dispo": "policies.dispo.policy",
     "vq-bet": "policies.vq_bet",
     "pf-dag": "policies.pf_dag",
     "e0": "policies.e0",

@@ -43,7 +43,9 @@ def _json(values: dict) -> dict:
 
 
 def _unfitted(record: dict) -> dict:
-    config = dict(record["provenance"]["config"])
+    """The record's config as a run is keyed: fitted fields unset, retired options (at their
+    neutral value) left out."""
+    config = policies.policy_class(record["policy"]).config_class.without_retired(record["provenance"]["config"])
     defaults = _json(policies.make(record["policy"]).config.to_dict())
     return {**config, **{key: defaults[key] for key in FITTED if key in config}}
 
@@ -53,12 +55,14 @@ def _label(record):
 
 
 def test_committed_configs_load_unchanged():
-    """Fields added since are filled in at their neutral value (config.NEUTRAL): what a record
-    lists is the config as recorded, and nothing else differs from what it ran."""
+    """Fields added since are filled in at their neutral value (config.NEUTRAL), and retired ones,
+    at theirs (config.RETIRED), are left out: what a record lists is otherwise the config as
+    recorded, and nothing else differs from what it ran."""
     assert len(TRAINED) >= 60 + 150
     for record in TRAINED:
-        config = record["provenance"]["config"]
-        loaded = policies.policy_class(record["policy"]).config_class.from_saved(config)
+        config_class = policies.policy_class(record["policy"]).config_class
+        config = config_class.without_retired(record["provenance"]["config"])
+        loaded = config_class.from_saved(record["provenance"]["config"])
         values, neutral = _json(loaded.to_dict()), _json(loaded.neutral())
         assert {k: values[k] for k in config} == config, _label(record)
         assert all(values[k] == neutral[k] for k in values.keys() - config.keys()), _label(record)
@@ -97,8 +101,8 @@ def test_cache_keys_of_committed_records_are_unchanged(demos_dir):
 
 
 def test_a_field_away_from_its_neutral_value_names_another_run():
-    base = policies.make("dispo", scan_direction="causal")  # every field below at its neutral value
-    for field, other in (("scan_direction", "bidirectional"), ("replan_every", 2), ("augment_action_finer", (1, 2))):
+    base = policies.make("dispo", scan_direction="causal", discretization="euler")  # both at their neutral value
+    for field, other in (("scan_direction", "bidirectional"), ("discretization", "zoh")):
         assert field in base.config.NEUTRAL and field not in base.config.identity()
         changed = policies.make("dispo", **{field: other})
         assert changed.config.identity()[field] == other

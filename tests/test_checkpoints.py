@@ -64,12 +64,38 @@ def test_a_checkpoint_saved_before_a_field_existed_loads_as_it_ran(tmp_path):
     old.model = old.build_model()
     old.save(tmp_path / "old")
     config = json.loads((tmp_path / "old" / "config.json").read_text())
-    for field in ("scan_direction", "discretization", "augment_action_finer", "replan_every"):
+    for field in ("scan_direction", "discretization"):
         del config[field]
-    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    retired = {"augment_action_finer": [1], "action_units": "pose", "fine_noise": "independent", "replan_every": 0}
+    (tmp_path / "old" / "config.json").write_text(json.dumps({**config, **retired}))  # as round 1 wrote them
     loaded = policies.load(tmp_path / "old")
     assert (loaded.config.scan_direction, loaded.config.discretization) == ("causal", "euler")
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in old.state_dict().items())
     assert policies.make("dispo").config.scan_direction == "bidirectional"  # new configs: today's default
+    (tmp_path / "old" / "config.json").write_text(json.dumps({**config, **retired, "fine_noise": "shared"}))
+    with pytest.raises(ValueError, match="fine_noise is a retired option"):  # a model this version cannot run
+        policies.load(tmp_path / "old")
+
+
+def test_a_fixed_step_scale_checkpoint_with_phi_r_weights_loads_without_them(tmp_path):
+    """Every run built φ_r until only adaptive step scales did: a fixed-mode checkpoint of then
+    holds its tensors, which nothing reads; an adaptive one must still have them."""
+    tiny = {"d_model": 16, "n_layer": 1, "d_state": 4, "action_dim": 2, "obs_dim": 4}
+    adaptive = policies.make("dispo", **tiny, step_scale_mode="adaptive")
+    phi_r = {k: v for k, v in adaptive.state_dict().items() if k.startswith("net.step_scale_predictor.")}
+    fixed = policies.make("dispo", **tiny)
+    assert phi_r and not set(phi_r) & set(fixed.state_dict())
+    fixed.save(tmp_path / "fixed")
+    weights = tmp_path / "fixed" / "model.safetensors"
+    save_file({**load_file(weights), **phi_r}, weights)  # as a fixed-mode run wrote it then
+    loaded = policies.load(tmp_path / "fixed")
+    assert loaded.state_dict().keys() == fixed.state_dict().keys()
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in fixed.state_dict().items())
+    adaptive.save(tmp_path / "adaptive")
+    weights = tmp_path / "adaptive" / "model.safetensors"
+    save_file({k: v for k, v in load_file(weights).items() if k not in phi_r}, weights)
+    with pytest.raises(ValueError, match=r"checkpoint does not match 'dispo': missing \['net.step_scale_predictor"):
+        policies.load(tmp_path / "adaptive")
 
 
 def test_a_cached_runs_edited_config_is_refused(tmp_path):

@@ -1,5 +1,7 @@
 """DiSPo: step-scaled rollouts at the target rate, sample-rate augmentation, persistence."""
 
+import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -10,7 +12,9 @@ import policies
 from cfbench.app.spec import pretraining_dir
 from cfbench.datasets import Windows, load_demos
 from cfbench.interface import EpisodeContext
-from policies.dispo_finetuning import finetune_rounds, pseudo_demonstrations
+from policies.dispo.config import DiSPoConfig, finetune_rounds
+from policies.dispo.finetuning import concat_window_tensors
+from policies.dispo.step_scales import rollout_step_scales
 
 TINY = {"d_model": 16, "n_layer": 1, "d_state": 4, "batch_size": 32, "warmup_steps": 5, "finetune_steps": 0}
 
@@ -23,6 +27,13 @@ def coarse_demos(tmp_path_factory):
 @pytest.fixture(scope="module")
 def trained(coarse_demos):
     policy = policies.make("dispo", **TINY, train_steps=20, eval_every=20)
+    policy.fit(coarse_demos, progress=False)
+    return policy
+
+
+@pytest.fixture(scope="module")
+def adaptive(coarse_demos):
+    policy = policies.make("dispo", **TINY, train_steps=20, eval_every=20, step_scale_mode="adaptive")
     policy.fit(coarse_demos, progress=False)
     return policy
 
@@ -43,18 +54,16 @@ def test_finer_step_scale_emits_the_target_rate_chunk(trained, coarse_demos):
     for target_hz, finer in [(2.5, 1), (5.0, 2), (20.0, 8)]:
         actions = _act(trained, obs, 2.5, target_hz)
         assert actions.shape == (1, c.n_action_steps * finer, 2) and np.isfinite(actions).all()
-    scales, n_actions = trained.rollout_step_scales(1, 2.5, 20.0)
+    scales = rollout_step_scales(c, 2.5, 20.0)
     n_future = (c.horizon - c.n_obs_steps + 1) * 8
-    assert n_actions == c.n_obs_steps - 1 + n_future
-    assert scales.shape == (1, c.n_obs_steps + n_actions)
-    assert torch.all(scales[0, : 2 * c.n_obs_steps - 1] == 1.0) and torch.allclose(scales[0, -n_future:],
-                                                                                  torch.tensor(1 / 8))
+    assert scales.shape == (c.n_obs_steps + c.n_obs_steps - 1 + n_future,)
+    assert torch.all(scales[: 2 * c.n_obs_steps - 1] == 1.0) and torch.allclose(scales[-n_future:], torch.tensor(1 / 8))
 
 
 def test_unit_step_scale_is_the_training_layout(trained, coarse_demos):
     c = trained.config
-    scales, n_actions = trained.rollout_step_scales(1, 2.5, 2.5)
-    assert n_actions == c.horizon and torch.all(scales == 1.0)
+    scales = rollout_step_scales(c, 2.5, 2.5)
+    assert scales.shape == (c.n_obs_steps + c.horizon,) and torch.all(scales == 1.0)
     obs = _history(coarse_demos, c.n_obs_steps)
     trained.reset(0, EpisodeContext("cfbench/PassagePassing-v0", 3, 2.5))
     chunk = trained.sample_actions(obs, [0], n_actions=c.horizon, step_scale=torch.ones(1, c.n_obs_steps + c.horizon))
@@ -64,7 +73,7 @@ def test_unit_step_scale_is_the_training_layout(trained, coarse_demos):
 
 def test_rates_that_do_not_divide_are_rejected(trained):
     with pytest.raises(ValueError, match="whole number"):
-        trained.rollout_step_scales(1, 2.5, 6.0)
+        rollout_step_scales(trained.config, 2.5, 6.0)
 
 
 def test_sample_rate_augmentation_resamples_windows_with_their_scale(coarse_demos):
@@ -103,7 +112,7 @@ def test_overfitting_two_demos_drives_the_loss_down(coarse_demos):
 
 def test_pseudo_demonstrations_keep_the_demo_actions(trained, coarse_demos):
     c = trained.config
-    pseudo = pseudo_demonstrations(trained, coarse_demos, finer=4)
+    pseudo = trained.pseudo_demonstrations(coarse_demos, finer=4)
     windows = coarse_demos.windows(c.n_obs_steps, c.horizon)
     demo = trained.window_tensors(coarse_demos, windows)["actions"]
     n_past, n_future = c.n_obs_steps - 1, c.horizon - c.n_obs_steps + 1
@@ -173,52 +182,42 @@ def test_step_scale_target_is_path_straightness(trained):
     assert 0 < trained.straightness_targets(_windows(np.zeros((1, 2)), slight[None], c.n_obs_steps))[0] < 1
 
 
-def test_predicted_step_scales_are_positive_and_within_range(trained, coarse_demos):
-    c = trained.config
+def test_only_adaptive_step_scales_build_and_train_phi_r(trained, adaptive, coarse_demos):
+    """Fixed step scales never read φ_r: they neither build it nor pay its loss."""
+    assert trained.model.net.step_scale_predictor is None
+    assert not any(key.startswith("net.step_scale_predictor.") for key in trained.state_dict())
+    assert not {"straightness_target", "straightness_mask"} & set(trained.prepare(coarse_demos))
+    assert adaptive.model.net.step_scale_predictor is not None
+    data = adaptive.prepare(coarse_demos)
+    per_stride = len(coarse_demos.windows(adaptive.config.n_obs_steps, adaptive.config.horizon))
+    mask = data["straightness_mask"]  # φ_r learns at the rollout's observation spacing: stride 1
+    assert len(mask) == 2 * per_stride and mask[:per_stride].all() and not mask[per_stride:].any()
+
+
+def test_predicted_step_scales_are_positive_and_within_range(adaptive, coarse_demos):
+    c = adaptive.config
     obs = np.concatenate([np.stack([e.observations[:c.n_obs_steps]]) for e in coarse_demos.episodes])
     noisy = obs + np.random.default_rng(0).normal(scale=50.0, size=obs.shape)  # far out of distribution too
     for history in (obs, noisy):
-        r = trained.predicted_action_scale(history, 20.0)
+        r = adaptive.predicted_action_scale(history, 20.0)
         assert r.shape == (len(obs),) and torch.all(r > 0)
         assert torch.all(r >= c.reference_hz / 20.0 - 1e-6) and torch.all(r <= c.max_speedup * c.reference_hz / 20.0)
 
 
-def test_adaptive_step_scales_emit_coarser_chunks_where_predicted(trained, coarse_demos, monkeypatch):
-    c = trained.config
+def test_adaptive_step_scales_emit_coarser_chunks_where_predicted(adaptive, coarse_demos, monkeypatch):
+    c = adaptive.config
     obs = np.concatenate([_history(coarse_demos, c.n_obs_steps)] * 4)
-    monkeypatch.setattr(c, "step_scale_mode", "adaptive")
     # r_a per slot: the target rate's own (1/8), twice coarser (1/4), in between (rounds to 6 per step)
-    monkeypatch.setattr(trained, "predicted_action_scale", lambda *args: torch.tensor([1 / 8, 1 / 4, 1 / 6, 1 / 4]))
+    monkeypatch.setattr(adaptive, "predicted_action_scale", lambda *args: torch.tensor([1 / 8, 1 / 4, 1 / 6, 1 / 4]))
     for slot in range(4):
-        trained.reset(slot, EpisodeContext("cfbench/PassagePassing-v0", slot, 20.0))
-    chunks = trained.act(obs, slots=[0, 1, 2, 3], reference_hz=2.5, target_hz=20.0)
+        adaptive.reset(slot, EpisodeContext("cfbench/PassagePassing-v0", slot, 20.0))
+    chunks = adaptive.act(obs, slots=[0, 1, 2, 3], reference_hz=2.5, target_hz=20.0)
     assert isinstance(chunks, list)
     assert [len(chunk) for chunk in chunks] == [c.n_action_steps * m for m in (8, 4, 6, 4)]
-    trained.reset(1, EpisodeContext("cfbench/PassagePassing-v0", 1, 20.0))
-    monkeypatch.setattr(trained, "predicted_action_scale", lambda *args: torch.tensor([1 / 4]))
-    alone = trained.act(obs[1:2], slots=[1], reference_hz=2.5, target_hz=20.0)
+    adaptive.reset(1, EpisodeContext("cfbench/PassagePassing-v0", 1, 20.0))
+    monkeypatch.setattr(adaptive, "predicted_action_scale", lambda *args: torch.tensor([1 / 4]))
+    alone = adaptive.act(obs[1:2], slots=[1], reference_hz=2.5, target_hz=20.0)
     np.testing.assert_allclose(alone[0], chunks[1], atol=1e-4)  # grouping by step size leaves a slot's chunk
-
-
-def test_shared_fine_noise_gives_one_draw_per_source_step(trained, coarse_demos, monkeypatch):
-    c = trained.config
-    n_past, n_coarse, finer = c.n_obs_steps - 1, c.horizon - c.n_obs_steps + 1, 8
-    n_actions = n_past + n_coarse * finer
-    independent = trained.initial_noise(2, n_actions, finer, torch.Generator().manual_seed(5))
-    assert torch.equal(independent, torch.randn((2, n_actions, 2), generator=torch.Generator().manual_seed(5)))
-    monkeypatch.setattr(c, "fine_noise", "shared")
-    shared = trained.initial_noise(2, n_actions, finer, torch.Generator().manual_seed(5))
-    assert shared.shape == (2, n_actions, 2)
-    groups = shared[:, n_past:].reshape(2, n_coarse, finer, 2)
-    assert torch.equal(groups, groups[:, :, :1].expand_as(groups))  # the fine tokens of a step share it
-    assert not torch.equal(groups[:, 0, 0], groups[:, 1, 0]) and not torch.equal(shared[0], shared[1])
-    assert torch.equal(shared, trained.initial_noise(2, n_actions, finer, torch.Generator().manual_seed(5)))
-    obs = _history(coarse_demos, c.n_obs_steps)
-    first, again = _act(trained, obs, 2.5, 20.0), _act(trained, obs, 2.5, 20.0)
-    np.testing.assert_array_equal(first, again)  # deterministic per episode seed
-    assert first.shape == (1, c.n_action_steps * 8, 2) and np.isfinite(first).all()
-    with pytest.raises(ValueError, match="fine_noise"):
-        policies.make("dispo", fine_noise="lowpass")
 
 
 def _net_outputs(net, sample, features, step_scale):
@@ -281,54 +280,6 @@ def test_windows_with_denser_actions_take_real_targets(coarse_demos):
         coarse_demos.windows(2, 4, stride=3, action_stride=2)
 
 
-def test_stride_pairs_get_their_step_scales_and_pad_to_one_length(coarse_demos):
-    policy = policies.make("dispo", **TINY, augment_strides=(1, 2, 4), augment_action_finer=(1, 2))
-    c = policy.config
-    data = policy.prepare(coarse_demos)
-    per_pair = len(coarse_demos.windows(c.n_obs_steps, c.horizon))
-    pairs = [(1, 1), (2, 1), (2, 2), (4, 1), (4, 2)]  # (stride, finer)
-    assert len(data["actions"]) == len(pairs) * per_pair
-    longest = c.n_obs_steps - 1 + (c.horizon - c.n_obs_steps + 1) * 2
-    assert data["actions"].shape[1] == longest
-    for i, (stride, finer) in enumerate(pairs):
-        rows = slice(i * per_pair, (i + 1) * per_pair)
-        n_actions = c.n_obs_steps - 1 + (c.horizon - c.n_obs_steps + 1) * finer
-        expected = stride * policy.relative_step_scales(finer)
-        torch.testing.assert_close(data["step_scale"][rows, : len(expected)],
-                                   torch.as_tensor(expected, dtype=torch.float32).expand(per_pair, -1))
-        assert torch.all(data["step_scale"][rows, len(expected):] == 0)  # padding: no time passes
-        mask = data["loss_mask"][rows]
-        assert torch.all(mask[:, :n_actions] == 1) and torch.all(mask[:, n_actions:] == 0)
-    assert data["straightness_mask"][:per_pair].all() and not data["straightness_mask"][per_pair:].any()
-    with pytest.raises(ValueError, match="include 1"):
-        policies.make("dispo", augment_action_finer=(2,))
-
-
-def test_per_step_units_divide_each_window_by_its_observation_step(coarse_demos):
-    plain = policies.make("dispo", **TINY, augment_strides=(1, 2)).prepare(coarse_demos)
-    per_step = policies.make("dispo", **TINY, augment_strides=(1, 2), action_units="per_step").prepare(coarse_demos)
-    half = len(plain["actions"]) // 2
-    torch.testing.assert_close(per_step["actions"][:half], plain["actions"][:half])  # r_o = 1: unchanged
-    torch.testing.assert_close(per_step["actions"][half:], plain["actions"][half:] / 2)
-
-
-def test_per_step_units_roll_out_in_poses(tmp_path):
-    """A model trained in per-step units on 2.5 + 5 Hz demos (reference 5 Hz) observing at 2.5 Hz
-    (r_o = 2) gives back poses: its normalised actions times r_o, in the world frame."""
-    mixed = load_demos("PassagePassing", (2.5, 5.0), n=2, demos_dir=tmp_path)
-    policy = policies.make("dispo", **TINY, action_units="per_step", train_steps=2, eval_every=2)
-    policy.fit(mixed, progress=False)
-    assert policy.config.reference_hz == 5.0 and policy.action_unit(2.5) == 2.0 and policy.action_unit(5.0) == 1.0
-    obs = _history(mixed, policy.config.n_obs_steps)
-    noise = torch.randn(1, policy.config.horizon, 2, generator=torch.Generator().manual_seed(0))
-    kwargs = dict(n_actions=policy.config.horizon, step_scale=torch.full((1, 12), 2.0))
-    _act(policy, obs, 2.5, 5.0)  # seeds slot 0
-    in_poses = policy.sample_actions(obs, [0], noise=noise, **kwargs)
-    in_units = policy.sample_actions(obs, [0], noise=noise, action_unit=2.0, **kwargs)
-    start = obs[0, -1, :2]
-    np.testing.assert_allclose(in_units[0, :, :2] - start, 2 * (in_poses[0, :, :2] - start), rtol=1e-5, atol=1e-4)
-
-
 @pytest.mark.parametrize("discretization", ["euler", "zoh"])
 def test_discretization_reaches_every_scan(discretization):
     policy = policies.make("dispo", **TINY, discretization=discretization, scan_direction="bidirectional")
@@ -347,25 +298,32 @@ def test_declared_variants_set_their_config_and_others_are_labels():
     assert policies.make("dispo", variant="my-label").config == policies.make("dispo").config
 
 
-def test_replan_every_cuts_the_chunk_to_that_many_target_rate_actions(trained, coarse_demos, monkeypatch):
-    obs = _history(coarse_demos, trained.config.n_obs_steps)
-    full = _act(trained, obs, 2.5, 20.0)
-    assert full.shape[1] == trained.config.n_action_steps * 8
-    monkeypatch.setattr(trained.config, "replan_every", 3)
-    np.testing.assert_array_equal(_act(trained, obs, 2.5, 20.0), full[:, :3])  # the same chunk, executed shorter
-    monkeypatch.setattr(trained.config, "replan_every", 1000)
-    np.testing.assert_array_equal(_act(trained, obs, 2.5, 20.0), full)
+@pytest.mark.parametrize(("option", "neutral", "other"), [
+    ("augment_action_finer", [1], [1, 2]), ("action_units", "pose", "per_step"),
+    ("fine_noise", "independent", "shared"), ("replan_every", 0, 4)])
+def test_retired_options_are_read_at_their_neutral_value_and_refused_at_any_other(option, neutral, other):
+    """Checkpoints and records saved before the ablations retired them hold these options at
+    their neutral value: such a config loads as today's; another value is refused, named."""
+    saved = {**policies.make("dispo").config.to_dict(), option: neutral}  # as JSON gives it
+    assert DiSPoConfig.from_saved(saved) == policies.make("dispo").config
+    assert option not in DiSPoConfig.from_saved(saved).to_dict()
+    refused = rf"^dispo: {option} is a retired option; .* not at {re.escape(json.dumps(other))}$"
+    with pytest.raises(ValueError, match=refused):
+        DiSPoConfig.from_saved({**saved, option: other})
+    with pytest.raises(ValueError, match=rf"{option} is a retired option"):
+        policies.make("dispo", **{option: other})
 
 
-def test_loss_cut_to_each_rows_length_equals_the_padded_batch_loss(coarse_demos):
-    """Rows of different lengths (here stride pairs) go through the network one length at a
-    time; the loss is the one of the whole padded batch, whose padding changes no real output."""
-    policy = policies.make("dispo", **TINY, augment_strides=(1, 2), augment_action_finer=(1, 2), train_steps=1,
-                           eval_every=1)
+@pytest.mark.parametrize("step_scale_mode", ["fixed", "adaptive"])
+def test_loss_cut_to_each_rows_length_equals_the_padded_batch_loss(coarse_demos, step_scale_mode):
+    """Rows of different lengths (original and 2x pseudo windows, as in a fine-tuning round) go
+    through the network one length at a time; the loss is the one of the whole padded batch,
+    whose padding changes no real output (plus φ_r's loss with adaptive step scales)."""
+    policy = policies.make("dispo", **TINY, train_steps=1, eval_every=1, step_scale_mode=step_scale_mode)
     policy.fit(coarse_demos, progress=False)
     for block in policy.model.net.blocks:
         torch.nn.init.normal_(block.modulation[1].weight, std=0.5)
-    data = policy.prepare(coarse_demos)
+    data = concat_window_tensors([policy.prepare(coarse_demos), policy.pseudo_demonstrations(coarse_demos, finer=2)])
     rows = torch.arange(0, len(data["actions"]), 7)  # every length present
     batch = {k: v[rows] for k, v in data.items()}
     assert len((batch["step_scale"] > 0).sum(1).unique()) == 2
@@ -374,11 +332,13 @@ def test_loss_cut_to_each_rows_length_equals_the_padded_batch_loss(coarse_demos)
     predicted, reconstruction = policy.model.net(noisy, steps, features, batch["step_scale"], reconstruct=True)
     mask = batch["loss_mask"][..., None]
     states = policy.model.obs_encoder.state_normalizer.normalize(batch["state"])
-    straightness = torch.sigmoid(policy.model.net.step_scale_predictor(features))
-    weight = batch["straightness_mask"]
     padded = (((predicted - target).square() * mask).sum() / (mask.sum() * target.shape[-1])
-              + policy.config.obs_loss_weight * (reconstruction - states).square().mean()
-              + ((straightness - batch["straightness_target"]).square() * weight).sum() / weight.sum().clamp(min=1))
+              + policy.config.obs_loss_weight * (reconstruction - states).square().mean())
+    if step_scale_mode == "adaptive":
+        straightness = torch.sigmoid(policy.model.net.step_scale_predictor(features))
+        weight = batch["straightness_mask"]
+        assert weight.any()
+        padded = padded + ((straightness - batch["straightness_target"]).square() * weight).sum() / weight.sum()
     torch.testing.assert_close(grouped, padded, rtol=1e-5, atol=1e-7)
 
 

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from policies import scan
-from policies.scan import scaled_delta, selective_scan_fn, selective_scan_ref
+from policies.ssm import scan
+from policies.ssm.scan import scaled_delta, selective_scan_fn, selective_scan_ref
 
 RTOL, ATOL = 6e-4, 2e-3  # mamba-ssm's own fp32 tolerances
 #: the fused path is built with the machine's C++ compiler; without one only the fallback is testable
@@ -265,7 +265,7 @@ def test_several_threads_agree_with_one():
 
 
 def test_mamba_mixer_on_fast_path_matches_reference_and_r_one_is_plain(monkeypatch):
-    from policies.mamba import MambaMixer
+    from policies.ssm.mamba import MambaMixer
 
     torch.manual_seed(0)
     mixer = MambaMixer(8, d_state=4, d_conv=4)
@@ -298,7 +298,7 @@ def test_cuda_path_takes_mamba_ssm_kernel_when_it_imports(monkeypatch):
 
 
 def test_causal_depthwise_conv_equals_nn_conv1d():
-    from policies.mamba import causal_depthwise_conv
+    from policies.ssm.mamba import causal_depthwise_conv
 
     torch.manual_seed(0)
     conv = torch.nn.Conv1d(6, 6, 4, groups=6, padding=3)

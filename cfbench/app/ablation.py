@@ -53,12 +53,12 @@ from cfbench.fidelity import probe
 from cfbench.files import atomic_write_text
 from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
 from policies import policy_class
-from policies.dispo_finetuning import finetune_rounds, pseudo_windows
+from policies.dispo.config import finetune_rounds
 
 
 def pseudo_inbetween_error(policy, dataset, finer: int) -> float:
     """Mean distance of the pseudo demos' in-between actions from the training expert's poses."""
-    _, windows, demo_slots = pseudo_windows(policy, dataset, finer)
+    _, windows, demo_slots = policy.pseudo_windows(dataset, finer)
     n_past = policy.config.n_obs_steps - 1
     # windows.episode indexes these
     seeds = [e.seed for e in dataset.episodes if e.source_hz == policy.config.reference_hz]
@@ -86,7 +86,7 @@ def pseudo_inbetween_error(policy, dataset, finer: int) -> float:
 #: rollout settings (``PolicyConfig.ROLLOUT``): a variant changing only these reuses the trained
 #: model of the variant without them, set on it after loading
 ROLLOUT_ONLY = {
-    "dispo": ("num_inference_steps", "replan_every"),
+    "dispo": ("num_inference_steps",),
     "e0": ("refinement_steps", "temperature", "detokenize"),
     "pf-dag": ("sampling_steps", "mode_margin"),
 }

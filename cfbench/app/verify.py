@@ -54,8 +54,10 @@ def verify_record(path: Path, checkpoint: Path | None = None, num_envs: int = 10
                              f"{expected[:12]}...)")
         policy = policies.load(checkpoint)
         policy.set_rollout({key: config[key] for key in policy.config.rollout_fields() if key in config})
-        loaded = json.loads(json.dumps(policy.config.to_dict(), default=list))
-        differs = sorted(key for key in loaded.keys() | config.keys() if loaded.get(key) != config.get(key))
+        # both read as saved configs: retired and later-added fields at their neutral values
+        loaded, recorded = (json.loads(json.dumps(values, default=list)) for values in (
+            policy.config.to_dict(), cls.config_class.from_saved(config).to_dict()))
+        differs = sorted(key for key in loaded.keys() | recorded.keys() if loaded.get(key) != recorded.get(key))
         if differs:
             raise ValueError(f"the checkpoint's config differs from the record's in {', '.join(differs[:3])}")
     else:

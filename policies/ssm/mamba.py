@@ -1,4 +1,4 @@
-"""Mamba layers on cfbench's selective scan (policies/scan.py), shared by D-Ma and DiSPo.
+"""Mamba layers on cfbench's selective scan (policies/ssm/scan.py), shared by D-Ma and DiSPo.
 
 ``MambaMixer`` is the selective-SSM layer of Mamba (Gu & Dao 2023): in_proj to (x, z),
 optional depthwise causal conv1d, x_proj to (dt, B, C), dt_proj, A_log, D, out_proj, with
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from policies.diffusion import DiffusionConfig
-from policies.scan import selective_scan_fn
+from policies.ssm.scan import selective_scan_fn
 
 
 @dataclass
@@ -52,7 +52,7 @@ class MambaMixer(nn.Module):
     def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2, dt_min: float = 1e-3,
                  dt_max: float = 0.1, dt_init_floor: float = 1e-4, zoh: bool = False):
         """``d_conv=0`` leaves out the convolution (DiSPo's blocks have none); ``zoh``: the scan's
-        zero-order-hold discretisation instead of mamba-ssm's Euler one (``policies/scan.py``)."""
+        zero-order-hold discretisation instead of mamba-ssm's Euler one (``policies/ssm/scan.py``)."""
         super().__init__()
         self.zoh = zoh
         d_inner = expand * d_model

@@ -1,4 +1,4 @@
-// Fused CPU selective scan (forward and hand-written backward) for policies/scan.py.
+// Fused CPU selective scan (forward and hand-written backward) for policies/ssm/scan.py.
 //
 // Plain C ABI, no torch headers: it compiles in about a second and is called through ctypes.
 // Work is shared out with OpenMP; the library links libgomp.so.1, which resolves to the copy
