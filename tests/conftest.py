@@ -17,6 +17,14 @@ ENV_NAMES = list(cfbench.ENV_IDS)
 def env_name(request):
     return request.param
 
+
+@pytest.fixture(scope="session")
+def two_demos(tmp_path_factory):
+    """Two PassagePassing 10 Hz demos, made once for every test that only reads them."""
+    from cfbench.datasets import load_demos
+
+    return load_demos("PassagePassing", (10.0,), n=2, demos_dir=tmp_path_factory.mktemp("demos"))
+
 import torch  # noqa: E402  (after CFBENCH_HOME and SDL_VIDEODRIVER are set)
 
 # Tests build many tiny networks: one intra-op thread avoids oversubscribing the CI's 2 cores.

@@ -84,6 +84,7 @@ def _protocol(record: dict) -> int:
 
 def test_cache_keys_of_committed_records_are_unchanged(demos_dir):
     assert len(KEYED) >= 40 + 150
+    datasets = {}  # read once per (env, rates): reading is most of this test's time
     for record in KEYED:
         config = _unfitted(record)
         neutral = policies.policy_class(record["policy"]).config_class.neutral()  # what the record ran
@@ -94,7 +95,9 @@ def test_cache_keys_of_committed_records_are_unchanged(demos_dir):
         assert str(work) == record["training"]["run_dir"], _label(record)
         identity = policy.pretraining_identity()
         if identity is not None:
-            dataset = load_demos(record["env_id"], rates, demos_dir=demos_dir, generate=False)
+            key = (record["env_id"], rates)
+            datasets[key] = datasets.get(key) or load_demos(*key, demos_dir=demos_dir, generate=False)
+            dataset = datasets[key]
             assert str(pretraining_dir(work, identity, dataset, protocol=_protocol(record))) == \
                 record["training"]["phases"][0]["dir"], \
                 _label(record)

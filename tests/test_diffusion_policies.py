@@ -20,11 +20,6 @@ LEARNED = list(TINY)
 OVERFIT_LR = {"e0": 3e-3}
 
 
-@pytest.fixture(scope="module")
-def two_demos(tmp_path_factory):
-    return load_demos("PassagePassing", (10.0,), n=2, demos_dir=tmp_path_factory.mktemp("demos"))
-
-
 def _make(name, **overrides):
     return policies.make(name, **{**TINY[name], "batch_size": 32, "warmup_steps": 10, **overrides})
 

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 
 import policies
-from cfbench.datasets import load_demos
 from cfbench.interface import EpisodeContext
 from policies.e0 import ActionBins, noised_onehot, sample_times, tweedie_loss, tweedie_sample
 
@@ -72,8 +71,8 @@ def test_bimodal_toy_samples_land_on_both_modes_and_never_between():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    demos = load_demos("PassagePassing", (10.0,), n=2, demos_dir=tmp_path_factory.mktemp("demos"))
+def trained(two_demos):
+    demos = two_demos
     policy = policies.make("e0", n_layer=1, n_emb=32, n_head=2, bins=32, batch_size=32, train_steps=20,
                            eval_every=20, warmup_steps=5, temperature=0.5)
     policy.fit(demos, progress=False)
