@@ -1,12 +1,14 @@
 """Training speed alone and beside a busy process, for each thread setting: the measurement
-behind cfbench's default (``cfbench.cli.set_threads``) and the README's advice.
+behind cfbench's default thread count (``cfbench.cli.set_threads``) and the README's advice.
 
-OpenMP threads that wait by spinning take a core from anything else that runs and stall
-whenever another process holds one, so a 2-thread training beside one busy process on 2 cores
-collapses. Each setting trains DP-T (the CPU profile) for ``--steps`` optimiser steps on
-PassagePassing 2.5 Hz demo windows in a fresh process (the wait policy is read when torch
-loads), alone and beside a busy single-thread process (a Python loop), ``--rounds`` times
-alternating; the best time of each is kept and the ratios printed side by side.
+OpenMP threads wait for each other at every parallel region: a thread whose core another
+process holds stalls the others (and spinning ones hold a core the other process needs), so a
+2-thread training beside one busy process on 2 cores collapses; waiting passively or spinning
+less only trades that for a slower training alone. Each setting trains DP-T (the CPU profile)
+for ``--steps`` optimiser steps on PassagePassing 2.5 Hz demo windows in a fresh process (the
+OpenMP variables are read when torch loads), alone and beside a busy single-thread process (a
+Python loop), ``--rounds`` times alternating; the best time of each is kept and the ratios are
+printed side by side.
 
     python benchmarks/contention.py [--steps 150] [--rounds 2]
 """
@@ -22,22 +24,23 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-#: setting -> (torch threads or None for cfbench's default, OMP_WAIT_POLICY or None for the library's)
+#: setting -> (torch threads or None for cfbench's default, the OpenMP variables it runs with:
+#: None for cfbench's own choice, {} for the library's defaults)
 SETTINGS = {
-    "2 threads, library wait (before)": (2, None),
-    "2 threads, passive wait": (2, "PASSIVE"),
-    "1 thread": (1, None),
-    "cfbench default": (None, "cfbench"),
+    "2 threads, library wait (before)": (2, {}),
+    "2 threads, passive wait": (2, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "2 threads, spin 10k": (2, {"GOMP_SPINCOUNT": "10000"}),
+    "1 thread": (1, {}),
+    "cfbench default (free cores)": (None, None),
 }
+OPENMP_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
-def child(threads: int | None, wait: str | None, steps: int) -> float:
+def child(threads: int | None, variables: dict | None, steps: int) -> float:
     """Seconds for ``steps`` optimiser steps, in this (fresh) process."""
-    if wait in (None, "PASSIVE"):
-        os.environ.pop("OMP_WAIT_POLICY", None)
-        if wait:
-            os.environ["OMP_WAIT_POLICY"] = wait
-        import torch  # noqa: F401  (loaded before cfbench can choose its wait policy)
+    if variables is not None:
+        os.environ.update(variables)
+        import torch  # noqa: F401  (loaded before cfbench can set its own choice)
     import policies
     from cfbench.cli import set_threads
     from cfbench.datasets import load_demos
@@ -52,11 +55,11 @@ def child(threads: int | None, wait: str | None, steps: int) -> float:
 
 
 def timed(setting: str, steps: int, busy: bool) -> float:
-    threads, wait = SETTINGS[setting]
-    environment = {key: value for key, value in os.environ.items() if key != "OMP_WAIT_POLICY"}
+    threads, variables = SETTINGS[setting]
+    environment = {key: value for key, value in os.environ.items() if key not in OPENMP_VARIABLES}
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
-        done = subprocess.run([sys.executable, __file__, "--child", json.dumps([threads, wait, steps])],
+        done = subprocess.run([sys.executable, __file__, "--child", json.dumps([threads, variables, steps])],
                               env=environment, check=True, capture_output=True, text=True)
     finally:
         if hog:

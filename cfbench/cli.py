@@ -11,6 +11,7 @@ import argparse
 import functools
 import os
 import sys
+import time
 from collections.abc import Callable
 
 #: the errors the project raises for bad input (RecordError, CheckpointError and the config and
@@ -74,9 +75,39 @@ def non_negative_int(text: str) -> int:
 
 
 def set_threads(threads: int | None) -> int:
-    """Torch intra-op threads: all cores by default (small ops suffer from oversubscription)."""
+    """Torch intra-op threads: by default the cores nothing else is busy on when the command
+    starts. OpenMP threads wait for each other at every parallel region, so a thread whose core
+    another process holds stalls the rest: DP-T training at 2 threads beside one busy process ran
+    7x slower than at 1 thread, while alone 2 threads were 1.4x faster (benchmarks/contention.py).
+    The count a run used is in its record (``provenance.torch_threads``): actions round
+    differently at another count."""
     import torch
 
-    threads = threads or len(os.sched_getaffinity(0))
+    threads = threads or free_cores()
     torch.set_num_threads(threads)
     return threads
+
+
+def free_cores(sample_seconds: float = 0.25) -> int:
+    """Cores this process may use that nothing else is busy on, at least one: the machine's idle
+    share over a short sample (Linux's /proc/stat; elsewhere the 1-minute load average)."""
+    usable = len(os.sched_getaffinity(0))
+    try:
+        idle = idle_cores(sample_seconds)
+    except OSError:
+        idle = (os.cpu_count() or usable) - os.getloadavg()[0]
+    return max(1, min(usable, round(idle)))
+
+
+def idle_cores(sample_seconds: float) -> float:
+    """How many of the machine's cores were idle over ``sample_seconds`` (Linux)."""
+
+    def times() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:9]]  # user .. steal
+        return fields[3] + fields[4], sum(fields)  # idle + iowait, all
+
+    idle, total = times()
+    time.sleep(sample_seconds)
+    idle_after, total_after = times()
+    return (os.cpu_count() or 1) * (idle_after - idle) / max(1, total_after - total)

@@ -177,3 +177,22 @@ def test_mixed_rates_are_one_experiment_in_any_order():
     from cfbench.protocol import parse_rates
 
     assert parse_rates("5+2.5") == parse_rates("2.5+5") == (2.5, 5.0)
+
+
+def test_the_default_thread_count_is_the_cores_nothing_else_is_busy_on(monkeypatch):
+    """Two threads beside a busy process on 2 cores ran 7-12x slower than one
+    (benchmarks/contention.py): the default leaves out the cores other processes hold."""
+    import torch
+
+    from cfbench import cli
+
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1})
+    for idle, threads in ((2.0, 2), (1.1, 1), (0.2, 1), (7.0, 2)):
+        monkeypatch.setattr(cli, "idle_cores", lambda seconds, idle=idle: idle)
+        assert cli.free_cores() == threads
+        assert cli.set_threads(None) == threads and torch.get_num_threads() == threads
+    assert cli.set_threads(3) == 3  # --threads wins
+    monkeypatch.setattr(cli, "idle_cores", lambda seconds: (_ for _ in ()).throw(OSError("no /proc/stat")))
+    monkeypatch.setattr(cli.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
+    assert cli.free_cores() == 1  # the load average where /proc/stat is missing

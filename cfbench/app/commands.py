@@ -39,7 +39,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-demos", type=positive_int, default=N_DEMOS, help="training demos per dataset")
     parser.add_argument("--val-episodes", type=non_negative_int, default=VALIDATION_EPISODES,
                         help=f"validation envs (seeds from {VALIDATION_SEEDS[0]}) for checkpoint selection")
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch threads (default: the cores nothing else is busy on at the start)")
     parser.add_argument("--demos-dir", type=Path, default=paths.demos_dir())
     parser.add_argument("--checkpoints-dir", type=Path, default=paths.checkpoints_dir())
     parser.add_argument("--retrain", action="store_true",

@@ -109,7 +109,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--n-demos", type=positive_int, default=N_DEMOS, help="training demos per dataset")
     parser.add_argument("--demos-dir", type=Path, default=paths.demos_dir())
     parser.add_argument("--checkpoints-dir", type=Path, default=paths.checkpoints_dir())
-    parser.add_argument("--threads", type=positive_int, default=None, help="torch threads (default: all cores)")
+    parser.add_argument("--threads", type=positive_int, default=None,
+                        help="torch threads (default: the cores nothing else is busy on at the start)")
     args = parser.parse_args(argv)
     env_id = resolve_env(args.env)
     rates = parse_rates(args.source_hz)

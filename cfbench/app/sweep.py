@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from cfbench import paths
 from cfbench.app.spec import VALIDATION_EPISODES, RunSpec, parse_overrides, parse_seed_range
-from cfbench.cli import Interrupted, Parser, command, non_negative_int, positive_int, set_threads
+from cfbench.cli import Interrupted, Parser, command, free_cores, non_negative_int, positive_int, set_threads
 from cfbench.envs import ENV_IDS, short_name
 from cfbench.protocol import N_DEMOS, PROTOCOL, TARGET_HZ, TEST_SEEDS, parse_rates
 from cfbench.results import (
@@ -315,7 +315,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--backend", choices=["local", "ray"], default="local")
     parser.add_argument("--jobs", type=positive_int, default=1, help="cells at a time (local backend)")
     parser.add_argument("--threads", type=positive_int, default=None,
-                        help="torch threads per cell, and CPUs per Ray task (default: this machine's cores / --jobs)")
+                        help="torch threads per cell, and CPUs per Ray task (default: the cores nothing else is busy "
+                             "on / --jobs)")
     parser.add_argument("--address", default=None, help="Ray cluster to join ('auto' or a URL); none starts a "
                                                         "local Ray")
     parser.add_argument("--results-dir", type=Path, default=paths.runs_dir(),
@@ -330,7 +331,7 @@ def main(argv: list[str]) -> int:
         parser.error("give the grid as a TOML file or with --policy, not both and not neither")
     if args.backend == "local" and args.address:
         parser.error("--address is for --backend ray")
-    args.threads = args.threads or max(1, len(os.sched_getaffinity(0)) // args.jobs)
+    args.threads = args.threads or max(1, free_cores() // args.jobs)
     cells = expand(load_grid(args.grid) if args.grid else _grid_from_args(args))
     finished = {cell.stem: record for cell in cells if (record := finished_record(cell, args.results_dir))}
     todo = [cell for cell in cells if cell.stem not in finished]
