@@ -196,3 +196,23 @@ def test_the_default_thread_count_is_the_cores_nothing_else_is_busy_on(monkeypat
     monkeypatch.setattr(cli.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
     monkeypatch.setattr(cli.os, "cpu_count", lambda: 2)
     assert cli.free_cores() == 1  # the load average where /proc/stat is missing
+
+
+def test_the_gpu_checks_commands_are_valid_runs():
+    """benchmarks/gpu_check.sh runs where a GPU is lent, rarely: its command lines are checked
+    here as cfbench-eval checks them (the device itself is not asked for)."""
+    import shlex
+
+    from cfbench.app.commands import eval_parser, spec_options
+    from cfbench.app.spec import RunSpec
+    from cfbench.protocol import parse_rates
+
+    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run"], capture_output=True,
+                         text=True, check=True).stdout
+    commands = [shlex.split(line[2:]) for line in out.splitlines() if line.startswith("+ cfbench-eval")]
+    assert len(commands) == 8 and "+ python benchmarks/scan_check.py --device cuda" in out
+    for words in commands:
+        args = eval_parser().parse_args(words[1:])
+        spec = RunSpec(env=args.env[0], rates=parse_rates(args.source_hz[0]), episodes=args.episodes,
+                       **spec_options(args))
+        assert spec.make_policy().config.device == "cuda" and spec.profile == "gpu"
