@@ -9,7 +9,9 @@ DP-C's DDIM-10 with the ratio. E0's chunk is ``refinement_steps`` passes of DP-T
 over one-hot inputs: its training rate and latency are printed beside DP-T's, for a few bin
 counts, and its two token layouts (one token per time step with action_dim x bins inputs, the
 default, or one token per time step and dimension with bins inputs) are timed on a training
-step's forward and backward pass.
+step's forward and backward pass. CT-T's chunk asks DP-T's transformer for every target-rate
+action of the chunk (n_action_steps · 20 Hz / source rate queries): its DDIM-10 latency is printed
+beside DP-T's (16 actions, then a curve) for each source rate, 20 Hz control.
 
     python benchmarks/policy_speed.py [--threads 2] [--steps 40]
 """
@@ -31,7 +33,7 @@ from cfbench.interface import EpisodeContext
 from policies.dp_t import TransformerDenoiser
 
 #: (policy, declared variant)
-LEARNED = (("dp-c", ""), ("dp-t", ""), ("d-ma", ""), ("dispo", ""), ("dispo", "paper"))
+LEARNED = (("dp-c", ""), ("dp-t", ""), ("ct-t", ""), ("d-ma", ""), ("dispo", ""), ("dispo", "paper"))
 
 
 def train_rate(name: str, variant: str, dataset, steps: int, **overrides) -> tuple[float, policies.Policy]:
@@ -42,17 +44,24 @@ def train_rate(name: str, variant: str, dataset, steps: int, **overrides) -> tup
     return steps / (time.perf_counter() - start), policy
 
 
-def chunk_latency_ms(policy: policies.Policy, obs_history: np.ndarray, repeats: int, **sampling) -> float:
-    """Milliseconds per chunk with the config's sampling settings replaced by ``sampling``."""
+def start_history(dataset, policy: policies.Policy) -> np.ndarray:
+    """One env's observation history at an episode's start (its first observation repeated)."""
+    return np.stack([dataset.episodes[0].observations[:1]] * policy.config.n_obs_steps, axis=1)
+
+
+def chunk_latency_ms(policy: policies.Policy, obs_history: np.ndarray, repeats: int, reference_hz: float = 20.0,
+                     **sampling) -> float:
+    """Milliseconds per chunk, replanning at ``reference_hz`` for 20 Hz control, with the
+    config's sampling settings replaced by ``sampling``."""
     for key, value in sampling.items():
         setattr(policy.config, key, value)
     fresh = type(policy)(policy.config)  # rebuild the schedulers for these settings
     fresh.load_state_dict(policy.state_dict())
     fresh.reset(0, EpisodeContext("cfbench/PassagePassing-v0", 0, 20.0))
-    fresh.act(obs_history, slots=[0], reference_hz=20.0, target_hz=20.0)  # warm-up
+    fresh.act(obs_history, slots=[0], reference_hz=reference_hz, target_hz=20.0)  # warm-up
     start = time.perf_counter()
     for _ in range(repeats):
-        fresh.act(obs_history, slots=[0], reference_hz=20.0, target_hz=20.0)
+        fresh.act(obs_history, slots=[0], reference_hz=reference_hz, target_hz=20.0)
     return 1000 * (time.perf_counter() - start) / repeats
 
 
@@ -86,19 +95,20 @@ def main() -> None:
     threads = set_threads(args.threads)
     with tempfile.TemporaryDirectory() as demos:
         dataset = load_demos("PassagePassing", (20.0,), n=10, demos_dir=demos)
-    rows = []
+    rows, trained = [], {}
     for name, variant in LEARNED:
         rate, policy = train_rate(name, variant, dataset, args.steps)
-        history = np.stack([dataset.episodes[0].observations[:1]] * policy.config.n_obs_steps, axis=1)
+        trained[name, variant] = policy
+        history = start_history(dataset, policy)
         ddpm = chunk_latency_ms(policy, history, args.repeats, sampler="ddpm")
         ddim = chunk_latency_ms(policy, history, args.repeats, sampler="ddim")
         label = f"{name} ({variant})" if variant else name
         rows.append({"policy": label, "params": sum(p.numel() for p in policy.model.parameters()),
                      "batch": policy.config.batch_size, "train steps/s": rate,
                      "DDPM-100 ms/chunk": ddpm, "DDIM-10 ms/chunk": ddim, "DDPM/DDIM": ddpm / ddim})
-    rate, pf_dag = train_rate("pf-dag", "", dataset, args.steps)
-    history = np.stack([dataset.episodes[0].observations[:1]] * pf_dag.config.n_obs_steps, axis=1)
-    one, two = (chunk_latency_ms(pf_dag, history, args.repeats, sampling_steps=n) for n in (1, 2))
+    pf_dag_rate, pf_dag = train_rate("pf-dag", "", dataset, args.steps)
+    one, two = (chunk_latency_ms(pf_dag, start_history(dataset, pf_dag), args.repeats, sampling_steps=n)
+                for n in (1, 2))
     dp_c = next(row for row in rows if row["policy"] == "dp-c")
     print(f"torch {torch.__version__}, {threads} threads, PassagePassing state obs, default CPU profiles")
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.1f}"))
@@ -106,15 +116,23 @@ def main() -> None:
     e0_rows = []
     for bins in (64, 256, 1024):
         rate, e0 = train_rate("e0", "", dataset, args.steps, bins=bins)
-        history = np.stack([dataset.episodes[0].observations[:1]] * e0.config.n_obs_steps, axis=1)
-        latency = chunk_latency_ms(e0, history, args.repeats)
+        latency = chunk_latency_ms(e0, start_history(dataset, e0), args.repeats)
         e0_rows.append({"e0 bins": bins, "params": sum(p.numel() for p in e0.model.parameters()),
                         "train steps/s": rate, f"{e0.config.refinement_steps} refinements ms/chunk": latency,
                         "vs DP-T DDIM-10": latency / dp_t["DDIM-10 ms/chunk"],
                         "layout H tokens ms": e0_layout_ms(e0, 1, args.repeats),
                         "layout H x D tokens ms": e0_layout_ms(e0, e0.config.action_dim, args.repeats)})
     print(pd.DataFrame(e0_rows).to_string(index=False, float_format=lambda x: f"{x:.2f}"))
-    print(f"pf-dag: {sum(p.numel() for p in pf_dag.model.parameters())} params, {rate:.1f} train steps/s; "
+    dp_t_model, ct_t = trained["dp-t", ""], trained["ct-t", ""]
+    ct_t_rows = []
+    for source_hz in (2.5, 5.0, 10.0, 20.0):
+        dp_t_ms, ct_t_ms = (chunk_latency_ms(policy, start_history(dataset, policy), args.repeats, source_hz,
+                                             sampler="ddim") for policy in (dp_t_model, ct_t))
+        queries = round(ct_t.config.n_action_steps * 20 / source_hz)
+        ct_t_rows.append({"source Hz": source_hz, "ct-t queries": queries, "dp-t DDIM-10 ms/chunk": dp_t_ms,
+                          "ct-t DDIM-10 ms/chunk": ct_t_ms, "ct-t/dp-t": ct_t_ms / dp_t_ms})
+    print(pd.DataFrame(ct_t_rows).to_string(index=False, float_format=lambda x: f"{x:.2f}"))
+    print(f"pf-dag: {sum(p.numel() for p in pf_dag.model.parameters())} params, {pf_dag_rate:.1f} train steps/s; "
           f"MeanFlow 1 step {one:.1f} ms/chunk, 2 steps {two:.1f} ms/chunk; DP-C DDIM-10 "
           f"{dp_c['DDIM-10 ms/chunk']:.1f} ms/chunk = {dp_c['DDIM-10 ms/chunk'] / one:.1f}x PF-DAG's 1 step, "
           f"{dp_c['DDIM-10 ms/chunk'] / two:.1f}x its 2 steps (the default)")

@@ -64,11 +64,15 @@ class DPTConfig(TransformerConfig, DiffusionConfig):
 
 
 class TransformerDenoiser(nn.Module):
-    def __init__(self, action_dim: int, obs_dim: int, horizon: int, n_obs_steps: int, n_layer: int, n_head: int,
-                 n_emb: int, p_drop_emb: float, p_drop_attn: float):
+    """DP-T's denoiser. With ``horizon=None`` it has no learned action positions and no masks: a
+    subclass places its action tokens itself and calls ``decode`` (CT-T: by their times)."""
+
+    def __init__(self, action_dim: int, obs_dim: int, horizon: int | None, n_obs_steps: int, n_layer: int,
+                 n_head: int, n_emb: int, p_drop_emb: float, p_drop_attn: float):
         super().__init__()
         self.action_embedding = nn.Linear(action_dim, n_emb)
-        self.action_position = nn.Parameter(torch.zeros(1, horizon, n_emb))
+        if horizon is not None:
+            self.action_position = nn.Parameter(torch.zeros(1, horizon, n_emb))
         self.step_embedding = SinusoidalEmbedding(n_emb)
         self.obs_embedding = nn.Linear(obs_dim, n_emb)
         self.memory_position = nn.Parameter(torch.zeros(1, 1 + n_obs_steps, n_emb))
@@ -79,20 +83,28 @@ class TransformerDenoiser(nn.Module):
         self.decoder = nn.TransformerDecoder(layer, n_layer)
         self.norm = nn.LayerNorm(n_emb)
         self.head = nn.Linear(n_emb, action_dim)
-        t = torch.arange(horizon)[:, None]
-        s = torch.arange(1 + n_obs_steps)[None, :]
-        # True = blocked. Self-attention: causal. Memory: step token always, observation s-1 from t >= s-1.
-        self.register_buffer("causal_mask", torch.triu(torch.ones(horizon, horizon, dtype=torch.bool), 1),
-                             persistent=False)
-        self.register_buffer("memory_mask", ~(t >= s - 1), persistent=False)
-        nn.init.normal_(self.action_position, std=0.02)
+        if horizon is not None:
+            t = torch.arange(horizon)[:, None]
+            s = torch.arange(1 + n_obs_steps)[None, :]
+            # True = blocked. Self-attention: causal. Memory: step token always, observation s-1 from t >= s-1.
+            self.register_buffer("causal_mask", torch.triu(torch.ones(horizon, horizon, dtype=torch.bool), 1),
+                                 persistent=False)
+            self.register_buffer("memory_mask", ~(t >= s - 1), persistent=False)
+            nn.init.normal_(self.action_position, std=0.02)
         nn.init.normal_(self.memory_position, std=0.02)
 
     def forward(self, sample: torch.Tensor, timesteps: torch.Tensor, obs_features: torch.Tensor) -> torch.Tensor:
-        tokens = self.dropout(self.action_embedding(sample) + self.action_position)
-        memory = torch.cat([self.step_embedding(timesteps)[:, None], self.obs_embedding(obs_features)], dim=1)
+        tokens = self.action_embedding(sample) + self.action_position
+        return self.decode(tokens, timesteps, self.obs_embedding(obs_features), self.causal_mask, self.memory_mask)
+
+    def decode(self, tokens: torch.Tensor, timesteps: torch.Tensor, obs_tokens: torch.Tensor,
+               tgt_mask: torch.Tensor | None, memory_mask: torch.Tensor | None) -> torch.Tensor:
+        """The decoder over embedded action tokens; its memory: the diffusion-step token and the
+        embedded observations."""
+        tokens = self.dropout(tokens)  # before the memory's: dropout draws in DP-T's order
+        memory = torch.cat([self.step_embedding(timesteps)[:, None], obs_tokens], dim=1)
         memory = self.memory_mlp(self.dropout(memory + self.memory_position))
-        x = self.decoder(tokens, memory, tgt_mask=self.causal_mask, memory_mask=self.memory_mask)
+        x = self.decoder(tokens, memory, tgt_mask=tgt_mask, memory_mask=memory_mask)
         return self.head(self.norm(x))
 
 

@@ -21,6 +21,7 @@ BUILTIN = {
     "vq-bet": "policies.vq_bet",
     "pf-dag": "policies.pf_dag",
     "e0": "policies.e0",
+    "ct-t": "policies.ct_t",
 }
 _REGISTRY: dict[str, type] = {}
 

@@ -2,7 +2,7 @@
 
 Fits small versions of the learned policies through every training phase (DiSPo's pretraining,
 its three fine-tuning rounds with DDPM inpainting, and its adaptive rollout; VQ-BeT's two
-phases; DP-C; DP-T; PF-DAG's two phases; E0) on 3 PassagePassing 2.5 Hz demos, then hashes the
+phases; DP-C; DP-T; PF-DAG's two phases; E0; CT-T) on 3 PassagePassing 2.5 Hz demos, then hashes the
 selected weights and one batch of 20 Hz actions. Run it on the commit before and after a change and compare::
 
     git stash && python scripts/fingerprint.py > before.txt && git stash pop
@@ -33,6 +33,7 @@ cases = {
     "pf-dag": dict(down_dims=[16, 32], step_embed_dim=16, n_groups=4, n_modes=4, mode_steps=10, train_steps=30,
                    eval_every=30, batch_size=16, selector_hidden_dim=16, mode_embed_dim=8),
     "e0": dict(n_layer=1, n_emb=16, bins=16, refinement_steps=3, train_steps=30, eval_every=30, batch_size=16),
+    "ct-t": dict(n_layer=1, n_emb=16, train_steps=30, eval_every=30, batch_size=16),
 }
 for label, overrides in cases.items():
     name = label.split("-adaptive")[0]

@@ -1,4 +1,4 @@
-"""DP-C, DP-T, D-Ma and E0 on the shared machinery: learning, persistence, resumption, pixels."""
+"""DP-C, DP-T, D-Ma, E0 and CT-T on the shared machinery: learning, persistence, resumption, pixels."""
 
 import numpy as np
 import pytest
@@ -14,6 +14,7 @@ TINY = {
     "dp-t": {"n_layer": 1, "n_emb": 32, "n_head": 2},
     "d-ma": {"d_model": 16, "n_layer": 1, "d_state": 4},
     "e0": {"n_layer": 1, "n_emb": 32, "n_head": 2, "bins": 32, "refinement_steps": 3},
+    "ct-t": {"n_layer": 1, "n_emb": 32, "n_head": 2},
 }
 LEARNED = list(TINY)
 #: E0's cross-entropy over 32 bins falls more slowly than the others' regression losses
