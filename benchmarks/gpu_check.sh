@@ -28,7 +28,7 @@ run() {
     fi
 }
 
-for policy in dp-c dp-t d-ma dispo vq-bet pf-dag e0; do
+for policy in dp-c dp-t d-ma dispo vq-bet pf-dag e0 ct-t; do
     budget=(train_steps=$STEPS eval_every=$STEPS)
     case $policy in
         dispo) budget+=(finetune_steps=50) ;;               # also through the three fine-tuning rounds

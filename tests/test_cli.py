@@ -210,7 +210,11 @@ def test_the_gpu_checks_commands_are_valid_runs():
     out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_check.sh"), "--dry-run"], capture_output=True,
                          text=True, check=True).stdout
     commands = [shlex.split(line[2:]) for line in out.splitlines() if line.startswith("+ cfbench-eval")]
-    assert len(commands) == 8 and "+ python benchmarks/scan_check.py --device cuda" in out
+    from policies.registry import BUILTIN
+
+    learned = set(BUILTIN) - {"tracker"}
+    assert {words[words.index("--policy") + 1] for words in commands} == learned, "every learned policy is checked"
+    assert len(commands) == len(learned) + 1 and "+ python benchmarks/scan_check.py --device cuda" in out
     for words in commands:
         args = eval_parser().parse_args(words[1:])
         spec = RunSpec(env=args.env[0], rates=parse_rates(args.source_hz[0]), episodes=args.episodes,
