@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
+import pybullet
 import pytest
 
 import cfbench  # noqa: F401  (registers the ids)
@@ -120,3 +121,31 @@ def test_start_yaw_is_within_its_range_of_the_axis_either_way_round(env):
 def test_v0_is_no_longer_registered_and_gymnasium_points_to_v1():
     with pytest.raises(gym.error.DeprecatedEnv, match="Please use `cfbench/ClampPassing-v1`"):
         gym.make("cfbench/ClampPassing-v0")
+
+
+def test_contact_test_is_skipped_only_where_the_ring_is_clear_of_the_pipe(env):
+    """``_may_touch`` spares pybullet's test only where the ring is surely ``CONTACT_SLACK`` clear:
+    at every such pose drawn around the pipe, threaded and turned near the bound included,
+    pybullet finds nothing within half the slack."""
+    unwrapped, rng = env.unwrapped, np.random.default_rng(0)
+    near_bound = skipped = 0
+    for seed in range(4):
+        obs, _ = env.reset(seed=seed)
+        length, half_thickness = obs[7], obs[8] / 2
+        inner = half_thickness + clamp_passing.CLEARANCE
+        for _ in range(500):
+            axial = rng.uniform(-1.0, 1.0) * (length / 2 + unwrapped._reach + 10.0)
+            threaded = rng.random() < 0.7
+            lateral = rng.uniform(-1.0, 1.0) * (inner if threaded else half_thickness + unwrapped._reach + 10.0)
+            turn = rng.normal(0.0, 0.15) if threaded else rng.uniform(-np.pi, np.pi)
+            yaw = unwrapped._pipe_yaw + turn + rng.choice([0.0, np.pi])
+            if unwrapped._may_touch(axial, lateral, yaw):
+                continue
+            skipped += 1
+            spread = abs(lateral) + clamp_passing.RING_DEPTH / 2 * abs(np.sin(turn)) + half_thickness
+            near_bound += inner * abs(np.cos(turn)) - spread < 1.5 * clamp_passing.CONTACT_SLACK
+            unwrapped._pose = [*to_world(env, axial, lateral), yaw]
+            unwrapped._place_agent()
+            assert not pybullet.getClosestPoints(unwrapped._agent, unwrapped._pipe, clamp_passing.CONTACT_SLACK / 2,
+                                                 physicsClientId=unwrapped._client), (seed, axial, lateral, turn)
+    assert skipped > 300 and near_bound > 100, (skipped, near_bound)

@@ -40,6 +40,16 @@ def test_scene_changes_with_seed(env):
     assert len(set(np.round(angles, 3))) == len(angles)
 
 
+def test_success_test_skips_only_poses_outside_the_goal_area(env):
+    """``_is_success`` asks the exact test only inside ``_goal_circle``: the goal area (its
+    corners, as it is convex) lies inside that circle with room to spare."""
+    for seed in range(20):
+        env.reset(seed=seed)
+        cx, cy, radius2 = env._goal_circle
+        distance = np.linalg.norm(env._goal_area - (cx, cy), axis=1)
+        assert np.all(distance <= np.sqrt(radius2) - 0.9), (seed, distance, np.sqrt(radius2))
+
+
 def test_passage_inside_world_and_agent_starts_at_entrance(env):
     for seed in range(20):
         state, _ = env.reset(seed=seed)

@@ -70,7 +70,7 @@ import math
 import numpy as np
 import pymunk
 
-from cfbench.envs.core import Canvas, CoarseToFineEnv, StateLayout
+from cfbench.envs.core import Canvas, CoarseToFineEnv, StateLayout, chipmunk_handles
 from cfbench.expert import ExpertTrajectory, rounded_polyline, time_parametrize
 
 # ---------------------------------------------------------------- world and arm
@@ -180,7 +180,7 @@ class ButtonTouchEnv(CoarseToFineEnv):
         back = bend + half_width + rng.uniform(*WALL_BEHIND_SLOT)
         lateral = rng.choice([-1.0, 1.0]) * rng.uniform(*START_LATERAL)
         start = mouth + lateral * tangent + rng.uniform(*START_STANDOFF) * normal
-        elbow = rng.choice([-1.0, 1.0])
+        elbow = float(rng.choice([-1.0, 1.0]))  # a Python float: numpy scalars slow the physics loop
 
         def point(x, z):  # x along the face toward the branch side, z depth into the wall
             return mouth + side * x * tangent - z * normal
@@ -310,25 +310,27 @@ class ButtonTouchEnv(CoarseToFineEnv):
         for body, (x, y, angle, vx, vy, spin) in zip((self._upper, self._fore), state.reshape(2, 6)):
             body.position, body.angle, body.velocity, body.angular_velocity = (x, y), angle, (vx, vy), spin
 
-    def _simulate(self, target: np.ndarray) -> bool:
-        upper, fore, space, dt = self._upper, self._fore, self._space, self.physics_dt
-        goal1, goal2 = _inverse_kinematics(float(target[0]), float(target[1]), self._elbow)
+    def _simulate(self, target: list[float]) -> bool:
+        space, upper, fore = chipmunk_handles(self._space, self._upper, self._fore)
+        cp, dt = pymunk.cp, self.physics_dt
+        goal1, goal2 = _inverse_kinematics(*target, self._elbow)
         # the shoulder target is unwrapped next to the current angle (no full turns)
-        goal1 = upper.angle + (goal1 - upper.angle + math.pi) % (2 * math.pi) - math.pi
+        angle = self._upper.angle
+        goal1 = angle + (goal1 - angle + math.pi) % (2 * math.pi) - math.pi
         a, b, c = self._inertia
         limit = MAX_JOINT_ERROR
         for _ in range(self.substeps):
-            t1, t2 = upper.angle, fore.angle
-            w1, w2 = upper.angular_velocity, fore.angular_velocity
+            t1, t2 = cp.cpBodyGetAngle(upper), cp.cpBodyGetAngle(fore)
+            w1, w2 = cp.cpBodyGetAngularVelocity(upper), cp.cpBodyGetAngularVelocity(fore)
             q2, dq2 = t2 - t1, w2 - w1
             acc1 = K_P * min(max(goal1 - t1, -limit), limit) - K_V * w1
             acc2 = K_P * min(max(goal2 - q2, -limit), limit) - K_V * dq2
             cos2 = math.cos(q2)
             m11, m12 = a + 2 * b * cos2, c + b * cos2
             tau1, tau2 = m11 * acc1 + m12 * acc2, m12 * acc1 + c * acc2
-            upper.torque = tau1 - tau2  # the elbow torque reacts on the upper link
-            fore.torque = tau2
-            space.step(dt)
+            cp.cpBodySetTorque(upper, tau1 - tau2)  # the elbow torque reacts on the upper link
+            cp.cpBodySetTorque(fore, tau2)
+            cp.cpSpaceStep(space, dt)
             if self._hit_wall or self._touched:
                 break
         return self._hit_wall

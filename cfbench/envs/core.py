@@ -14,6 +14,7 @@ state, and stepping the episode's remaining actions then repeats its rest.
 
 from __future__ import annotations
 
+import operator
 import os
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass
 import gymnasium as gym
 import numpy as np
 import pygame
+import pymunk
 from gymnasium import spaces
 
 from cfbench.expert import ExpertTrajectory
@@ -114,6 +116,7 @@ class CoarseToFineEnv(gym.Env, ABC):
         self.action_space = spaces.Box(
             np.asarray(self.pose_low, dtype=np.float32), np.asarray(self.pose_high, dtype=np.float32), dtype=np.float32
         )
+        self._pose_bounds = (self.action_space.low.tolist(), self.action_space.high.tolist())
         state_low = np.concatenate([self.pose_low, np.full(self.scene_dim, -self.scene_bound)])
         state_high = np.concatenate([self.pose_high, np.full(self.scene_dim, self.scene_bound)])
         state_space = spaces.Box(
@@ -152,11 +155,14 @@ class CoarseToFineEnv(gym.Env, ABC):
 
     @abstractmethod
     def _scene_features(self) -> np.ndarray:
-        """Fixed-length vector describing the randomised scene (length ``scene_dim``)."""
+        """Fixed-length vector describing the randomised scene (length ``scene_dim``); read once
+        a reset, as the scene does not move."""
 
     @abstractmethod
-    def _simulate(self, target: np.ndarray) -> bool:
-        """Advance ``self.substeps`` physics steps toward ``target``; True if a collision occurred."""
+    def _simulate(self, target: list[float]) -> bool:
+        """Advance ``self.substeps`` physics steps toward ``target`` (Python floats: the physics
+        loops run in Python, where numpy scalars cost more than they compute); True if a
+        collision occurred."""
 
     @abstractmethod
     def _sim_state(self) -> list[float]:
@@ -194,6 +200,7 @@ class CoarseToFineEnv(gym.Env, ABC):
         state = self._reset_to_state(seed, options or {})
         super().reset(seed=seed)
         self._build_scene(self.np_random)
+        self._state_template = np.concatenate([np.zeros(self.pose_dim), self._scene_features()]).astype(np.float32)
         self._steps = 0
         if state is not None:
             self._set_sim_state(state[:-1])
@@ -201,7 +208,8 @@ class CoarseToFineEnv(gym.Env, ABC):
         self._expert = None
         if self.render_mode == "human":
             self.render()
-        return self._observation(), self._info(success=False, collision=False)
+        pose = self._agent_pose()
+        return self._observation(pose), self._info(pose, success=False, collision=False)
 
     def step(self, action):
         target = self._check_action(action)
@@ -213,12 +221,13 @@ class CoarseToFineEnv(gym.Env, ABC):
         reward = 1.0 if success else 0.0
         if self.render_mode == "human":
             self.render()
+        pose = self._agent_pose()
         return (
-            self._observation(),
+            self._observation(pose),
             reward,
             terminated,
             truncated,
-            self._info(success=success, collision=collision),
+            self._info(pose, success=success, collision=collision),
         )
 
     def render(self):
@@ -276,16 +285,20 @@ class CoarseToFineEnv(gym.Env, ABC):
         return self._expert
 
     # ------------------------------------------------------------ helpers
-    def _check_action(self, action) -> np.ndarray:
+    def _check_action(self, action) -> list[float]:
+        """The action clipped to the pose bounds, as Python floats (``_simulate``'s target)."""
         action = np.asarray(action, dtype=np.float64)
         if action.shape != self.action_space.shape:
             raise ValueError(
                 f"{type(self).__name__}: action must have shape {self.action_space.shape} "
                 f"(an absolute target pose), got shape {action.shape}"
             )
+        target, (low, high) = action.tolist(), self._pose_bounds
+        if all(map(operator.lt, low, target)) and all(map(operator.lt, target, high)):
+            return target  # strictly inside (so no NaN or inf): np.clip would return it as it is
         if not np.all(np.isfinite(action)):
             raise ValueError(f"{type(self).__name__}: action contains NaN or inf: {action}")
-        return np.clip(action, self.pose_low, self.pose_high)
+        return np.clip(action, self.pose_low, self.pose_high).tolist()
 
     def _reset_to_state(self, seed: int | None, options: dict) -> np.ndarray | None:
         """The checked ``reset_to_state`` option (None when not given); checked before the reset
@@ -321,8 +334,12 @@ class CoarseToFineEnv(gym.Env, ABC):
             raise ValueError(f"{where}: reset_to_state: {problem}")
         return state
 
-    def _state(self) -> np.ndarray:
-        return np.concatenate([self._agent_pose(), self._scene_features()]).astype(np.float32)
+    def _state(self, pose: np.ndarray) -> np.ndarray:
+        """The agent's ``pose`` then the scene's features, in float32 (a new array each step:
+        callers keep observation histories)."""
+        state = self._state_template.copy()
+        state[: self.pose_dim] = pose
+        return state
 
     def _pixels(self) -> dict[str, np.ndarray]:
         frames = {}
@@ -341,18 +358,19 @@ class CoarseToFineEnv(gym.Env, ABC):
         centre, angle = self._local_view()
         return centre, self.local_view_size, angle
 
-    def _observation(self):
+    def _observation(self, pose: np.ndarray):
+        """The observation with the agent at ``pose`` (``_agent_pose()``, read once a step)."""
         if self.obs_mode == "state":
-            return self._state()
+            return self._state(pose)
         if self.obs_mode == "pixels":
             return self._pixels()
-        return {"state": self._state(), "pixels": self._pixels()}
+        return {"state": self._state(pose), "pixels": self._pixels()}
 
-    def _info(self, *, success: bool, collision: bool) -> dict[str, Any]:
+    def _info(self, pose: np.ndarray, *, success: bool, collision: bool) -> dict[str, Any]:
         return {
             "is_success": bool(success),
             "is_collision": bool(collision),
-            "agent_pose": self._agent_pose().astype(np.float64),
+            "agent_pose": np.array(pose, dtype=np.float64),
             "time": self._steps / self.control_hz,
         }
 
@@ -409,6 +427,18 @@ class Canvas:
 
     def pixels(self) -> np.ndarray:
         return np.ascontiguousarray(pygame.surfarray.pixels3d(self.surface).transpose(1, 0, 2))
+
+
+def chipmunk_handles(space: pymunk.Space, *bodies: pymunk.Body) -> tuple:
+    """The C handles of a pymunk ``space`` and ``bodies``, for a physics loop that calls chipmunk
+    through pymunk's own binding (``pymunk.cp``) rather than pymunk's Python layer.
+
+    That layer costs 0.1-0.4 us a call (a ``Vec2d`` built per read, a ``__setattr__`` override
+    per write, ``Space.step``'s bookkeeping for bodies added or removed during a step, which
+    the envs never do): as much as chipmunk's step of these small scenes, ten times a control
+    step. The same C functions run, so the same bits come out.
+    """
+    return (space._space, *(body._body for body in bodies))
 
 
 def box_corners(centre, half_extents, angle: float = 0.0) -> np.ndarray:

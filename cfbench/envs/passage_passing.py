@@ -48,10 +48,12 @@ control rate.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pymunk
 
-from cfbench.envs.core import Canvas, CoarseToFineEnv, StateLayout, box_corners
+from cfbench.envs.core import Canvas, CoarseToFineEnv, StateLayout, box_corners, chipmunk_handles
 from cfbench.expert import ExpertTrajectory, rounded_polyline, time_parametrize
 
 WORLD_SIZE = 512.0
@@ -131,6 +133,9 @@ class PassagePassingEnv(CoarseToFineEnv):
         goal_area = np.array([near - across, far - across, far + across, near + across])
         self._goal_area = goal_area @ rotation.T + offset
         self._exit_frame = np.array([exit_dir, _left_normal(exit_dir)]) @ rotation.T
+        # around the goal area, a circle 1 unit wider: outside it, the exact test is not needed
+        goal_centre = self._corners[-1] + GOAL_DEPTH / 2 * self._exit_frame[0]
+        self._goal_circle = (*goal_centre.tolist(), (math.hypot(GOAL_DEPTH / 2, self._width / 2) + 1.0) ** 2)
         self._build_space()
 
     def _build_space(self) -> None:
@@ -153,19 +158,20 @@ class PassagePassingEnv(CoarseToFineEnv):
         self._collided = True
 
     # ---------------------------------------------------------- dynamics
-    def _simulate(self, target: np.ndarray) -> bool:
+    def _simulate(self, target: list[float]) -> bool:
         """PD servo toward ``target``, one velocity update per physics sub-step (as in PushT)."""
-        tx, ty = float(target[0]), float(target[1])
-        body, step, dt = self._agent, self._space.step, self.physics_dt
+        tx, ty = target
+        space, body = chipmunk_handles(self._space, self._agent)
+        cp, dt = pymunk.cp, self.physics_dt
         for _ in range(self.substeps):
-            (x, y), (vx, vy) = body.position, body.velocity
-            vx += (K_P * (tx - x) - K_V * vx) * dt
-            vy += (K_P * (ty - y) - K_V * vy) * dt
+            position, velocity = cp.cpBodyGetPosition(body), cp.cpBodyGetVelocity(body)
+            vx = velocity.x + (K_P * (tx - position.x) - K_V * velocity.x) * dt
+            vy = velocity.y + (K_P * (ty - position.y) - K_V * velocity.y) * dt
             speed = (vx * vx + vy * vy) ** 0.5
             if speed > MAX_SPEED:
                 vx, vy = vx * MAX_SPEED / speed, vy * MAX_SPEED / speed
-            body.velocity = (vx, vy)
-            step(dt)
+            cp.cpBodySetVelocity(body, (vx, vy))
+            cp.cpSpaceStep(space, dt)
             if self._collided:
                 return True
         return False
@@ -181,6 +187,9 @@ class PassagePassingEnv(CoarseToFineEnv):
 
     def _is_success(self) -> bool:
         """The agent's centre lies in the goal area: past the exit line, inside the corridor."""
+        (x, y), (cx, cy, radius2) = self._agent.position, self._goal_circle
+        if (x - cx) ** 2 + (y - cy) ** 2 > radius2:
+            return False
         along, across = self._exit_frame @ (self._agent_pose() - self._corners[-1])
         return 0.0 <= along <= GOAL_DEPTH and abs(across) <= self._width / 2
 
