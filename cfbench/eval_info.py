@@ -10,8 +10,9 @@ lists each test episode as ``eval_policy`` does. An episode's reward is 1 on suc
 otherwise (the envs' reward), so ``sum_reward`` and ``max_reward`` are its success.
 
 It is derived from the record alone (one source of truth): ``results/eval_info/<record
-name>/eval_info.json``, rewritten with the leaderboard and by every run; video paths are relative
-to the file. The ``cfbench`` entry names the record it was made from.
+name>/eval_info.json``, written with the record (``cfbench.results.write_record``) and again by
+every regeneration of the leaderboard; video paths are relative to the file. The ``cfbench``
+entry names the record it was made from.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import json
 from pathlib import Path
 
 from cfbench.files import write_if_changed
-from cfbench.results import format_label, record_filename
 from cfbench.stats import wilson
 
 #: the folder beside the records that holds their eval_info.json, one sub-folder per record
@@ -36,8 +36,8 @@ def success_summary(successes: list[bool]) -> dict:
             "pc_success_ci95": [100 * low, 100 * high]}
 
 
-def eval_info(record: dict) -> dict:
-    """The record in ``lerobot-eval``'s ``eval_info.json`` layout."""
+def eval_info(record: dict, record_name: str) -> dict:
+    """The record (its file named ``record_name``) in ``lerobot-eval``'s ``eval_info.json`` layout."""
     rows = record["episodes"]
     successes = [row["success"] for row in rows]
     rewards = [float(success) for success in successes]
@@ -60,19 +60,21 @@ def eval_info(record: dict) -> dict:
         "per_group": {group: {**rewards_summary, **summary, "video_paths": videos}},
         "overall": {**rewards_summary, **summary, "eval_s": eval_s, "eval_ep_s": eval_s / len(rows),
                     "video_paths": videos},
-        "cfbench": {"record": record_filename(record), "policy": format_label(record["policy"], record["variant"]),
+        "cfbench": {"record": record_name, "policy": record["policy"], "variant": record["variant"],
                     "env_id": record["env_id"], "source_hz": record["source_hz"], "target_hz": record["target_hz"],
                     "train_seed": record["train_seed"], "test_seeds": record["provenance"]["test_seeds"]},
     }
 
 
-def eval_info_path(results_dir: Path, record: dict) -> Path:
-    return Path(results_dir) / EVAL_INFO / record_filename(record)[: -len(".json")] / EVAL_INFO_FILE
+def eval_info_path(record_path: Path) -> Path:
+    """Where the eval_info.json of the record at ``record_path`` goes."""
+    record_path = Path(record_path)
+    return record_path.parent / EVAL_INFO / record_path.stem / EVAL_INFO_FILE
 
 
-def write_eval_info(record: dict, results_dir: Path) -> Path:
-    """Write (atomically, only if it changed) a record's eval_info.json in its results folder."""
-    path = eval_info_path(results_dir, record)
-    write_if_changed(path, (json.dumps(eval_info(record), indent=2) + "\n").encode())
+def write_eval_info(record: dict, record_path: Path) -> Path:
+    """Write (atomically, only if it changed) the eval_info.json of the record at ``record_path``."""
+    path = eval_info_path(record_path)
+    write_if_changed(path, (json.dumps(eval_info(record, Path(record_path).name), indent=2) + "\n").encode())
     return path
 

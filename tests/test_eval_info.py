@@ -24,7 +24,7 @@ def test_a_runs_eval_info_is_its_record_in_lerobots_layout(tmp_path):
     record, path = run(RunSpec("tracker", "PassagePassing", (5.0,), episodes=4), num_envs=4, videos=1,
                        results_dir=results, progress=False)
     info_path = results / EVAL_INFO / path.stem / "eval_info.json"
-    assert eval_info_path(results, record) == info_path
+    assert eval_info_path(path) == info_path
     info = json.loads(info_path.read_text())
     rows = record["episodes"]
     assert 0 < record["metrics"]["success_rate"] < 1

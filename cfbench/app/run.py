@@ -14,7 +14,6 @@ import policies
 from cfbench import paths
 from cfbench.app.cache import TRAINING_FIELDS, train_or_load
 from cfbench.app.spec import RunSpec, Workspace
-from cfbench.eval_info import write_eval_info
 from cfbench.evaluate import TRACE_KEYS, evaluate
 from cfbench.fidelity import probe
 from cfbench.results import VIDEOS, check_replaceable, check_writable, make_record, write_record
@@ -25,9 +24,8 @@ def run(spec: RunSpec, workspace: Workspace | None = None, *, results_dir: Path 
         vector: str = "sync", videos: int = 0, retrain: bool = False, command: list[str] | None = None,
         progress: bool = True) -> tuple[dict, Path]:
     """Make a run's record, in ``results_dir`` (the scratch area ``runs/results`` by default),
-    with its LeRobot-style eval_info.json (``cfbench.eval_info``) and GIFs of ``videos`` episodes
-    and as many failures in ``videos/<record name>/`` beside it; ``command`` is what the record
-    says made it (default: this process's command line)."""
+    with GIFs of ``videos`` episodes and as many failures in ``videos/<record name>/`` beside it;
+    ``command`` is what the record says made it (default: this process's command line)."""
     results_dir = Path(results_dir or paths.runs_dir())
     check_writable(results_dir)  # before training, not after it
     policy, training, reference_hz = trained_policy(spec, workspace, retrain=retrain, progress=progress)
@@ -45,9 +43,7 @@ def run(spec: RunSpec, workspace: Workspace | None = None, *, results_dir: Path 
     fidelity = probe(policy, spec.env_id, reference_hz, target_hz=spec.target_hz)
     record = make_record(spec, policy, reference_hz, outcome, fidelity, training, command=command or sys.argv,
                          videos=video_files)
-    path = write_record(record, results_dir)
-    write_eval_info(record, results_dir)
-    return record, path
+    return record, write_record(record, results_dir)
 
 
 def trained_policy(spec: RunSpec, workspace: Workspace | None = None, *, retrain: bool = False,

@@ -15,7 +15,7 @@ from cfbench.leaderboard.markdown import render_markdown
 from cfbench.leaderboard.plots import PLOTS, plot_env
 from cfbench.leaderboard.standings import ranked
 from cfbench.protocol import PROTOCOL
-from cfbench.results import archive_dir, read_all, read_verified
+from cfbench.results import archive_dir, read_all, read_verified, record_filename
 
 
 def regenerate(results_dir: Path, output: Path | None = None, protocol: int = PROTOCOL) -> Path:
@@ -31,7 +31,7 @@ def regenerate(results_dir: Path, output: Path | None = None, protocol: int = PR
         write_if_changed(output, page(records, results_dir, output, protocol).encode())
         write_plots(results_dir, records)
         for record in records:
-            write_eval_info(record, results_dir)
+            write_eval_info(record, results_dir / record_filename(record))
     return output
 
 
