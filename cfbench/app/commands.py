@@ -144,6 +144,9 @@ def eval_parser() -> Parser:
     parser.add_argument("--videos", type=non_negative_int, default=0, metavar="N",
                         help="GIFs of the first N test episodes and of the first N failures after them, in "
                              "videos/<record name>/ beside each record")
+    parser.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
+                        help="evaluate the trained model in DIR (a folder cfbench-export wrote) instead of training: "
+                             "one --env, --source-hz and --train-seeds, with the config it was trained with")
     return parser
 
 
@@ -161,6 +164,14 @@ def eval_specs(argv: list[str]) -> tuple[argparse.Namespace, list[RunSpec]]:
     specs = [RunSpec(env=env, rates=rates, target_hz=args.target_hz, test_seeds=test_seeds, episodes=args.episodes,
                      train_seed=train_seed, **spec_options(args))
              for env, rates, train_seed in itertools.product(envs, rate_sets, args.train_seeds)]
+    if args.checkpoint is not None:
+        if len(specs) > 1:
+            raise ValueError("--checkpoint evaluates one trained model: give one --env, one --source-hz and one "
+                             "--train-seeds")
+        if not specs[0].trainable:
+            raise ValueError(f"policy {args.policy!r} is not trained: it needs no --checkpoint")
+        if args.retrain:
+            raise ValueError("--retrain trains a model, --checkpoint evaluates one already trained: give one of them")
     specs[0].check_device()
     return args, specs
 
@@ -180,7 +191,8 @@ def eval_main(argv: list[str]) -> None:
     rows = []
     for spec in specs:
         record, path = run(spec, workspace, results_dir=args.results_dir, num_envs=args.num_envs, vector=args.vector,
-                           videos=args.videos, retrain=args.retrain, command=["cfbench-eval", *argv])
+                           videos=args.videos, retrain=args.retrain, command=["cfbench-eval", *argv],
+                           checkpoint=args.checkpoint)
         m = record["metrics"]
         rows.append({
             "env": spec.env, "source Hz": rates_label(spec.rates), "seed": spec.train_seed,
