@@ -29,9 +29,21 @@ from cfbench.results import format_label, parse_label, read_all, read_record
 
 
 # ------------------------------------------------------------ command lines
+def add_policy_module_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy-module", dest="policy_modules", action="append", default=[], metavar="MODULE",
+                        help="import MODULE (e.g. mypkg.mypolicy; the current folder is searched first) to register "
+                             "the policies it defines with @policies.register; may be repeated")
+
+
+def import_policy_modules(args: argparse.Namespace) -> None:
+    for module in args.policy_modules:
+        policies.import_policy_module(module)
+
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The options shared by cfbench-train and cfbench-eval: what to train, where, on what."""
     parser.add_argument("--policy", required=True, help="registered policy: " + ", ".join(policies.available()))
+    add_policy_module_argument(parser)
     parser.add_argument("--profile", default="cpu", help="named policy config profile: cpu or gpu")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="policy config overrides (cfbench-train --policy P --show-config lists the keys)")
@@ -106,6 +118,7 @@ def train_main(argv: list[str]) -> None:
     parser.add_argument("--show-config", action="store_true",
                         help="print every config key of the policy with its value and meaning, then exit")
     args = parser.parse_args(argv)
+    import_policy_modules(args)
     if args.show_config:
         print(show_config(RunSpec(**spec_options(args))))
         return
@@ -153,6 +166,7 @@ def eval_parser() -> Parser:
 def eval_specs(argv: list[str]) -> tuple[argparse.Namespace, list[RunSpec]]:
     """A cfbench-eval command line and the runs it stands for, each checked before any runs."""
     args = eval_parser().parse_args(_values_may_start_with_a_dash(argv, ("--test-seeds",)))
+    import_policy_modules(args)
     envs = list(ENV_IDS) if args.env == ["all"] else [short_name(resolve_env(e)) for e in args.env]
     rate_sets = [parse_rates(text) for text in args.source_hz]
     for option, values in (("--source-hz", [rates_label(r) for r in rate_sets]), ("--train-seeds", args.train_seeds),
@@ -249,10 +263,12 @@ def leaderboard_main(argv: list[str]) -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="with --verify: torch threads (default: the record's; actions round differently at "
                              "another count)")
+    add_policy_module_argument(parser)
     parser.add_argument("--protocol", type=int, default=PROTOCOL,
                         help="the protocol of the folder's records: an archive of an older one "
                              "(e.g. results/archive/protocol1, whose page is kept inside it)")
     args = parser.parse_args(argv)
+    import_policy_modules(args)
     if args.compare:
         if not (args.env and args.source_hz):
             raise ValueError("--compare needs --env and --source-hz")
