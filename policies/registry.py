@@ -29,6 +29,8 @@ BUILTIN = {
     "e0": "policies.e0",
 }
 _REGISTRY: dict[str, type] = {}
+#: what the zoo needs beyond the core (pyproject.toml's "zoo" extra), by import name
+ZOO_PACKAGES = ("torch", "safetensors", "diffusers", "vector_quantize_pytorch")
 #: the entry-point group through which installed packages add policies
 ENTRY_POINT_GROUP = "cfbench.policies"
 
@@ -53,7 +55,13 @@ def available() -> list[str]:
 
 def policy_class(name: str) -> type:
     if name not in _REGISTRY and name in BUILTIN:
-        importlib.import_module(BUILTIN[name])
+        try:
+            importlib.import_module(BUILTIN[name])
+        except ModuleNotFoundError as error:
+            if (error.name or "").split(".")[0] not in ZOO_PACKAGES:
+                raise
+            raise ValueError(f"policy {name!r} is part of the policy zoo, which needs {error.name} (not installed): "
+                             "pip install torch==2.13.0 && pip install \"cfbench[zoo]\"") from None
     elif name not in _REGISTRY and name in _installed():
         module = _installed()[name]
         if name not in import_policy_module(module, f"entry point {name} = {module} ({ENTRY_POINT_GROUP})"):
