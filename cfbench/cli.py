@@ -80,9 +80,11 @@ def set_threads(threads: int | None) -> int:
     another process holds stalls the rest: DP-T training at 2 threads beside one busy process ran
     7x slower than at 1 thread, while alone 2 threads were 1.4x faster (benchmarks/contention.py).
     The count a run used is in its record (``provenance.torch_threads``): actions round
-    differently at another count."""
-    import torch
-
+    differently at another count. An install without the policy zoo has no torch, and nothing to set."""
+    try:
+        import torch
+    except ModuleNotFoundError:
+        return threads or 1
     threads = threads or free_cores()
     torch.set_num_threads(threads)
     return threads

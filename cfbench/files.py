@@ -66,6 +66,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def write_if_changed(path: str | Path, data: bytes) -> None:
+    """``atomic_write_bytes`` unless the file already holds ``data``: regenerating derived files
+    from unchanged sources touches none of them."""
+    path = Path(path)
+    if not (path.exists() and path.read_bytes() == data):
+        atomic_write_bytes(path, data)
+
+
 @contextmanager
 def exclusive(directory: str | Path):
     """Hold ``directory``'s lock file (created if needed) until the block ends: processes that

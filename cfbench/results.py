@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema
 
 from cfbench.envs import ENV_IDS
+from cfbench.eval_info import write_eval_info
 from cfbench.files import atomic_write_text, exclusive
 from cfbench.protocol import MAX_RATE_HZ, MIN_RATE_HZ, NAME_PATTERN, PROTOCOL, rates_label, seed_list
 
@@ -285,8 +286,9 @@ def record_filename(record: dict) -> str:
 
 def write_record(record: dict, results_dir: str | Path) -> Path:
     """Validate, then write atomically to the record's canonical file name under the folder's
-    lock. A re-run of an experiment with the same config replaces its record; one whose config
-    differs is refused: it is another experiment and needs its own variant name."""
+    lock, with its LeRobot-style eval_info.json (``cfbench.eval_info``). A re-run of an experiment
+    with the same config replaces its record; one whose config differs is refused: it is another
+    experiment and needs its own variant name."""
     validate(record)
     results_dir = Path(results_dir)
     path = results_dir / record_filename(record)
@@ -294,6 +296,7 @@ def write_record(record: dict, results_dir: str | Path) -> Path:
         if path.exists():
             _check_same_config(read_record(path), record, path)
         atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
+        write_eval_info(record, path)
     return path
 
 

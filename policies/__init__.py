@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import importlib
 
-from policies.registry import BUILTIN, available, policy_class, register
+from policies.registry import BUILTIN, available, import_policy_module, policy_class, register
 
 _FROM_BASE = ("Policy", "PolicyConfig", "config_docs", "declared", "load", "make")
-__all__ = ["BUILTIN", "available", "policy_class", "register", *_FROM_BASE]
+__all__ = ["BUILTIN", "available", "import_policy_module", "policy_class", "register", *_FROM_BASE]
 
 
 def __getattr__(name: str):

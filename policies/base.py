@@ -23,16 +23,16 @@ import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from safetensors.torch import load as tensors_from_bytes
-from safetensors.torch import save as tensors_to_bytes
 
 from cfbench.files import CheckpointError, atomic_write_bytes, atomic_write_text
 from cfbench.interface import EpisodeContext
 from policies.registry import available, policy_class, register  # noqa: F401  (the factory's registry)
+
+if TYPE_CHECKING:  # torch and safetensors are imported where weights are: a policy without any needs neither
+    import torch
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -149,7 +149,7 @@ class PolicyConfig:
         ``NEUTRAL`` value."""
         neutral = self.neutral()
         values = {**self.to_dict(), **self.training_rollout()}
-        return {k: v for k, v in values.items() if k not in neutral or _plain(v) != _plain(neutral[k])}
+        return {k: v for k, v in values.items() if k not in neutral or plain(v) != plain(neutral[k])}
 
     def rollout_fields(self) -> tuple[str, ...]:
         """The ``ROLLOUT`` fields of every class of this config (a subclass may keep one out where
@@ -179,14 +179,15 @@ class PolicyConfig:
         """``values`` less the ``RETIRED`` options, each of which must be at its neutral value."""
         retired = declared(cls, "RETIRED")
         for name in sorted(values.keys() & retired.keys()):
-            if _plain(values[name]) != _plain(retired[name]):
+            if plain(values[name]) != plain(retired[name]):
                 raise ValueError(f"{cls.name}: {name} is a retired option; a saved config may hold it only at "
-                                 f"{json.dumps(_plain(retired[name]))}, what every run does now, not at "
-                                 f"{json.dumps(_plain(values[name]))}")
+                                 f"{json.dumps(plain(retired[name]))}, what every run does now, not at "
+                                 f"{json.dumps(plain(values[name]))}")
         return {k: v for k, v in values.items() if k not in retired}
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """A value as JSON reads it back (tuples as lists), so saved and built configs compare."""
     return json.loads(json.dumps(value, default=list))
 
 
@@ -278,6 +279,8 @@ class Policy(ABC):
         directory.mkdir(parents=True, exist_ok=True)
         atomic_write_text(directory / CONFIG_FILE, json.dumps(self.config.to_dict(), indent=2, sort_keys=True))
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        from safetensors.torch import save as tensors_to_bytes
+
         atomic_write_bytes(directory / WEIGHTS_FILE, tensors_to_bytes(tensors))
         return directory
 
@@ -316,6 +319,8 @@ def load(directory: str | Path) -> Policy:
     cls = policy_class(values["policy"])
     policy = cls(cls.config_class.from_saved(values))
     try:
+        from safetensors.torch import load as tensors_from_bytes
+
         tensors = tensors_from_bytes(weights_path.read_bytes())
     except Exception as error:  # noqa: BLE001  (safetensors raises its own error types for bad headers)
         raise CheckpointError(f"corrupt or truncated checkpoint weights {weights_path}: {error}") from None

@@ -101,7 +101,8 @@ def test_malformed_records_are_rejected_with_the_reason(mutate, message):
 def test_write_read_round_trip_is_atomic(tmp_path):
     path = write_record(_record(), tmp_path)
     assert read_record(path) == _record()
-    assert [p.name for p in tmp_path.iterdir() if p.name != ".lock"] == [path.name]  # no temp files left behind
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file() and p.name != ".lock")
+    assert written == [path.name, f"eval_info/{path.stem}/eval_info.json"]  # no temp files left behind
     with pytest.raises(RecordError):
         write_record(_broken(lambda r: r.pop("episodes")), tmp_path)
     assert read_record(path) == _record()  # a rejected write leaves the old record intact

@@ -93,25 +93,36 @@ def load_finished(work: Path) -> tuple[policies.Policy, dict]:
     trained (SHA-256s in the summary; a run finished before summaries held the config's has it
     pinned the first time it is loaded)."""
     redo = f"delete {work} (or pass --retrain) to train it again"
-    try:
-        summary = json.loads((work / SUMMARY).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{work / SUMMARY} is corrupt ({error}); {redo}") from None
-    weights = work / POLICY_DIR / WEIGHTS_FILE
-    if not isinstance(summary, dict) or "weights_sha256" not in summary:
-        raise CheckpointError(f"{work / SUMMARY} records no weights checksum; {redo}")
-    if not weights.is_file() or sha256(weights) != summary["weights_sha256"]:
-        raise CheckpointError(f"{weights} is missing or not the weights this run trained (SHA-256 differs "
-                              f"from {SUMMARY}); {redo}")
+    summary = read_summary(work / SUMMARY, redo)
     config = work / POLICY_DIR / CONFIG_FILE
     if config.is_file() and "config_sha256" not in summary:
         summary["config_sha256"] = sha256(config)
         atomic_write_text(work / SUMMARY, json.dumps(summary, indent=1))
-    if not config.is_file() or sha256(config) != summary["config_sha256"]:
-        raise CheckpointError(f"{config} is missing or not the config this run trained (SHA-256 differs "
-                              f"from {SUMMARY}); {redo}")
+    return load_checked(work / POLICY_DIR, summary, redo), summary
+
+
+def read_summary(path: Path, redo: str) -> dict:
+    """A training summary that names the SHA-256 of the weights it trained; ``redo`` says how to
+    make it again."""
     try:
-        return policies.load(work / POLICY_DIR), summary
+        summary = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path} is corrupt ({error}); {redo}") from None
+    if not isinstance(summary, dict) or "weights_sha256" not in summary:
+        raise CheckpointError(f"{path} records no weights checksum; {redo}")
+    return summary
+
+
+def load_checked(directory: Path, summary: dict, redo: str) -> policies.Policy:
+    """The policy saved in ``directory`` (config.json + model.safetensors), after checking both
+    files are the ones ``summary`` names by SHA-256."""
+    for name, what in ((WEIGHTS_FILE, "weights"), (CONFIG_FILE, "config")):
+        path = directory / name
+        if not path.is_file() or sha256(path) != summary.get(f"{what}_sha256"):
+            raise CheckpointError(f"{path} is missing or not the {what} this run trained (SHA-256 differs from its "
+                                  f"training summary); {redo}")
+    try:
+        return policies.load(directory)
     except (ValueError, OSError) as error:
         raise CheckpointError(f"{error}; {redo}") from None
 

@@ -29,9 +29,21 @@ from cfbench.results import format_label, parse_label, read_all, read_record
 
 
 # ------------------------------------------------------------ command lines
+def add_policy_module_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--policy-module", dest="policy_modules", action="append", default=[], metavar="MODULE",
+                        help="import MODULE (e.g. mypkg.mypolicy; the current folder is searched first) to register "
+                             "the policies it defines with @policies.register; may be repeated")
+
+
+def import_policy_modules(args: argparse.Namespace) -> None:
+    for module in args.policy_modules:
+        policies.import_policy_module(module)
+
+
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The options shared by cfbench-train and cfbench-eval: what to train, where, on what."""
     parser.add_argument("--policy", required=True, help="registered policy: " + ", ".join(policies.available()))
+    add_policy_module_argument(parser)
     parser.add_argument("--profile", default="cpu", help="named policy config profile: cpu or gpu")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="policy config overrides (cfbench-train --policy P --show-config lists the keys)")
@@ -106,6 +118,7 @@ def train_main(argv: list[str]) -> None:
     parser.add_argument("--show-config", action="store_true",
                         help="print every config key of the policy with its value and meaning, then exit")
     args = parser.parse_args(argv)
+    import_policy_modules(args)
     if args.show_config:
         print(show_config(RunSpec(**spec_options(args))))
         return
@@ -144,12 +157,16 @@ def eval_parser() -> Parser:
     parser.add_argument("--videos", type=non_negative_int, default=0, metavar="N",
                         help="GIFs of the first N test episodes and of the first N failures after them, in "
                              "videos/<record name>/ beside each record")
+    parser.add_argument("--checkpoint", type=Path, default=None, metavar="DIR",
+                        help="evaluate the trained model in DIR (a folder cfbench-export wrote) instead of training: "
+                             "one --env, --source-hz and --train-seeds, with the config it was trained with")
     return parser
 
 
 def eval_specs(argv: list[str]) -> tuple[argparse.Namespace, list[RunSpec]]:
     """A cfbench-eval command line and the runs it stands for, each checked before any runs."""
     args = eval_parser().parse_args(_values_may_start_with_a_dash(argv, ("--test-seeds",)))
+    import_policy_modules(args)
     envs = list(ENV_IDS) if args.env == ["all"] else [short_name(resolve_env(e)) for e in args.env]
     rate_sets = [parse_rates(text) for text in args.source_hz]
     for option, values in (("--source-hz", [rates_label(r) for r in rate_sets]), ("--train-seeds", args.train_seeds),
@@ -161,6 +178,14 @@ def eval_specs(argv: list[str]) -> tuple[argparse.Namespace, list[RunSpec]]:
     specs = [RunSpec(env=env, rates=rates, target_hz=args.target_hz, test_seeds=test_seeds, episodes=args.episodes,
                      train_seed=train_seed, **spec_options(args))
              for env, rates, train_seed in itertools.product(envs, rate_sets, args.train_seeds)]
+    if args.checkpoint is not None:
+        if len(specs) > 1:
+            raise ValueError("--checkpoint evaluates one trained model: give one --env, one --source-hz and one "
+                             "--train-seeds")
+        if not specs[0].trainable:
+            raise ValueError(f"policy {args.policy!r} is not trained: it needs no --checkpoint")
+        if args.retrain:
+            raise ValueError("--retrain trains a model, --checkpoint evaluates one already trained: give one of them")
     specs[0].check_device()
     return args, specs
 
@@ -180,7 +205,8 @@ def eval_main(argv: list[str]) -> None:
     rows = []
     for spec in specs:
         record, path = run(spec, workspace, results_dir=args.results_dir, num_envs=args.num_envs, vector=args.vector,
-                           videos=args.videos, retrain=args.retrain, command=["cfbench-eval", *argv])
+                           videos=args.videos, retrain=args.retrain, command=["cfbench-eval", *argv],
+                           checkpoint=args.checkpoint)
         m = record["metrics"]
         rows.append({
             "env": spec.env, "source Hz": rates_label(spec.rates), "seed": spec.train_seed,
@@ -237,10 +263,12 @@ def leaderboard_main(argv: list[str]) -> None:
     parser.add_argument("--threads", type=positive_int, default=None,
                         help="with --verify: torch threads (default: the record's; actions round differently at "
                              "another count)")
+    add_policy_module_argument(parser)
     parser.add_argument("--protocol", type=int, default=PROTOCOL,
                         help="the protocol of the folder's records: an archive of an older one "
                              "(e.g. results/archive/protocol1, whose page is kept inside it)")
     args = parser.parse_args(argv)
+    import_policy_modules(args)
     if args.compare:
         if not (args.env and args.source_hz):
             raise ValueError("--compare needs --env and --source-hz")

@@ -13,6 +13,7 @@ from pathlib import Path
 import policies
 from cfbench import paths
 from cfbench.app.cache import TRAINING_FIELDS, train_or_load
+from cfbench.app.export import load_exported
 from cfbench.app.spec import RunSpec, Workspace
 from cfbench.evaluate import TRACE_KEYS, evaluate
 from cfbench.fidelity import probe
@@ -22,13 +23,15 @@ from cfbench.videos import write_videos
 
 def run(spec: RunSpec, workspace: Workspace | None = None, *, results_dir: Path | None = None, num_envs: int = 10,
         vector: str = "sync", videos: int = 0, retrain: bool = False, command: list[str] | None = None,
-        progress: bool = True) -> tuple[dict, Path]:
+        progress: bool = True, checkpoint: Path | None = None) -> tuple[dict, Path]:
     """Make a run's record, in ``results_dir`` (the scratch area ``runs/results`` by default),
     with GIFs of ``videos`` episodes and as many failures in ``videos/<record name>/`` beside it;
-    ``command`` is what the record says made it (default: this process's command line)."""
+    ``command`` is what the record says made it (default: this process's command line); a
+    learned policy comes from the exported folder ``checkpoint`` when given (``cfbench-export``)."""
     results_dir = Path(results_dir or paths.runs_dir())
     check_writable(results_dir)  # before training, not after it
-    policy, training, reference_hz = trained_policy(spec, workspace, retrain=retrain, progress=progress)
+    policy, training, reference_hz = trained_policy(spec, workspace, retrain=retrain, progress=progress,
+                                                    checkpoint=checkpoint)
     # whether the record may be written is decided before anything (a GIF) is written
     check_replaceable(spec.record_path(results_dir), policy.config.to_dict())
     outcome = evaluate(policy, spec.env_id, reference_hz, target_hz=spec.target_hz,
@@ -47,14 +50,23 @@ def run(spec: RunSpec, workspace: Workspace | None = None, *, results_dir: Path 
 
 
 def trained_policy(spec: RunSpec, workspace: Workspace | None = None, *, retrain: bool = False,
-                   progress: bool = True) -> tuple[policies.Policy, dict | None, float]:
-    """The policy a run evaluates, what its record keeps of its training (None for a policy that
-    does not learn) and the rate it replans at (its demos' reference rate; a policy that does not
-    learn has demos only where several rates make a mixed set)."""
+                   progress: bool = True, checkpoint: Path | None = None) -> tuple[policies.Policy, dict | None, float]:
+    """The policy a run evaluates (a learned one trained, loaded from the cache or from the
+    exported folder ``checkpoint``), what its record keeps of its training (None for a policy
+    that does not learn) and the rate it replans at (its demos' reference rate; demos are loaded
+    for it only where several rates make a mixed set, unless the policy trains on them)."""
     workspace = workspace or Workspace()
+    reference_hz = spec.rates[0] if len(spec.rates) == 1 else None
     if not spec.trainable:
-        reference_hz = spec.rates[0] if len(spec.rates) == 1 else workspace.demos(spec).reference_hz
-        return spec.make_policy(), None, reference_hz
+        return spec.make_policy(), None, reference_hz or workspace.demos(spec).reference_hz
+    if checkpoint is not None:
+        policy, summary = load_exported(spec, checkpoint)
+        return policy, training_record(summary), reference_hz or workspace.demos(spec).reference_hz
     dataset = workspace.demos(spec, spec.make_policy().config.obs_mode)
     policy, summary = train_or_load(spec, workspace, dataset=dataset, retrain=retrain, progress=progress)
-    return policy, {key: summary[key] for key in TRAINING_FIELDS if key in summary}, dataset.reference_hz
+    return policy, training_record(summary), dataset.reference_hz
+
+
+def training_record(summary: dict) -> dict:
+    """What a record keeps of a training summary."""
+    return {key: summary[key] for key in TRAINING_FIELDS if key in summary}

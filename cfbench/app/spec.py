@@ -36,6 +36,7 @@ from cfbench.protocol import (
 )
 from cfbench.results import record_stem
 from cfbench.tree import state_of
+from policies.base import plain
 from policies.rollout import chosen_rollout
 
 VALIDATION_EPISODES = VALIDATION_SEEDS[1] - VALIDATION_SEEDS[0]
@@ -118,6 +119,29 @@ class RunSpec:
         if self.overrides:
             words += ["--set", *override_items(self.overrides)]
         return words
+
+    @classmethod
+    def from_record(cls, record: dict) -> RunSpec:
+        """The run that made a record: its cell, seeds and demo count, and its policy config as
+        the overrides of the profile that needs the fewest (the fields training fills in aside)."""
+        training = record.get("training") or {}
+        validation = training.get("validation_seeds")
+        fields = {"policy": record["policy"], "env": record["env_id"], "rates": record["source_hz"],
+                  "variant": record["variant"], "target_hz": record["target_hz"],
+                  "test_seeds": record["provenance"]["test_seeds"], "train_seed": record["train_seed"],
+                  **({"n_demos": training["demo_seeds"]["count"]} if "demo_seeds" in training else {}),
+                  **({"val_episodes": validation[1] - validation[0] if validation else 0}
+                     if validation is not None else {})}
+        config_class = policies.policy_class(record["policy"]).config_class
+        recorded = plain(config_class.from_saved(record["provenance"]["config"]).to_dict())
+        fitted = {"policy", *policies.declared(config_class, "FITTED")}
+        candidates = []
+        for profile in getattr(config_class, "profiles", None) or ["cpu"]:
+            made = plain(cls(profile=profile, **fields).make_policy().config.to_dict())
+            overrides = {key: value for key, value in recorded.items() if key not in fitted and made[key] != value}
+            candidates.append((len(overrides), profile, overrides))
+        _, profile, overrides = min(candidates, key=lambda candidate: candidate[0])
+        return cls(profile=profile, overrides=overrides, **fields)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), default=list)

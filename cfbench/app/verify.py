@@ -15,7 +15,7 @@ from cfbench.evaluate import evaluate
 from cfbench.files import atomic_write_text, exclusive
 from cfbench.protocol import seed_list
 from cfbench.results import VERIFIED_FILE, RecordError, provenance, read_record, read_verified
-from policies.base import WEIGHTS_FILE
+from policies.base import WEIGHTS_FILE, plain
 
 #: path deviations of a re-run may differ by float rounding across machines, never more
 DEVIATION_TOLERANCE = 1e-6
@@ -55,7 +55,7 @@ def verify_record(path: Path, checkpoint: Path | None = None, num_envs: int = 10
         policy = policies.load(checkpoint)
         policy.set_rollout({key: config[key] for key in policy.config.rollout_fields() if key in config})
         # both read as saved configs: retired and later-added fields at their neutral values
-        loaded, recorded = (json.loads(json.dumps(values, default=list)) for values in (
+        loaded, recorded = (plain(values) for values in (
             policy.config.to_dict(), cls.config_class.from_saved(config).to_dict()))
         differs = sorted(key for key in loaded.keys() | recorded.keys() if loaded.get(key) != recorded.get(key))
         if differs:

@@ -1,5 +1,6 @@
-"""The leaderboard's files: the page and the plots of a results folder, redrawn under the
-folder's lock. Output is deterministic, so regenerating an unchanged folder changes no file."""
+"""The leaderboard's files: the page, the plots and each record's LeRobot-style eval_info.json of
+a results folder, redrawn under the folder's lock. Output is deterministic, so regenerating an
+unchanged folder changes no file."""
 
 from __future__ import annotations
 
@@ -8,25 +9,29 @@ from pathlib import Path
 
 from cfbench import paths
 from cfbench.envs import short_name
-from cfbench.files import atomic_write_bytes, exclusive
+from cfbench.eval_info import write_eval_info
+from cfbench.files import exclusive, write_if_changed
 from cfbench.leaderboard.markdown import render_markdown
 from cfbench.leaderboard.plots import PLOTS, plot_env
 from cfbench.leaderboard.standings import ranked
 from cfbench.protocol import PROTOCOL
-from cfbench.results import archive_dir, read_all, read_verified
+from cfbench.results import archive_dir, read_all, read_verified, record_filename
 
 
 def regenerate(results_dir: Path, output: Path | None = None, protocol: int = PROTOCOL) -> Path:
-    """Redraw the page (``output``, else ``cfbench.paths.leaderboard_path``) and the plots from
-    ``results_dir`` (records of ``protocol``) under the folder's lock, so that the last of several
-    runs writing one folder leaves a leaderboard of every record. Returns the page's path."""
+    """Redraw the page (``output``, else ``cfbench.paths.leaderboard_path``), the plots and the
+    records' eval_info.json from ``results_dir`` (records of ``protocol``) under the folder's
+    lock, so that the last of several runs writing one folder leaves a leaderboard of every
+    record. Returns the page's path."""
     results_dir = Path(results_dir)
     output = Path(output) if output else paths.leaderboard_path(results_dir, protocol)
     read_all(results_dir, protocol=protocol)  # a missing or empty folder is an error, before anything is written
     with exclusive(results_dir):
         records = read_all(results_dir, protocol=protocol)
-        _write_if_changed(output, page(records, results_dir, output, protocol).encode())
+        write_if_changed(output, page(records, results_dir, output, protocol).encode())
         write_plots(results_dir, records)
+        for record in records:
+            write_eval_info(record, results_dir / record_filename(record))
     return output
 
 
@@ -45,11 +50,6 @@ def write_plots(results_dir: Path, records: list[dict]) -> list[Path]:
     written = []
     for env_id in sorted({r["env_id"] for r in filter(ranked, records)}):
         path = Path(results_dir) / PLOTS / f"{short_name(env_id)}.png"
-        _write_if_changed(path, plot_env(records, env_id))
+        write_if_changed(path, plot_env(records, env_id))
         written.append(path)
     return written
-
-
-def _write_if_changed(path: Path, data: bytes) -> None:
-    if not (path.exists() and path.read_bytes() == data):
-        atomic_write_bytes(path, data)
