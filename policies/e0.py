@@ -22,6 +22,16 @@ The paper's pipeline (sections 3.2, A.1), on the shared chunking machinery:
   categorical, take its argmax (or sample at ``temperature``), re-noise that one-hot to t_{k+1};
   detokenise the last prediction. Observation features are computed once per chunk.
 
+**The released hybrid** (``--variant hybrid``; the authors' code, ``Doo-mon/e0``, differs from
+the paper): a flow-matching velocity head (``policies/meanflow.py``'s flow, t = 1 is noise) next to
+the Tweedie head on the same denoiser, each token also carrying the noisy continuous action and
+answering with its velocity; loss 0.5 · MSE + 0.5 · cross-entropy; both processes at one time
+t = 0.001 + 0.999 u (the schedule above, mirrored), the one-hots unscaled in training; at rollout
+``refinement_steps`` Euler steps, each re-noising the argmax one-hot as s · onehot + ε; the action
+executed is the average of the two heads' (``hybrid_output`` picks one head alone). The release
+has one token per (step, dimension) and decodes bins to their lower edges; here the tokens stay
+per time step and bins decode to centres (``detokenize="lower-edge"`` is the release's).
+
 Our choices where the text is silent: the denoiser and its sizes (DP-T's, so the two compare
 directly), the step embedding of t (the diffusion policies' sinusoidal one over 0-100), and
 noise drawn from each slot's episode generator (rollouts do not depend on batching).
@@ -31,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -41,10 +51,14 @@ from torch import nn
 from policies.base import register
 from policies.chunking import ChunkPolicy, HorizonConfig
 from policies.dp_t import TransformerConfig, TransformerDenoiser
+from policies.meanflow import flow_point, flow_step
 from policies.modules import TIME_SCALE, MinMaxNormalizer, ObservationEncoder
 
 BIN_SPACINGS = ("uniform", "quantile")
-DETOKENIZERS = ("centre", "mean")
+DETOKENIZERS = ("centre", "mean", "lower-edge")
+HEADS = ("discrete", "hybrid")
+HYBRID_OUTPUTS = ("average", "flow", "discrete")
+RENOISINGS = ("released", "schedule")
 #: the share of the training actions' range the bins cover: from this quantile to 1 minus it
 OUTLIER_QUANTILE = 0.01
 #: t never reaches 1 in training (π0's 0.999): the network always sees some noise
@@ -52,6 +66,9 @@ MAX_TRAIN_TIME = 0.999
 
 #: logits (B, P, bins) of the clean bins from noisy one-hots (B, P, bins) and times (B,)
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+#: the hybrid's (velocities (B, H, dim), logits (B, P, bins)) from the noisy chunk (B, H, dim),
+#: the noisy one-hots (B, P, bins) and the times (B,), t = 1 being noise
+HybridDenoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass
@@ -74,10 +91,37 @@ class E0Config(TransformerConfig, HorizonConfig):
     #: "mean" had the lower waypoint error at every bin count (64 / 256 / 1024 bins: 1.98 / 1.62 /
     #: 2.31 against 2.19 / 1.77 / 2.54) and 46 % validation success at 256 bins against 38 %
     detokenize: str = "mean"
+    #: "discrete": the paper's Tweedie head alone; "hybrid": the released code's flow + Tweedie heads
+    heads: str = "discrete"
+    #: the hybrid's loss: this weight on the flow head's MSE, 1 minus it on the cross-entropy
+    #: (released code: 0.5)
+    flow_loss_weight: float = 0.5
+    #: the hybrid's action: the "average" of its heads' (released code), or one head alone (a
+    #: rollout setting: the heads alone re-evaluate the trained hybrid)
+    hybrid_output: str = "average"
+    #: how the hybrid's sampler re-noises its argmax one-hots: "released" (released code: s · onehot
+    #: + ε, off the training process's path), or "schedule": (1 - t) · onehot + t · ε at the next t,
+    #: the training process's own mix (on a toy mixture, the flow head's spread 0.78 against 0.41)
+    renoise: str = "released"
 
+    #: the authors' released configuration (released code: 2048 bins, 10 steps, argmax one-hots
+    #: re-noised at scale 0.1; it decodes to lower edges, we keep bin centres), and its heads alone
+    variants: ClassVar[dict[str, dict[str, Any]]] = {
+        **HorizonConfig.variants,
+        "hybrid": (hybrid := {"heads": "hybrid", "bins": 2048, "refinement_steps": 10, "onehot_scale": 0.1,
+                              "time_beta": 1.5, "temperature": 0.0, "detokenize": "centre"}),
+        "hybrid-flow": {**hybrid, "hybrid_output": "flow"},
+        "hybrid-discrete": {**hybrid, "hybrid_output": "discrete"},
+    }
+    NEUTRAL: ClassVar[dict[str, Any]] = {"heads": "discrete", "flow_loss_weight": 0.5, "hybrid_output": "average",
+                                         "renoise": "released"}
+    ROLLOUT: ClassVar[tuple[str, ...]] = ("hybrid_output",)
     LIMITS: ClassVar[dict[str, str]] = {"onehot_scale": "positive", "time_beta": "positive",
-                                        "refinement_steps": "positive", "temperature": "non-negative"}
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"bin_spacing": BIN_SPACINGS, "detokenize": DETOKENIZERS}
+                                        "refinement_steps": "positive", "temperature": "non-negative",
+                                        "flow_loss_weight": "fraction"}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"bin_spacing": BIN_SPACINGS, "detokenize": DETOKENIZERS,
+                                                        "heads": HEADS, "hybrid_output": HYBRID_OUTPUTS,
+                                                        "renoise": RENOISINGS}
 
     def __post_init__(self):
         super().__post_init__()
@@ -124,9 +168,10 @@ class ActionBins(nn.Module):
         indices = torch.searchsorted(self.edges[:, 1:-1].contiguous(), flat, right=True)
         return indices.T.reshape(x.shape)
 
-    def detokenize(self, indices: torch.Tensor) -> torch.Tensor:
-        centres = self.centres()
-        return torch.stack([centres[d][indices[..., d]] for d in range(centres.shape[0])], dim=-1)
+    def detokenize(self, indices: torch.Tensor, lower_edges: bool = False) -> torch.Tensor:
+        """(..., dim) bin indices -> their centres, or their lower edges (the released code's)."""
+        points = self.edges[:, :-1] if lower_edges else self.centres()
+        return torch.stack([points[d][indices[..., d]] for d in range(points.shape[0])], dim=-1)
 
     def expected(self, probabilities: torch.Tensor) -> torch.Tensor:
         """(..., dim, bins) categoricals -> (..., dim) means over the bin centres."""
@@ -156,6 +201,15 @@ def tweedie_loss(denoiser: Denoiser, indices: torch.Tensor, bins: int, scale: fl
     return F.cross_entropy(logits.reshape(-1, bins), indices.reshape(-1))
 
 
+def pick_bins(logits: torch.Tensor, temperature: float, generators: list[torch.Generator] | None) -> torch.Tensor:
+    """(B, P) bins from logits (B, P, bins): the argmax, or samples at ``temperature`` (one generator per row)."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    probabilities = torch.softmax(logits / temperature, dim=-1).cpu()
+    return torch.stack([torch.multinomial(row, 1, generator=g).squeeze(-1)
+                        for row, g in zip(probabilities, generators)]).to(logits.device)
+
+
 def tweedie_sample(denoiser: Denoiser, noise: Callable[[], torch.Tensor], steps: int, scale: float,
                    temperature: float = 0.0, generators: list[torch.Generator] | None = None
                    ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,16 +219,43 @@ def tweedie_sample(denoiser: Denoiser, noise: Callable[[], torch.Tensor], steps:
     x = noise()
     for k in range(steps):
         logits = denoiser(x, torch.full((len(x),), k / steps, device=x.device))
-        if temperature > 0:
-            probabilities = torch.softmax(logits / temperature, dim=-1).cpu()
-            indices = torch.stack([torch.multinomial(row, 1, generator=g).squeeze(-1)
-                                   for row, g in zip(probabilities, generators)]).to(x.device)
-        else:
-            indices = logits.argmax(-1)
+        indices = pick_bins(logits, temperature, generators)
         if k + 1 < steps:
             t_next = torch.full((len(x),), (k + 1) / steps, device=x.device)
             x = noised_onehot(indices, t_next, noise().to(x.device), scale)
     return indices, logits
+
+
+# ------------------------------------------------------ the released hybrid
+def hybrid_loss(denoiser: HybridDenoiser, actions: torch.Tensor, indices: torch.Tensor, bins: int,
+                flow_weight: float, beta: float, generator: torch.Generator) -> torch.Tensor:
+    """flow_weight · MSE of the velocities + (1 - flow_weight) · cross-entropy of the bins, both
+    processes at one time t = 1 - (E0's t) per sample, the one-hots unscaled (as released)."""
+    t = (1 - sample_times(len(actions), beta, generator)).to(actions.device)
+    z, velocity = flow_point(actions, torch.randn(actions.shape, generator=generator).to(actions.device), t)
+    noise = torch.randn((*indices.shape, bins), generator=generator).to(indices.device)
+    v, logits = denoiser(z, noised_onehot(indices, 1 - t, noise, 1.0), t)
+    cross_entropy = F.cross_entropy(logits.reshape(-1, bins), indices.reshape(-1))
+    return flow_weight * F.mse_loss(v, velocity) + (1 - flow_weight) * cross_entropy
+
+
+def hybrid_sample(denoiser: HybridDenoiser, z: torch.Tensor, noise: Callable[[], torch.Tensor], steps: int,
+                  scale: float, temperature: float = 0.0, generators: list[torch.Generator] | None = None,
+                  renoise: str = "released") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Both heads from t = 1 to 0 in ``steps`` steps: Euler on the chunk ``z`` (noise in), and
+    the bins re-noised after each step, as scale · onehot + noise() (the released sampler) or
+    along the training schedule. Returns the chunk, the final bins (B, P) and the last logits."""
+    x = noise()
+    for k in range(steps):
+        t, r = 1 - k / steps, 1 - (k + 1) / steps
+        v, logits = denoiser(z, x, torch.full((len(z),), t, device=z.device))
+        indices = pick_bins(logits, temperature, generators)
+        z = flow_step(z, v, r, t)
+        if k + 1 < steps and renoise == "schedule":
+            x = noised_onehot(indices, torch.full((len(z),), 1 - r, device=z.device), noise().to(x.device), 1.0)
+        elif k + 1 < steps:
+            x = scale * F.one_hot(indices, x.shape[-1]).to(x.dtype) + noise().to(x.device)
+    return z, indices, logits
 
 
 # --------------------------------------------------------------------- policy
@@ -184,7 +265,8 @@ class E0Model(nn.Module):
         self.obs_encoder = obs_encoder
         self.action_normalizer = MinMaxNormalizer(c.action_dim)
         self.bins = ActionBins(c.action_dim, c.bins)
-        self.net = TransformerDenoiser(c.action_dim * c.bins, obs_encoder.feature_dim, c.horizon, c.n_obs_steps,
+        width = c.action_dim * c.bins + (c.action_dim if c.heads == "hybrid" else 0)  # + the flow's action
+        self.net = TransformerDenoiser(width, obs_encoder.feature_dim, c.horizon, c.n_obs_steps,
                                        c.n_layer, c.n_head, c.n_emb, c.p_drop_emb, c.p_drop_attn)
 
 
@@ -211,10 +293,26 @@ class E0(ChunkPolicy):
 
         return logits
 
+    def hybrid_denoiser(self, features: torch.Tensor) -> HybridDenoiser:
+        """The network as a function of (noisy chunk, noisy one-hots, t): each time step's token
+        the chunk's action then its one-hots; the output split the same way."""
+        c = self.config
+
+        def heads(z: torch.Tensor, x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            tokens = torch.cat([z, x.reshape(len(x), c.horizon, c.action_dim * c.bins)], dim=-1)
+            out = self.model.net(tokens, TIME_SCALE * t, features)
+            return out[..., : c.action_dim], out[..., c.action_dim :].reshape(len(x), -1, c.bins)
+
+        return heads
+
     def loss(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> torch.Tensor:
         c = self.config
         features = self.model.obs_encoder(self._observations(batch))
-        indices = self.model.bins.tokenize(self.model.action_normalizer.normalize(batch["actions"]))
+        actions = self.model.action_normalizer.normalize(batch["actions"])
+        indices = self.model.bins.tokenize(actions)
+        if c.heads == "hybrid":
+            return hybrid_loss(self.hybrid_denoiser(features), actions, indices.reshape(len(indices), -1), c.bins,
+                               c.flow_loss_weight, c.time_beta, generator)
         return tweedie_loss(self.denoiser(features), indices.reshape(len(indices), -1), c.bins, c.onehot_scale,
                             c.time_beta, generator)
 
@@ -227,12 +325,19 @@ class E0(ChunkPolicy):
         def noise() -> torch.Tensor:  # one draw per refinement step, from each slot's generator
             return self.chunk_noise(slots, c.horizon * c.action_dim, c.bins).to(features.device)
 
-        indices, logits = tweedie_sample(self.denoiser(features), noise, c.refinement_steps, c.onehot_scale,
-                                         c.temperature, generators)
         shape = (len(slots), c.horizon, c.action_dim)
+        if c.heads == "hybrid":
+            flow = self.chunk_noise(slots, c.horizon).to(features.device)
+            flow, indices, logits = hybrid_sample(self.hybrid_denoiser(features), flow, noise, c.refinement_steps,
+                                                  c.onehot_scale, c.temperature, generators, c.renoise)
+        else:
+            indices, logits = tweedie_sample(self.denoiser(features), noise, c.refinement_steps, c.onehot_scale,
+                                             c.temperature, generators)
         if c.detokenize == "mean":
             chunk = self.model.bins.expected(torch.softmax(logits, -1).reshape(*shape, c.bins))
         else:
-            chunk = self.model.bins.detokenize(indices.reshape(shape))
+            chunk = self.model.bins.detokenize(indices.reshape(shape), lower_edges=c.detokenize == "lower-edge")
+        if c.heads == "hybrid" and c.hybrid_output != "discrete":
+            chunk = flow if c.hybrid_output == "flow" else (flow + chunk) / 2
         poses = frame.poses_to_world(self.model.action_normalizer.unnormalize(chunk).cpu().numpy())
         return poses[:, c.n_obs_steps - 1 :]  # past actions dropped

@@ -49,6 +49,18 @@ def sample_times(n: int, generator: torch.Generator, distinct_share: float = 0.2
     return torch.where(same, t, r), t
 
 
+def flow_point(x: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The flow at times t (B,): z_t = (1 - t) x + t e and its velocity v = e - x (plain flow
+    matching's regression target; E0's hybrid head learns it)."""
+    t = t.view((-1,) + (1,) * (x.dim() - 1))
+    return (1 - t) * x + t * noise, noise - x
+
+
+def flow_step(z: torch.Tensor, u: torch.Tensor, r: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """z_r from z_t along the (average) velocity u: one Euler step when u is instantaneous."""
+    return z - (t - r) * u
+
+
 def total_derivative(velocity: Velocity, z: torch.Tensor, r: torch.Tensor, t: torch.Tensor,
                      v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """u(z, r, t) and its total derivative along the flow, v . grad_z u + du/dt (one jvp)."""
@@ -63,8 +75,7 @@ def meanflow_loss(velocity: Velocity, x: torch.Tensor, generator: torch.Generato
     r, t = (value.to(x.device) for value in sample_times(len(x), generator, distinct_share, time_sampler))
     noise = torch.randn(x.shape, generator=generator).to(x.device)
     shape = (-1,) + (1,) * (x.dim() - 1)
-    z = (1 - t.view(shape)) * x + t.view(shape) * noise
-    v = noise - x
+    z, v = flow_point(x, noise, t)
     u, du_dt = total_derivative(velocity, z, r, t, v)
     target = (v - (t - r).view(shape) * du_dt).detach()
     error = ((u - target) ** 2).flatten(1).sum(dim=1)
@@ -78,5 +89,5 @@ def meanflow_sample(velocity: Velocity, noise: torch.Tensor, steps: int = 1) -> 
     z = noise
     times = torch.linspace(1.0, 0.0, steps + 1, device=noise.device)
     for t, r in zip(times[:-1], times[1:]):
-        z = z - (t - r) * velocity(z, r.expand(len(z)), t.expand(len(z)))
+        z = flow_step(z, velocity(z, r.expand(len(z)), t.expand(len(z))), r, t)
     return z

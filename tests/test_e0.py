@@ -1,5 +1,5 @@
 """E0: quantisation, the Gaussian forward process on one-hots, refinement on a bimodal toy,
-determinism per episode seed."""
+determinism per episode seed; the released hybrid's heads, their average, save / load."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,15 @@ from torch import nn
 
 import policies
 from cfbench.interface import EpisodeContext
-from policies.e0 import ActionBins, noised_onehot, sample_times, tweedie_loss, tweedie_sample
+from policies.e0 import (
+    ActionBins,
+    hybrid_loss,
+    hybrid_sample,
+    noised_onehot,
+    sample_times,
+    tweedie_loss,
+    tweedie_sample,
+)
 
 
 @pytest.mark.parametrize("spacing", ["uniform", "quantile"])
@@ -114,3 +122,88 @@ def test_bad_configs_are_named():
         policies.make("e0", bin_spacing="log")
     with pytest.raises(ValueError, match="detokenize"):
         policies.make("e0", detokenize="median")
+    with pytest.raises(ValueError, match="heads"):
+        policies.make("e0", heads="both")
+
+
+def test_2048_bins_round_trip_within_half_a_bin_and_lower_edges_within_one():
+    values = torch.randn(20_000, 3) * torch.tensor([0.2, 1.0, 3.0])
+    bins = ActionBins(3, 2048).fit(values, "uniform")
+    inside = values[((values >= bins.edges[:, 0]) & (values <= bins.edges[:, -1])).all(dim=1)]
+    indices = bins.tokenize(inside)
+    width = (bins.edges[:, -1] - bins.edges[:, 0]) / 2048
+    assert ((bins.detokenize(indices) - inside).abs() <= width / 2 + 1e-5).all()
+    below = inside - bins.detokenize(indices, lower_edges=True)
+    assert (below >= -1e-5).all() and (below <= width + 1e-5).all()
+
+
+class ToyHybrid(nn.Module):
+    """(velocity, logits) per position from (z, noisy one-hot, t): the hybrid's heads on one trunk."""
+
+    def __init__(self, bins):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(bins + 2, 128), nn.Mish(), nn.Linear(128, 128), nn.Mish())
+        self.velocity, self.logits = nn.Linear(128, 1), nn.Linear(128, bins)
+
+    def forward(self, z, x, t):
+        hidden = self.trunk(torch.cat([z, x, t[:, None, None].expand(-1, x.shape[1], 1)], dim=-1))
+        return self.velocity(hidden), self.logits(hidden)
+
+
+def test_the_flow_head_alone_reproduces_a_gaussian_mixtures_mean():
+    """With either re-noising; only along the training schedule does it keep the mixture's spread."""
+    torch.manual_seed(0)
+    bins, net = 16, ToyHybrid(16)
+    optimiser = torch.optim.Adam(net.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(1)
+
+    def mixture(n):  # a quarter at -1, three quarters at +1, spread 0.1: mean 0.5
+        sign = (torch.rand(n, 1, 1, generator=generator) < 0.75).float() * 2 - 1
+        return sign + 0.1 * torch.randn(n, 1, 1, generator=generator)
+
+    for _ in range(500):
+        actions = mixture(256)
+        indices = ((actions[..., 0] + 2) / 4 * bins).long().clamp(0, bins - 1)
+        loss = hybrid_loss(net, actions, indices, bins, flow_weight=0.5, beta=1.5, generator=generator)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    spreads = {}
+    for renoise in ("released", "schedule"):
+        with torch.no_grad():
+            z, _, _ = hybrid_sample(net, torch.randn(4000, 1, 1, generator=generator),
+                                    lambda: torch.randn(4000, 1, bins, generator=generator), steps=10, scale=0.1,
+                                    renoise=renoise)
+        assert abs(z.mean().item() - 0.5) < 0.08
+        spreads[renoise] = z.std().item()
+    assert 0.6 < spreads["schedule"] < 1.1 and spreads["released"] < spreads["schedule"]  # the mixture's: 0.87
+
+
+@pytest.fixture(scope="module")
+def hybrid(two_demos):
+    policy = policies.make("e0", variant="hybrid", n_layer=1, n_emb=16, n_head=2, batch_size=16, train_steps=5,
+                           eval_every=5, warmup_steps=2)
+    policy.fit(two_demos, progress=False)
+    return policy, np.stack([two_demos.episodes[0].observations[:2]])
+
+
+def test_the_hybrids_action_is_the_average_of_its_two_heads(hybrid):
+    policy, obs = hybrid
+    assert (policy.config.bins, policy.config.refinement_steps, policy.config.heads) == (2048, 10, "hybrid")
+    chunks = {}
+    for output in ("average", "flow", "discrete"):
+        policy.config.hybrid_output = output
+        chunks[output] = _chunk(policy, obs, 3)
+    policy.config.hybrid_output = "average"
+    assert not np.allclose(chunks["flow"], chunks["discrete"], atol=1e-3)
+    np.testing.assert_allclose(chunks["average"], (chunks["flow"] + chunks["discrete"]) / 2, atol=1e-5)
+
+
+def test_the_hybrid_is_determined_by_the_seed_and_saved_with_its_bins(hybrid, tmp_path):
+    policy, obs = hybrid
+    assert np.array_equal(_chunk(policy, obs, 3), _chunk(policy, obs, 3))
+    assert not np.array_equal(_chunk(policy, obs, 3), _chunk(policy, obs, 4))
+    policy.save(tmp_path / "hybrid")
+    loaded = policies.load(tmp_path / "hybrid")
+    assert loaded.config == policy.config
+    assert np.array_equal(_chunk(loaded, obs, 3), _chunk(policy, obs, 3))
