@@ -75,21 +75,25 @@ HybridDenoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torc
 class E0Config(TransformerConfig, HorizonConfig):
     #: bins per action dimension. PassagePassing 20 Hz, validation seeds, 10k steps: 64 bins 44 %
     #: success, waypoint error 2.19; 256 bins 38 %, 1.77; 1024 bins 8 %, 2.54 (the paper saturates
-    #: near 2048 on LIBERO, with far more training; here a larger vocabulary learns too slowly)
+    #: near 2048 on LIBERO, with far more training; here a larger vocabulary learns too slowly).
+    #: Released code: 2048
     bins: int = 256
     #: "uniform" bins between the 1st and 99th percentiles (the paper's), or equal-mass "quantile" bins
     bin_spacing: str = "uniform"
-    #: amplitude s of the one-hot before noise (the paper's smooth factor; its best: 0.1)
+    #: amplitude s of the one-hot before noise (the paper's smooth factor; its best: 0.1). Released
+    #: code: 0.1 when re-noising at rollout only, the training one-hots unscaled
     onehot_scale: float = 0.1
-    #: t = 0.999 (1 - u), u ~ Beta(time_beta, 1): π0's schedule, biased towards high noise
+    #: t = 0.999 (1 - u), u ~ Beta(time_beta, 1): π0's schedule, biased towards high noise (paper
+    #: and released code: 1.5)
     time_beta: float = 1.5
-    #: refinement steps at rollout (the paper: "a few")
+    #: refinement steps at rollout (the paper: "a few"; released code: 10)
     refinement_steps: int = 8
-    #: 0: argmax at every refinement step; above 0: sample the categorical at this temperature
+    #: 0: argmax at every refinement step (released code); above 0: sample the categorical at this temperature
     temperature: float = 0.0
     #: "centre": the chosen bins' centres; "mean": the last categorical's mean over bin centres.
     #: "mean" had the lower waypoint error at every bin count (64 / 256 / 1024 bins: 1.98 / 1.62 /
-    #: 2.31 against 2.19 / 1.77 / 2.54) and 46 % validation success at 256 bins against 38 %
+    #: 2.31 against 2.19 / 1.77 / 2.54) and 46 % validation success at 256 bins against 38 %.
+    #: "lower-edge": the chosen bins' lower edges (released code's decoding)
     detokenize: str = "mean"
     #: "discrete": the paper's Tweedie head alone; "hybrid": the released code's flow + Tweedie heads
     heads: str = "discrete"
