@@ -178,7 +178,8 @@ def main() -> int:
                 print(rows[-1], file=sys.stderr)
     table = pd.DataFrame(rows)
     declared = policy_class(args.policy).config_class.variants
-    header = (f"{args.policy} ablation (validation seeds only): `{' '.join(['python', *sys.argv])}`\n\n"
+    command = " ".join(["python", "-m", "cfbench.app.ablation", *sys.argv[1:]])
+    header = (f"{args.policy} ablation (validation seeds only): `{command}`\n\n"
               + "\n".join(f"- `{name}`: {variant_text(declared.get(name, {}), overrides)}"
                            for name, *overrides in args.variant))
     atomic_write_text(args.out, header + "\n\n" + table.to_markdown(index=False) + "\n")
