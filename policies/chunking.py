@@ -49,6 +49,26 @@ class ChunkConfig(InterpolationConfig, LearnedConfig):
     variants: ClassVar[dict[str, dict[str, Any]]] = {"straight": {"interpolation": "linear"}}
 
 
+class TargetRateConfig:
+    """What a config of a policy that emits target-rate actions itself and learns from windows at
+    several strides (DiSPo, CT-T) adds: it has no curve, so ``interpolation`` must stay "linear"
+    and is no rollout setting, and its ``augment_strides`` (declared by the config, with its
+    default) names at least one stride. Listed before the config's other bases."""
+
+    #: why the policy has no curve, the start of the error a curve gets
+    NO_CURVE: ClassVar[str]
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.augment_strides:
+            raise ValueError("augment_strides must name at least one stride (1 = the demos' own rate)")
+        if self.interpolation != "linear":
+            raise ValueError(f"interpolation={self.interpolation!r}: {self.NO_CURVE}, it has no curve to choose")
+
+    def rollout_fields(self) -> tuple[str, ...]:
+        return tuple(f for f in super().rollout_fields() if f != "interpolation")
+
+
 @dataclass
 class HorizonConfig(ChunkConfig):
     """A chunk of ``horizon`` actions predicted from the oldest observed step on (the diffusion

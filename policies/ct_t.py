@@ -46,13 +46,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from policies.base import register
+from policies.chunking import TargetRateConfig
 from policies.diffusion import DiffusionConfig, DiffusionPolicy
 from policies.dp_t import TransformerConfig, TransformerDenoiser
 from policies.modules import StepEncoder
 
 
 @dataclass
-class CTTConfig(TransformerConfig, DiffusionConfig):
+class CTTConfig(TargetRateConfig, TransformerConfig, DiffusionConfig):
     #: sample-rate augmentation: training windows at 1/k of the demos' rate for each stride k here
     #: (DiSPo's, DemoDataset.windows(stride=k)); offsets are each window's true times
     augment_strides: tuple[int, ...] = (1, 2, 4)
@@ -69,16 +70,7 @@ class CTTConfig(TransformerConfig, DiffusionConfig):
     #: "no-aug": the demos' own windows only, separating time-conditioned queries from the augmentation
     variants: ClassVar[dict[str, dict[str, Any]]] = {"no-aug": {"augment_strides": (1,)}}
 
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.augment_strides:
-            raise ValueError("augment_strides must name at least one stride (1 = the demos' own rate)")
-        if self.interpolation != "linear":
-            raise ValueError(f"interpolation={self.interpolation!r}: CT-T asks for target-rate actions itself, "
-                             "it has no curve to choose")
-
-    def rollout_fields(self) -> tuple[str, ...]:
-        return tuple(f for f in super().rollout_fields() if f != "interpolation")
+    NO_CURVE: ClassVar[str] = "CT-T asks for target-rate actions itself"
 
 
 class TimeQueryDenoiser(TransformerDenoiser):

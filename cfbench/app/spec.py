@@ -187,9 +187,10 @@ class RunSpec:
         if max(self.rates) > self.target_hz:
             raise ValueError(f"source rate {rates_label(self.rates)} Hz is above the target rate "
                              f"{self.target_hz:g} Hz: coarse-to-fine means demos no finer than the control")
-        for option, value in (("--n-demos", self.n_demos), ("--episodes", self.episodes)):
-            if not (value is None and option == "--episodes" or _positive_int(value)):
-                raise ValueError(f"{option} must be a positive integer, got {value!r}")
+        if not _positive_int(self.n_demos):
+            raise ValueError(f"--n-demos must be a positive integer, got {self.n_demos!r}")
+        if self.episodes is not None and not _positive_int(self.episodes):
+            raise ValueError(f"--episodes must be a positive integer, got {self.episodes!r}")
         if not 0 <= self.val_episodes <= VALIDATION_EPISODES:
             raise ValueError(f"--val-episodes {self.val_episodes}: there are {VALIDATION_EPISODES} validation seeds")
         start, end = self.test_seeds

@@ -331,7 +331,6 @@ def main(argv: list[str]) -> int:
         parser.error("give the grid as a TOML file or with --policy, not both and not neither")
     if args.backend == "local" and args.address:
         parser.error("--address is for --backend ray")
-    args.threads = args.threads or max(1, free_cores() // args.jobs)
     cells = expand(load_grid(args.grid) if args.grid else _grid_from_args(args))
     finished = {cell.stem: record for cell in cells if (record := finished_record(cell, args.results_dir))}
     todo = [cell for cell in cells if cell.stem not in finished]
@@ -357,6 +356,7 @@ def main(argv: list[str]) -> int:
                   "reproducible board")
         return 0
 
+    args.threads = args.threads or max(1, free_cores() // args.jobs)  # the cores free as the cells start
     failures = []
     written = 0
 

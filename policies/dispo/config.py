@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from policies.chunking import TargetRateConfig
 from policies.ssm.mamba import MambaDiffusionConfig
 
 #: the paper's configuration (sections III-IV) where our defaults depart from it
@@ -13,7 +14,7 @@ PAPER_SETTINGS = {"prediction_type": "epsilon", "discretization": "zoh", "scan_d
 
 
 @dataclass
-class DiSPoConfig(MambaDiffusionConfig):
+class DiSPoConfig(TargetRateConfig, MambaDiffusionConfig):
     #: action tokens at the training rate: T_o - 1 past, the current one and T_a future ones
     horizon: int = 10
     #: "sample" (our default: ε learns too slowly on the CPU budget, docs/dispo-ablation.md) or
@@ -73,22 +74,17 @@ class DiSPoConfig(MambaDiffusionConfig):
     #: settings pretraining does not read (the fine-tuning rounds and the rollout do): runs
     #: differing only in them share their pretraining
     FINETUNE_FIELDS: ClassVar[tuple[str, ...]] = ("target_hz", "finetune_steps", "ensemble_decay", "generation_batch")
+    NO_CURVE: ClassVar[str] = "DiSPo emits target-rate actions itself"
 
     def __post_init__(self):
         super().__post_init__()
-        if not self.augment_strides:
-            raise ValueError("augment_strides must name at least one stride (1 = the demos' own rate)")
         if not self.max_speedup >= 1:
             raise ValueError(f"max_speedup must be >= 1, got {self.max_speedup}")
-        if self.interpolation != "linear":
-            raise ValueError(f"interpolation={self.interpolation!r}: DiSPo emits target-rate actions itself, "
-                             "it has no curve to choose")
 
     def rollout_fields(self) -> tuple[str, ...]:
-        """No curve to choose; and with adaptive step scales φ_r learns from the chunk a rollout
-        executes, so n_action_steps is then a training setting."""
-        kept_out = ("interpolation", "n_action_steps") if self.adaptive else ("interpolation",)
-        return tuple(f for f in super().rollout_fields() if f not in kept_out)
+        """With adaptive step scales φ_r learns from the chunk a rollout executes, so
+        n_action_steps is then a training setting."""
+        return tuple(f for f in super().rollout_fields() if not (self.adaptive and f == "n_action_steps"))
 
     @property
     def adaptive(self) -> bool:
