@@ -282,6 +282,93 @@ def test_mamba_mixer_on_fast_path_matches_reference_and_r_one_is_plain(monkeypat
     assert not torch.allclose(mixer(hidden, step_scale=torch.full((6,), 0.125)), reference)
 
 
+def bidirectional_inputs(batch, dim, length, n, dtype=torch.float32, seed=0):
+    """The fused bidirectional scan's inputs (channels last, 2 dim channels, one B/C group a
+    direction) with a step scale that pads the last two tokens (r = 0) and varies elsewhere."""
+    g = torch.Generator().manual_seed(seed)
+    rand = lambda *shape, scale=1.0: (torch.randn(*shape, generator=g, dtype=dtype) * scale).requires_grad_()  # noqa: E731
+    step_scale = torch.rand(batch, length, generator=g, dtype=dtype) + 0.2
+    step_scale[:, -2:] = 0
+    return dict(u=rand(batch, length, 2 * dim), delta=rand(batch, length, 2 * dim, scale=0.5),
+                A=(-torch.rand(2 * dim, n, generator=g, dtype=dtype) * 2 - 0.1).requires_grad_(),
+                B=rand(batch, 2, length, n), C=rand(batch, 2, length, n), D=rand(2 * dim),
+                z=rand(batch, length, 2 * dim), delta_bias=rand(2 * dim, scale=0.5)), step_scale
+
+
+@needs_compiler
+@pytest.mark.parametrize("zoh", [False, True], ids=["euler", "zoh"])
+@pytest.mark.parametrize("batch,dim,length,n", [(3, 4, 7, 4), (2, 150, 5, 3), (1, 1, 1, 1)])
+def test_fused_bidirectional_scan_matches_the_two_reference_scans(monkeypatch, zoh, batch, dim, length, n):
+    """Values and every gradient of the one-call kernel (reverse_half; blocks of 128 + 22
+    channels a direction; a single token) against the two-call path on the reference scan
+    (which the mixer test below checks against flipped sequences)."""
+    inputs, step_scale = bidirectional_inputs(batch, dim, length, n)
+    results = []
+    for backend in ("reference", "fast"):
+        monkeypatch.setenv(scan.BACKEND_VARIABLE, backend)
+        out = scan.selective_scan_bidirectional(**inputs, zoh=zoh, step_scale=step_scale)
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1))
+        results.append((out, torch.autograd.grad((out * weights).sum(), list(inputs.values()))))
+    (expected, expected_grads), (out, grads) = results
+    torch.testing.assert_close(out, expected, rtol=RTOL, atol=ATOL)
+    for name, got, want in zip(inputs, grads, expected_grads):
+        torch.testing.assert_close(got, want, rtol=RTOL, atol=ATOL, msg=lambda m, name=name: f"{name}: {m}")
+
+
+@needs_compiler
+@pytest.mark.parametrize("zoh", [False, True], ids=["euler", "zoh"])
+def test_bidirectional_scan_gradcheck_float64_and_threads_agree(zoh):
+    inputs, step_scale = bidirectional_inputs(2, 3, 5, 2, dtype=torch.float64)
+    names = list(inputs)
+
+    def function(*tensors):
+        return scan.selective_scan_bidirectional(**dict(zip(names, tensors)), zoh=zoh, step_scale=step_scale)
+
+    assert torch.autograd.gradcheck(function, tuple(inputs.values()), eps=1e-6, atol=1e-5)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = function(*inputs.values())
+        torch.set_num_threads(3)
+        several = function(*inputs.values())
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(several, one)
+
+
+def test_bidirectional_scan_rejects_bad_shapes():
+    inputs, step_scale = bidirectional_inputs(2, 3, 5, 2)
+    with pytest.raises(ValueError, match="bidirectional scan"):
+        scan.selective_scan_bidirectional(**{**inputs, "B": inputs["B"][:, :1]}, step_scale=step_scale)
+    with pytest.raises(ValueError, match="step_scale"):
+        scan.selective_scan_bidirectional(**inputs, step_scale=step_scale[:, :3])
+
+
+@pytest.mark.parametrize("backend", ["auto", "reference"])
+@pytest.mark.parametrize("zoh", [False, True], ids=["euler", "zoh"])
+def test_bidirectional_mix_equals_two_mixers_over_flipped_tokens(monkeypatch, backend, zoh):
+    """DiSPo's bidirectional block: one layer of twice the width computes what the two mixers
+    compute on the tokens and on the flipped tokens, gradients included (fused kernel, and the
+    two-call path that CUDA and the reference take)."""
+    from policies.ssm.mamba import MambaMixer, bidirectional_mix
+
+    monkeypatch.setenv(scan.BACKEND_VARIABLE, backend)
+    torch.manual_seed(0)
+    forward, reverse = (MambaMixer(16, d_state=4, d_conv=0, zoh=zoh) for _ in range(2))
+    hidden = torch.randn(3, 7, 16, requires_grad=True)
+    step_scale = torch.rand(3, 7) + 0.2
+    step_scale[:, -2:] = 0
+    leaves = [hidden, *forward.parameters(), *reverse.parameters()]
+    expected = forward(hidden, step_scale) + reverse(hidden.flip(1), step_scale.flip(-1)).flip(1)
+    expected_grads = torch.autograd.grad(expected.square().sum(), leaves)
+    out = bidirectional_mix(forward, reverse, hidden, step_scale)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+    for got, want in zip(torch.autograd.grad(out.square().sum(), leaves), expected_grads):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="conv1d"):
+        bidirectional_mix(MambaMixer(16, d_state=4), reverse, hidden, step_scale)
+
+
 def test_cuda_path_takes_mamba_ssm_kernel_when_it_imports(monkeypatch):
     """No GPU here: check the import path of mamba-ssm's kernel with a stand-in module."""
     import sys

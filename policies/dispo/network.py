@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from policies.modules import StepEncoder
-from policies.ssm.mamba import MambaMixer, rescale_residual_projections
+from policies.ssm.mamba import MambaMixer, bidirectional_mix, rescale_residual_projections
 
 
 class DiSPoBlock(nn.Module):
@@ -26,9 +26,10 @@ class DiSPoBlock(nn.Module):
     def forward(self, tokens: torch.Tensor, step: torch.Tensor, step_scale: torch.Tensor) -> torch.Tensor:
         shift, scale, gate = self.modulation(step)[:, None].chunk(3, dim=-1)
         hidden = self.norm(tokens) * (1 + scale) + shift
-        mixed = self.mixer(hidden, step_scale)
-        if self.reverse_mixer is not None:
-            mixed = mixed + self.reverse_mixer(hidden.flip(1), step_scale.flip(-1)).flip(1)
+        if self.reverse_mixer is None:
+            mixed = self.mixer(hidden, step_scale)
+        else:
+            mixed = bidirectional_mix(self.mixer, self.reverse_mixer, hidden, step_scale)
         return tokens + gate * mixed
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from policies.diffusion import DiffusionConfig
-from policies.ssm.scan import selective_scan_fn
+from policies.ssm.scan import selective_scan_bidirectional, selective_scan_fn
 
 
 @dataclass
@@ -86,6 +86,33 @@ class MambaMixer(nn.Module):
         y = selective_scan_fn(x, dt, A, B, C, self.D, z=z, delta_bias=self.dt_proj.bias, delta_softplus=True,
                               zoh=self.zoh, step_scale=step_scale)
         return self.out_proj(y.transpose(1, 2))
+
+
+def bidirectional_mix(forward: MambaMixer, reverse: MambaMixer, hidden: torch.Tensor,
+                      step_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """forward(h, r) + flip(reverse(flip(h), flip(r))): two mixers without conv1d over the two
+    time directions, computed as one layer of twice the width. Every projection acts token by
+    token, so the reverse mixer's can run on the unflipped tokens; the scan then runs its half
+    of the channels backward in time (``selective_scan_bidirectional``). Half the matmuls and
+    scan calls of two mixers and no flipped copies; the same parameters, so checkpoints of
+    either form load into the other."""
+    if forward.conv1d is not None or reverse.conv1d is not None:
+        raise ValueError("bidirectional_mix needs mixers without conv1d (d_conv=0)")
+    inner = forward.in_proj.out_features // 2
+    w_forward, w_reverse = forward.in_proj.weight, reverse.in_proj.weight
+    in_weight = torch.cat([w_forward[:inner], w_reverse[:inner], w_forward[inner:], w_reverse[inner:]])
+    x, z = nn.functional.linear(hidden, in_weight).split(2 * inner, dim=-1)  # (batch, L, 2 inner): [forward, reverse]
+    x = nn.functional.silu(x)
+    projected = nn.functional.linear(x, torch.block_diag(forward.x_proj.weight, reverse.x_proj.weight))
+    rank, n = forward.dt_rank, forward.d_state
+    parts = [half.split([rank, n, n], dim=-1) for half in projected.split(rank + 2 * n, dim=-1)]
+    dt = nn.functional.linear(torch.cat([parts[0][0], parts[1][0]], dim=-1),
+                              torch.block_diag(forward.dt_proj.weight, reverse.dt_proj.weight))
+    B, C = (torch.stack([parts[0][i], parts[1][i]], dim=1) for i in (1, 2))  # (batch, 2, L, N)
+    y = selective_scan_bidirectional(
+        x, dt, -torch.exp(torch.cat([forward.A_log, reverse.A_log])), B, C, torch.cat([forward.D, reverse.D]), z,
+        torch.cat([forward.dt_proj.bias, reverse.dt_proj.bias]), zoh=forward.zoh, step_scale=step_scale)
+    return nn.functional.linear(y, torch.cat([forward.out_proj.weight, reverse.out_proj.weight], dim=1))
 
 
 def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -226,9 +226,9 @@ def _load_library() -> ctypes.CDLL:
     sizes, pointers = [ctypes.c_int64] * 4, [ctypes.c_void_p] * 9  # (dim, L, N, groups), the inputs
     for suffix in ("f32", "f64"):
         getattr(library, f"scan_forward_{suffix}").argtypes = (
-            [ctypes.c_int64] + sizes + pointers + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 2)
+            [ctypes.c_int64] + sizes + pointers + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 2)
         getattr(library, f"scan_backward_{suffix}").argtypes = (
-            [ctypes.c_int64] * 2 + sizes + pointers + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 9)
+            [ctypes.c_int64] * 2 + sizes + pointers + [ctypes.c_int] * 3 + [ctypes.c_void_p] * 9)
     return library
 
 
@@ -251,20 +251,23 @@ def _pointer(x: torch.Tensor | None):
 class _FusedScan(torch.autograd.Function):
     """Fused forward/backward on the kernel's channels-last layouts: u, delta, z (batch, L, dim);
     A (N, dim); B, C (batch, groups, L, N); step scale (batch, L); all contiguous. Returns out
-    (batch, L, dim) and the last state (batch, N, dim)."""
+    (batch, L, dim) and the last state (batch, N, dim). ``reverse_half``: the second half of the
+    groups scans backward in time."""
 
     @staticmethod
-    def forward(ctx, library, u, delta, A, B, C, D, z, delta_bias, step_scale, delta_softplus, zoh):
+    def forward(ctx, library, u, delta, A, B, C, D, z, delta_bias, step_scale, delta_softplus, zoh,
+                reverse_half=False):
         suffix = "f64" if u.dtype == torch.float64 else "f32"
         batch, length, dim = u.shape
         sizes = (dim, length, A.shape[0], B.shape[1])
         tensors = (u, delta, A, B, C, D, z, delta_bias, step_scale)
         out = torch.empty_like(u)
         last_state = u.new_empty(batch, A.shape[0], dim)
-        getattr(library, f"scan_forward_{suffix}")(batch, *sizes, *map(_pointer, tensors), int(delta_softplus),
-                                                   int(zoh), out.data_ptr(), last_state.data_ptr())
+        flags = (int(delta_softplus), int(zoh), int(reverse_half))
+        getattr(library, f"scan_forward_{suffix}")(batch, *sizes, *map(_pointer, tensors), *flags, out.data_ptr(),
+                                                   last_state.data_ptr())
         ctx.save_for_backward(*tensors)
-        ctx.library, ctx.suffix, ctx.sizes, ctx.flags = library, suffix, sizes, (int(delta_softplus), int(zoh))
+        ctx.library, ctx.suffix, ctx.sizes, ctx.flags = library, suffix, sizes, flags
         ctx.mark_non_differentiable(last_state)
         return out, last_state
 
@@ -287,7 +290,7 @@ class _FusedScan(torch.autograd.Function):
             grad_B.data_ptr(), grad_C.data_ptr(), _pointer(grad_D), _pointer(grad_z), _pointer(grad_bias))
         total = lambda x: None if x is None else x.sum(0)  # noqa: E731
         return (None, grad_u, grad_delta, total(grad_A), grad_B, grad_C, total(grad_D), grad_z, total(grad_bias),
-                None, None, None)
+                None, None, None, None)
 
 
 def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False,
@@ -319,3 +322,51 @@ def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
                                        vector(delta_bias), vector(step_scale), bool(delta_softplus), bool(zoh))
     out = out.transpose(1, 2).to(dtype_in)
     return (out, last_state.transpose(1, 2)) if return_last_state else out
+
+
+def selective_scan_bidirectional(u, delta, A, B, C, D, z, delta_bias, zoh=False, step_scale=None):
+    """A bidirectional layer's two scans as one: the first half of the channels scans forward in
+    time, the second half backward, every token with its own step scale r in both; delta always
+    through softplus, Δ = r · softplus(delta + delta_bias). Channels-last layouts, as the layer
+    computes them: u, delta, z (batch, L, 2 dim); A (2 dim, N); B, C (batch, 2, L, N) (one
+    group per direction); D, delta_bias (2 dim,); step_scale None, a number, (L,) or (batch, L).
+    Returns (batch, L, 2 dim), both halves in time order: what ``selective_scan_fn`` gives for
+    the first half and, on flipped sequences (flipped back), for the second. On CPU one fused
+    kernel call, no flipped or transposed copies; elsewhere those two calls."""
+    batch, length, channels = u.shape
+    if (channels % 2 or delta.shape != u.shape or z.shape != u.shape or A.shape[0] != channels
+            or B.shape != (batch, 2, length, A.shape[1]) or C.shape != B.shape):
+        raise ValueError(f"bidirectional scan: u, delta, z (batch, L, 2 dim), A (2 dim, N), B, C (batch, 2, L, N); "
+                         f"got u {tuple(u.shape)}, delta {tuple(delta.shape)}, z {tuple(z.shape)}, A {tuple(A.shape)}, "
+                         f"B {tuple(B.shape)}, C {tuple(C.shape)}")
+    as_rows = None if step_scale is None else _step_scale_rows(step_scale, True, u.transpose(1, 2))
+    backend = os.environ.get(BACKEND_VARIABLE, "auto")
+    library = None if u.is_cuda or backend == "reference" else _fast_library(required=backend == "fast")
+    if library is None:
+        return _bidirectional_by_halves(u, delta, A, B, C, D, z, delta_bias, zoh, as_rows)
+    compute = torch.float64 if u.dtype == torch.float64 else torch.float32
+    contiguous = lambda x: None if x is None else x.to(compute).contiguous()  # noqa: E731
+    out, _ = _FusedScan.apply(library, contiguous(u), contiguous(delta), contiguous(A.T), contiguous(B),
+                              contiguous(C), contiguous(D), contiguous(z), contiguous(delta_bias),
+                              contiguous(as_rows), True, bool(zoh), True)
+    return out.to(u.dtype)
+
+
+def _bidirectional_by_halves(u, delta, A, B, C, D, z, delta_bias, zoh, step_scale):
+    """The bidirectional scan as two ``selective_scan_fn`` calls (CUDA, the reference backend)."""
+    half = u.shape[2] // 2
+    outputs = []
+    for direction, channels in enumerate((slice(0, half), slice(half, None))):
+        def in_time(x, reverse=direction == 1):  # scan order
+            return x.flip(-1) if reverse else x
+
+        def per_channel(x, channels=channels):  # this direction's (batch, dim, L)
+            return None if x is None else in_time(x[..., channels].transpose(1, 2))
+
+        out = selective_scan_fn(per_channel(u), per_channel(delta), A[channels],
+                                in_time(B[:, direction].transpose(1, 2)), in_time(C[:, direction].transpose(1, 2)),
+                                None if D is None else D[channels], per_channel(z),
+                                None if delta_bias is None else delta_bias[channels], delta_softplus=True, zoh=zoh,
+                                step_scale=None if step_scale is None else in_time(step_scale))
+        outputs.append(in_time(out).transpose(1, 2))
+    return torch.cat(outputs, dim=2)

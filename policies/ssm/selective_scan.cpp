@@ -14,6 +14,8 @@
 //   u, delta, z, out: (batch, L, dim); A: (N, dim); B, C: (batch, groups, L, N) (channel d reads
 //   group d / (dim / groups)); D, delta_bias: (dim); scale: (batch, L); last_state: (batch, N, dim).
 // Null pointers mean "absent" (D, z, delta_bias, scale, last_state). The scale gets no gradient.
+// reverse_half: the second half of the groups scans backward in time (t = L-1 ... 0), each
+// token with its own step scale: a bidirectional layer's two scans in one call, no flipped copies.
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -69,7 +71,7 @@ template <typename T>
 struct Scan {
     int64_t dim, L, N, groups;
     const T *u, *delta, *A, *B, *C, *D, *z, *bias, *scale;
-    bool softplus_delta, zoh;
+    bool softplus_delta, zoh, reverse_half;
     std::vector<T> inv_A;  // 1 / A (N, dim): the zero-order hold without a division per step
 
     // Per-thread work space for one block of channels.
@@ -90,9 +92,13 @@ struct Scan {
                     fn(b, d0, std::min(kLanes, (g + 1) * per_group - d0), g);
     }
 
+    // The time of a group's k-th scan step: t = k, or L - 1 - k in a reversed group.
+    int64_t time_of(int64_t k, int64_t g) const { return reverse_half && 2 * g >= groups ? L - 1 - k : k; }
+
     // Runs the recurrence over one block: step sizes into s.dt, pre-gate outputs y + D u into
-    // s.y, the final state in s.h, and (when s.H is sized) every state h_t into H[t + 1] (H[0]
-    // stays zero: h_{-1}) and every decay exp(dt A) into E, for the backward pass.
+    // s.y (both by time), the final state in s.h, and (when s.H is sized) the state after scan
+    // step k into H[k + 1] (H[0] stays zero: the state before the first step) and that step's
+    // decay exp(dt A) into E[k], for the backward pass.
     void forward_block(int64_t b, int64_t d0, int64_t w, int64_t g, Block& s) const {
         const T* Bg = B + (b * groups + g) * L * N;
         const T* Cg = C + (b * groups + g) * L * N;
@@ -100,7 +106,8 @@ struct Scan {
         T* __restrict__ h = s.h.data();
         std::fill(s.h.begin(), s.h.end(), T(0));
         if (keep) std::fill(s.H.begin(), s.H.begin() + N * kLanes, T(0));
-        for (int64_t t = 0; t < L; ++t) {
+        for (int64_t k = 0; k < L; ++k) {
+            const int64_t t = time_of(k, g);
             const int64_t at = (b * L + t) * dim + d0;
             T* __restrict__ dt = s.dt.data() + t * kLanes;
             T* __restrict__ du = s.du.data();
@@ -123,14 +130,14 @@ struct Scan {
                 const T bn = Bg[t * N + n], cn = Cg[t * N + n];
                 T* __restrict__ hn = h + n * kLanes;
                 if (zoh) {
-                    T* Hn = keep ? s.H.data() + ((t + 1) * N + n) * kLanes : nullptr;
-                    T* En = keep ? s.E.data() + (t * N + n) * kLanes : nullptr;
+                    T* Hn = keep ? s.H.data() + ((k + 1) * N + n) * kLanes : nullptr;
+                    T* En = keep ? s.E.data() + (k * N + n) * kLanes : nullptr;
                     forward_zoh_entry(dt, a, inv_A.data() + n * dim + d0, u + at, bn, cn, w, hn, y, Hn, En);
                     continue;
                 }
                 if (keep) {
-                    T* __restrict__ Hn = s.H.data() + ((t + 1) * N + n) * kLanes;
-                    T* __restrict__ En = s.E.data() + (t * N + n) * kLanes;
+                    T* __restrict__ Hn = s.H.data() + ((k + 1) * N + n) * kLanes;
+                    T* __restrict__ En = s.E.data() + (k * N + n) * kLanes;
 #pragma GCC ivdep
                     for (int64_t l = 0; l < w; ++l) {
                         const T decay = fast_exp(dt[l] * a[l]);
@@ -236,8 +243,9 @@ struct Scan {
                     if (gD) gD[d0 + l] += grad * u[at + l];
                 }
             }
-            std::fill(gnext.begin(), gnext.end(), T(0));  // dLoss/dh_t from later steps
-            for (int64_t t = L - 1; t >= 0; --t) {
+            std::fill(gnext.begin(), gnext.end(), T(0));  // dLoss/dh from later scan steps
+            for (int64_t k = L - 1; k >= 0; --k) {
+                const int64_t t = time_of(k, g);
                 const int64_t at = (b * L + t) * dim + d0;
                 const T* __restrict__ dt = s.dt.data() + t * kLanes;
                 const T* __restrict__ gy = gy_all.data() + t * kLanes;
@@ -248,9 +256,9 @@ struct Scan {
                 for (int64_t n = 0; n < N; ++n) {
                     const T* __restrict__ a = A + n * dim + d0;
                     const T* __restrict__ inv_a = inv_A.data() + n * dim + d0;
-                    const T* __restrict__ ht = s.H.data() + ((t + 1) * N + n) * kLanes;
-                    const T* __restrict__ hprev = s.H.data() + (t * N + n) * kLanes;
-                    const T* __restrict__ decay = s.E.data() + (t * N + n) * kLanes;
+                    const T* __restrict__ ht = s.H.data() + ((k + 1) * N + n) * kLanes;
+                    const T* __restrict__ hprev = s.H.data() + (k * N + n) * kLanes;
+                    const T* __restrict__ decay = s.E.data() + (k * N + n) * kLanes;
                     T* __restrict__ gn_carry = gnext.data() + n * kLanes;
                     T* __restrict__ gAn = gA + n * dim + d0;
                     const T bn = Bg[t * N + n], cn = Cg[t * N + n];
@@ -277,7 +285,7 @@ struct Scan {
                             gAn[l] += gh * dt[l] * decay[l] * hprev[l];
                             sum_gb += gh * dt[l] * ut[l];
                             gut[l] += gh * dt[l] * bn;
-                            gn_carry[l] = gh * decay[l];  // flows on to h_{t-1}
+                            gn_carry[l] = gh * decay[l];  // flows on to the previous step's state
                         }
                     }
                     gCg[t * N + n] += sum_gc;
@@ -298,12 +306,12 @@ struct Scan {
 template <typename T>
 Scan<T> make_scan(int64_t dim, int64_t L, int64_t N, int64_t groups, const void* u, const void* delta,
                   const void* A, const void* B, const void* C, const void* D, const void* z, const void* bias,
-                  const void* scale, int softplus_delta, int zoh) {
+                  const void* scale, int softplus_delta, int zoh, int reverse_half) {
     Scan<T> scan{dim, L, N, groups,
                  static_cast<const T*>(u), static_cast<const T*>(delta), static_cast<const T*>(A),
                  static_cast<const T*>(B), static_cast<const T*>(C), static_cast<const T*>(D),
                  static_cast<const T*>(z), static_cast<const T*>(bias), static_cast<const T*>(scale),
-                 softplus_delta != 0, zoh != 0, {}};
+                 softplus_delta != 0, zoh != 0, reverse_half != 0, {}};
     if (scan.zoh) {
         scan.inv_A.resize(N * dim);
         for (int64_t i = 0; i < N * dim; ++i) scan.inv_A[i] = T(1) / scan.A[i];
@@ -315,8 +323,8 @@ Scan<T> make_scan(int64_t dim, int64_t L, int64_t N, int64_t groups, const void*
 
 #define SCAN_ARGS int64_t dim, int64_t L, int64_t N, int64_t groups, const void *u, const void *delta, \
     const void *A, const void *B, const void *C, const void *D, const void *z, const void *bias, const void *scale, \
-    int softplus_delta, int zoh
-#define SCAN_PASS dim, L, N, groups, u, delta, A, B, C, D, z, bias, scale, softplus_delta, zoh
+    int softplus_delta, int zoh, int reverse_half
+#define SCAN_PASS dim, L, N, groups, u, delta, A, B, C, D, z, bias, scale, softplus_delta, zoh, reverse_half
 
 // The backward pass splits the batch into `parts` contiguous slices, one per thread; gA, gD
 // and gbias then hold one partial sum per part ((parts, N, dim), (parts, dim)).
