@@ -103,9 +103,8 @@ def bidirectional_mix(forward: MambaMixer, reverse: MambaMixer, hidden: torch.Te
     in_weight = torch.cat([w_forward[:inner], w_reverse[:inner], w_forward[inner:], w_reverse[inner:]])
     x, z = nn.functional.linear(hidden, in_weight).split(2 * inner, dim=-1)  # (batch, L, 2 inner): [forward, reverse]
     x = nn.functional.silu(x)
-    projected = nn.functional.linear(x, torch.block_diag(forward.x_proj.weight, reverse.x_proj.weight))
     rank, n = forward.dt_rank, forward.d_state
-    parts = [half.split([rank, n, n], dim=-1) for half in projected.split(rank + 2 * n, dim=-1)]
+    parts = [mixer.x_proj(half).split([rank, n, n], dim=-1) for mixer, half in zip((forward, reverse), x.chunk(2, -1))]
     dt = nn.functional.linear(torch.cat([parts[0][0], parts[1][0]], dim=-1),
                               torch.block_diag(forward.dt_proj.weight, reverse.dt_proj.weight))
     B, C = (torch.stack([parts[0][i], parts[1][i]], dim=1) for i in (1, 2))  # (batch, 2, L, N)
