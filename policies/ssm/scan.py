@@ -100,9 +100,7 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
     _check(u, delta, A, B, C, D, z, delta_bias)
     step_scale = _step_scale_rows(step_scale, delta_softplus, u)
     args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state, zoh, step_scale)
-    backend = os.environ.get(BACKEND_VARIABLE, "auto")
-    if backend not in ("auto", "reference", "fast"):
-        raise ValueError(f"{BACKEND_VARIABLE} must be 'auto', 'reference' or 'fast', got {backend!r}")
+    backend = _backend()
     if backend == "reference":
         return selective_scan_ref(*args)
     if u.is_cuda:
@@ -116,6 +114,14 @@ def selective_scan_fn(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_
         return selective_scan_ref(*args)
     library = _fast_library(required=backend == "fast")
     return selective_scan_ref(*args) if library is None else selective_scan_cpu(*args)
+
+
+def _backend() -> str:
+    """The scan implementation ``CFBENCH_SCAN`` asks for, checked."""
+    backend = os.environ.get(BACKEND_VARIABLE, "auto")
+    if backend not in ("auto", "reference", "fast"):
+        raise ValueError(f"{BACKEND_VARIABLE} must be 'auto', 'reference' or 'fast', got {backend!r}")
+    return backend
 
 
 def scaled_delta(dt: torch.Tensor, r: torch.Tensor | float, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -340,7 +346,7 @@ def selective_scan_bidirectional(u, delta, A, B, C, D, z, delta_bias, zoh=False,
                          f"got u {tuple(u.shape)}, delta {tuple(delta.shape)}, z {tuple(z.shape)}, A {tuple(A.shape)}, "
                          f"B {tuple(B.shape)}, C {tuple(C.shape)}")
     as_rows = None if step_scale is None else _step_scale_rows(step_scale, True, u.transpose(1, 2))
-    backend = os.environ.get(BACKEND_VARIABLE, "auto")
+    backend = _backend()
     library = None if u.is_cuda or backend == "reference" else _fast_library(required=backend == "fast")
     if library is None:
         return _bidirectional_by_halves(u, delta, A, B, C, D, z, delta_bias, zoh, as_rows)
