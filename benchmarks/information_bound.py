@@ -459,6 +459,14 @@ class InformationBound(Policy):
 
 
 # -------------------------------------------------------------------------------- measuring
+#: the oracle's two forms, by ``predict_waypoints``
+FORMS = {False: "exact", True: "predicted"}
+
+
+def choice_key(env: str, hz: float, predict_waypoints: bool) -> str:
+    return f"{env} {hz:g}" + (" predicted" if predict_waypoints else "")
+
+
 def make_oracle(env: str, hz: float, settings: dict, predict_waypoints: bool = False) -> InformationBound:
     curve = RunSpec("tracker", env, (hz,), "smooth").make_policy().config.interpolation
     oracle = InformationBound(BoundConfig(interpolation=curve, predict_waypoints=predict_waypoints, **settings))
@@ -476,19 +484,20 @@ def measure(policy, env: str, hz: float, seeds: list[int], closed_loop: bool = T
     return row
 
 
-def choose(env: str, hz: float) -> dict:
-    """The template settings with the highest closed-loop success on the validation seeds (ties:
-    the lower in-between error). Success, not the in-between error alone: a template slid along
-    its own path a few hundredths of a second keeps the geometry that matters and still counts
-    as units off."""
+def choose(env: str, hz: float, predict_waypoints: bool) -> dict:
+    """The template settings with the highest closed-loop success of one form of the oracle on the
+    validation seeds (ties: the lower in-between error). Success, not the in-between error alone:
+    a template slid along its own path a few hundredths of a second keeps the geometry that
+    matters and still counts as units off."""
     seeds = seed_list(VALIDATION_SEEDS)
     scores = {}
     for similarity, bandwidth in itertools.product(SIMILARITIES, BANDWIDTHS):
-        row = measure(make_oracle(env, hz, {"similarity": similarity, "bandwidth": bandwidth}), env, hz, seeds)
+        oracle = make_oracle(env, hz, {"similarity": similarity, "bandwidth": bandwidth}, predict_waypoints)
+        row = measure(oracle, env, hz, seeds)
         scores[similarity, bandwidth] = (100 * row["success"].mean(), row["inbetween_error"])
-        print(f"  {env} {hz:g} Hz similarity {similarity} bandwidth {bandwidth}: success "
-              f"{scores[similarity, bandwidth][0]:.0f} %, in-between error {row['inbetween_error']:.2f}",
-              file=sys.stderr)
+        print(f"  {env} {hz:g} Hz, {FORMS[predict_waypoints]} waypoints: similarity {similarity} bandwidth "
+              f"{bandwidth}: success {scores[similarity, bandwidth][0]:.0f} %, in-between error "
+              f"{row['inbetween_error']:.2f}", file=sys.stderr)
     similarity, bandwidth = max(scores, key=lambda key: (scores[key][0], -scores[key][1]))
     success, error = scores[similarity, bandwidth]
     return {"similarity": similarity, "bandwidth": bandwidth, "validation_success": success,
@@ -502,13 +511,16 @@ def main() -> int:
     parser.add_argument("--choose", action="store_true", help="choose the templates' settings on the validation seeds")
     parser.add_argument("--validation", action="store_true", help="report on the validation seeds, not the test seeds")
     parser.add_argument("--episodes", type=int, default=None, help="the first N seeds only")
+    parser.add_argument("--form", nargs="+", default=list(FORMS.values()), choices=list(FORMS.values()),
+                        help="the oracle's forms to choose or measure")
     args = parser.parse_args()
 
     start = time.perf_counter()
+    forms = [predict for predict, name in FORMS.items() if name in args.form]
     if args.choose:
         chosen = json.loads(CHOICES.read_text()) if CHOICES.exists() else {}
-        for env, hz in itertools.product(args.env, args.source_hz):  # saved per cell: a rerun redoes what is asked
-            chosen[f"{env} {hz:g}"] = choose(env, hz)
+        for env, hz, predict in itertools.product(args.env, args.source_hz, forms):  # saved as each is chosen
+            chosen[choice_key(env, hz, predict)] = choose(env, hz, predict)
             atomic_write_text(CHOICES, json.dumps(chosen, indent=1, sort_keys=True) + "\n")
         print(json.dumps(chosen, indent=1, sort_keys=True))
         return 0
@@ -518,19 +530,20 @@ def main() -> int:
     seeds = seed_list(VALIDATION_SEEDS if args.validation else TEST_SEEDS)[: args.episodes]
     rows = []
     for env, hz in itertools.product(args.env, args.source_hz):
-        settings = {k: v for k, v in chosen[f"{env} {hz:g}"].items() if k in ("similarity", "bandwidth")}
         smooth = measure(RunSpec("tracker", env, (hz,), "smooth").make_policy(), env, hz, seeds)
-        expert = measure(RunSpec("tracker", env, (TARGET_HZ,)).make_policy(), env, TARGET_HZ, seeds, closed_loop=True)
-        for label, predict in (("bound (exact waypoints)", False), ("bound (predicted waypoints)", True)):
+        expert = measure(RunSpec("tracker", env, (TARGET_HZ,)).make_policy(), env, TARGET_HZ, seeds)
+        for predict in forms:
+            choice = chosen[choice_key(env, hz, predict)]
+            settings = {key: choice[key] for key in ("similarity", "bandwidth")}
             oracle = measure(make_oracle(env, hz, settings, predict), env, hz, seeds)
             test = paired_difference([oracle["success"]], [smooth["success"]])
-            rows.append({"env": env, "Hz": f"{hz:g}", "oracle": label, **settings,
+            rows.append({"env": env, "Hz": f"{hz:g}", "bound": f"{FORMS[predict]} waypoints", **settings,
                          "in-between err": oracle["inbetween_error"], "waypoint err": oracle["waypoint_error"],
                          "success %": 100 * oracle["success"].mean(),
                          "smooth in-between err": smooth["inbetween_error"],
                          "smooth success %": 100 * smooth["success"].mean(),
                          "expert (20 Hz) success %": 100 * expert["success"].mean(),
-                         "gain over smooth": 100 * test["difference"], "p": test["p"]})
+                         "gain over smooth": 100 * test["difference"], "p": f"{test['p']:.2g}"})
             print(rows[-1], file=sys.stderr)
     print(f"Information bound on {len(seeds)} {'validation' if args.validation else 'test'} seeds from {seeds[0]}, "
           f"target {TARGET_HZ:g} Hz ({time.perf_counter() - start:.0f} s):")

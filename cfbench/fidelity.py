@@ -8,7 +8,8 @@ history it would see there, spaced as in the evaluator, and its target-rate acti
 compared with the expert's poses at the same times:
 
 - ``waypoint_error``: distance at the source-rate slots (every ``target_hz / reference_hz``-th
-  action), the part coarse demos supervise;
+  action), the part coarse demos supervise; ``waypoint_error_by_step``: its mean at 1, 2, ...
+  source steps after the query (which horizon breaks);
 - ``inbetween_error``: distance at the slots in between, what coarse-to-fine learning is about
   (none from 20 Hz demos: there are no slots in between);
 - ``zigzag``: distance of the in-between actions from the straight line through the policy's
@@ -40,7 +41,8 @@ def probe(policy: Agent, env: str, reference_hz: float, *, target_hz: float = TA
     env_id = resolve_env(env)
     seeds = seed_list(VALIDATION_SEEDS) if seeds is None else list(seeds)
     stride = max(1, round(target_hz / reference_hz))
-    errors: dict[str, list[np.ndarray]] = {"waypoint": [], "inbetween": [], "zig_policy": [], "zig_expert": []}
+    errors: dict[str, list[np.ndarray]] = {"waypoint": [], "waypoint_step": [], "inbetween": [], "zig_policy": [],
+                                           "zig_expert": []}
     queries = 0
     env_ = gym.make(env_id, obs_mode=policy.config.obs_mode, control_hz=target_hz)
     try:
@@ -72,7 +74,10 @@ def probe(policy: Agent, env: str, reference_hz: float, *, target_hz: float = TA
         policy_zig, expert_zig = values["zig_policy"], values["zig_expert"]
         zig = {"mean": float(policy_zig.mean() - expert_zig.mean()),
                "p90": float(np.percentile(policy_zig, 90) - np.percentile(expert_zig, 90))}
-    return {"waypoint_error": _spread(values["waypoint"]), "inbetween_error": _spread(values["inbetween"]),
+    steps = values["waypoint_step"].astype(int)
+    by_step = [float(values["waypoint"][steps == k].mean()) for k in range(1, steps.max(initial=0) + 1)]
+    return {"waypoint_error": _spread(values["waypoint"]), "waypoint_error_by_step": by_step,
+            "inbetween_error": _spread(values["inbetween"]),
             "zigzag": zig, "queries": queries, "actions": len(values["waypoint"]) + len(values["inbetween"]),
             "seeds": [seeds[0], seeds[-1] + 1]}
 
@@ -87,6 +92,7 @@ def _compare(chunk: np.ndarray, t0: float, pose: np.ndarray, expert, stride: int
     waypoint = slot % stride == 0
     distance = np.linalg.norm(actions - truth, axis=1)
     errors["waypoint"].append(distance[waypoint])
+    errors["waypoint_step"].append(slot[waypoint] // stride)
     errors["inbetween"].append(distance[~waypoint])
     last_waypoint = slot[waypoint].max(initial=0)
     between = ~waypoint & (slot < last_waypoint)  # in-between actions with a waypoint after them

@@ -53,6 +53,9 @@ RECORD_SCHEMA: dict[str, Any] = {
             "required": ["waypoint_error", "inbetween_error", "zigzag", "queries", "actions", "seeds"],
             "additionalProperties": False,
             "properties": {"waypoint_error": _SPREAD, "inbetween_error": _SPREAD, "zigzag": _SPREAD,
+                           "waypoint_error_by_step": {
+                               "type": "array", "items": {"type": "number", "minimum": 0},
+                               "description": "mean waypoint error 1, 2, ... source steps after the query"},
                            "queries": {"type": "integer", "minimum": 0}, "actions": {"type": "integer", "minimum": 0},
                            "seeds": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}},
         },

@@ -16,12 +16,20 @@ def test_measure_times_the_measuring_alone_and_reports_the_trained_models_own_tr
 
     def probe(*args):
         clock["now"] += 7.0  # the measuring
-        return {"waypoint_error": {"mean": 1.0}, "inbetween_error": {"mean": 2.0}, "zigzag": None}
+        return {"waypoint_error": {"mean": 1.0}, "inbetween_error": {"mean": 2.0}, "zigzag": None,
+                "waypoint_error_by_step": [0.5, 1.5]}
 
     monkeypatch.setattr(ablation, "train_or_load", train_or_load)
-    monkeypatch.setattr(ablation.Workspace, "demos", lambda *args, **kwargs: types.SimpleNamespace(reference_hz=None))
+    monkeypatch.setattr(ablation.Workspace, "demos", lambda *args, **kwargs: types.SimpleNamespace(reference_hz=5.0))
     monkeypatch.setattr(ablation, "probe", probe)
     row = ablation.measure(RunSpec("pf-dag", "ButtonTouch", (5.0,), "no-modes"))
     assert row["train s"] == 1234
     assert row["measure s"] == 7
     assert row["val success %"] == 50.0 and row["inbetween err"] == 2.0 and row["zigzag"] is None
+    assert row["waypoint err at 0.2, 0.4, ... 1.6 s"] == "0.5 / 1.5 / - / - / - / - / - / -"
+
+
+def test_waypoint_errors_by_horizon_line_up_across_rates():
+    every_fourth = " / ".join(f"{4.0 * n:.1f}" for n in range(1, 9))
+    assert ablation.by_horizon([float(k) for k in range(1, 33)], 20.0) == every_fourth
+    assert ablation.by_horizon([1.0, 2.0, 3.0, 4.0], 2.5) == "- / 1.0 / - / 2.0 / - / 3.0 / - / 4.0"

@@ -134,6 +134,33 @@ def test_the_tracker_from_20_hz_demos_has_no_open_loop_error():
     assert fidelity["queries"] == len(SEEDS)  # one plan per episode
 
 
+class _DriftingTracker(policies.Policy):
+    """The expert's own poses at 5 Hz, each waypoint k source steps ahead pushed k units sideways."""
+
+    config_class = policies.PolicyConfig
+    privileged = True
+    trainable = False
+
+    def reset(self, slot, context):
+        self.expert = context.expert
+
+    def act(self, obs_history, *, slots, reference_hz, target_hz):
+        steps = np.arange(1, 17)  # 8 source steps at 20 Hz
+        poses = self.expert(steps / target_hz + self.now)
+        poses[:, 1] += (steps % 4 == 0) * steps / 4
+        self.now += len(steps) / target_hz
+        return poses[None]
+
+
+def test_waypoint_error_by_step_says_how_far_ahead_a_model_drifts():
+    policy = _DriftingTracker()
+    policy.now = 0.0
+    fidelity = probe(policy, "PassagePassing", 5.0, seeds=SEEDS[:1])
+    by_step = fidelity["waypoint_error_by_step"]
+    assert by_step[:4] == pytest.approx([1.0, 2.0, 3.0, 4.0], abs=1e-6)
+    assert fidelity["inbetween_error"]["mean"] == pytest.approx(0.0, abs=1e-6)
+
+
 def test_the_tracker_from_2_5_hz_demos_errs_by_the_chord_to_path_distance():
     fidelity = probe(policies.make("tracker"), "PassagePassing", 2.5, seeds=SEEDS)
     assert fidelity["waypoint_error"]["mean"] == pytest.approx(0.0, abs=1e-9)

@@ -114,12 +114,24 @@ def measure(spec: RunSpec, workspace: Workspace | None = None) -> dict:
            "val success %": 100 * summary["best_score"] if summary["best_score"] is not None else None}
     for key in ("waypoint_error", "inbetween_error", "zigzag"):
         row[key.replace("_error", " err")] = None if fidelity[key] is None else round(fidelity[key]["mean"], 2)
+    row["waypoint err at 0.2, 0.4, ... 1.6 s"] = by_horizon(fidelity["waypoint_error_by_step"], dataset.reference_hz)
     if spec.policy == "dispo":  # also without fine-tuning
         for finer in finetune_rounds(dataclasses.replace(policy.config, finetune_steps=1)):
             row[f"pseudo in-between {finer}x"] = round(pseudo_inbetween_error(policy, dataset, finer), 2)
     row["train s"] = round(summary["train_seconds"])
     row["measure s"] = round(time.perf_counter() - start)
     return row
+
+
+def by_horizon(by_step: list[float], reference_hz: float, horizons: int = 8, every: float = 0.2) -> str:
+    """The waypoint error at 0.2, 0.4, ... s after the query, where the rate has a waypoint ('-'
+    where not): how far ahead a model's waypoints break, comparable across rates."""
+    cells = []
+    for n in range(1, horizons + 1):
+        step = n * every * reference_hz
+        k = round(step)
+        cells.append(f"{by_step[k - 1]:.1f}" if abs(step - k) < 1e-6 and 1 <= k <= len(by_step) else "-")
+    return " / ".join(cells)
 
 
 def merge(tables: list[Path], out: Path) -> pd.DataFrame:
