@@ -55,7 +55,9 @@ from policies.modules import StepEncoder
 @dataclass
 class CTTConfig(TargetRateConfig, TransformerConfig, DiffusionConfig):
     #: sample-rate augmentation: training windows at 1/k of the demos' rate for each stride k here
-    #: (DiSPo's, DemoDataset.windows(stride=k)); offsets are each window's true times
+    #: (DiSPo's, DemoDataset.windows(stride=k)); offsets are each window's true times. Validation
+    #: (docs/ct-t-validation.md): (1, 2, 4) 64 points summed over PassagePassing / ButtonTouch at
+    #: 2.5 / 5 Hz, (1,) 52, (1, 2, 4, 8) 32
     augment_strides: tuple[int, ...] = (1, 2, 4)
     #: radians per second of the fastest sinusoidal time feature (period 2π/time_scale s; the others
     #: down to 1e-4 of it). 5: a 1.26 s period, sampled above Nyquist by 2.5 Hz windows (our choice)
