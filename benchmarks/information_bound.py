@@ -64,9 +64,10 @@ from cfbench.files import atomic_write_text
 from cfbench.interface import EpisodeContext
 from cfbench.protocol import TARGET_HZ, TEST_SEEDS, VALIDATION_SEEDS, seed_list
 from cfbench.stats import paired_difference
-from policies.base import Policy, PolicyConfig, register
+from policies.base import PolicyConfig, register
 from policies.chunking import angle_settings
 from policies.interpolation import InterpolationConfig, upsample
+from policies.tracker import Tracker
 
 #: the settings chosen on the validation seeds, per env and rate (written by --choose)
 CHOICES = Path(__file__).resolve().parent / "information_bound.json"
@@ -333,44 +334,21 @@ class BoundConfig(InterpolationConfig, PolicyConfig):
 
 
 @register("information-bound")
-class InformationBound(Policy):
+class InformationBound(Tracker):
     """Plans the whole episode at the first call, as the Tracker does, then holds its last pose."""
 
     config_class = BoundConfig
-    privileged = True
-    trainable = False
 
     def __init__(self, config: BoundConfig | None = None):
         super().__init__(config)
         self.templates: Templates | None = None
         self.env = ""
-        self._contexts: dict[int, EpisodeContext] = {}
-        self._plans: dict[int, np.ndarray | None] = {}
 
     def fit_pool(self, env: str, dataset) -> None:
         c = self.config
         self.env = env
         self.templates = fit_templates(env, dataset, c.similarity, c.bandwidth, c.window)
         self.pose_dim = dataset.episodes[0].actions.shape[1]
-
-    def reset(self, slot: int, context: EpisodeContext) -> None:
-        if context.expert is None:
-            raise ValueError("the information bound needs the episode's expert trajectory in its context")
-        self._contexts[slot] = context
-        self._plans[slot] = None
-
-    def act(self, obs_history, *, slots: list[int], reference_hz: float, target_hz: float) -> np.ndarray:
-        self.check_started(slots, self._plans)
-        chunks = []
-        for slot, history in zip(slots, obs_history):
-            if self._plans[slot] is None:
-                plan = self.plan(np.asarray(history[-1], np.float64), self._contexts[slot], reference_hz, target_hz)
-                self._plans[slot] = plan
-                chunks.append(plan)
-            else:
-                chunks.append(self._plans[slot][-1:])
-        length = max(len(c) for c in chunks)
-        return np.stack([np.concatenate([c, np.repeat(c[-1:], length - len(c), 0)]) for c in chunks])
 
     def _predicted_tau(self, anchor: Anchor, travelled: float) -> float:
         """The passage time of alike training passages, locally linear in the path length from the
@@ -382,11 +360,12 @@ class InformationBound(Policy):
         coef, *_ = np.linalg.lstsq(design * weights[:, None], taus * weights, rcond=None)
         return float(coef[0])
 
-    def plan(self, state: np.ndarray, context: EpisodeContext, reference_hz: float, target_hz: float) -> np.ndarray:
+    def plan(self, context: EpisodeContext, obs_history, reference_hz: float, target_hz: float) -> np.ndarray:
         """Target-rate poses from 1 / target_hz on: to the last exact sample, or with
         ``predict_waypoints`` to the end of the last anchor's template (no expert read)."""
         if self.templates is None:
             raise RuntimeError("fit_pool() the oracle on the training demos first")
+        state = np.asarray(obs_history[-1], np.float64)
         anchors = ANCHORS[self.env](state)
         if self.config.predict_waypoints:
             return self._predicted_plan(anchors, state[: self.pose_dim], target_hz)

@@ -20,6 +20,7 @@ import numpy as np
 
 from cfbench.envs import state_layout
 from cfbench.interface import EpisodeContext
+from cfbench.tree import tree_index
 from policies.base import Policy, PolicyConfig, register
 from policies.chunking import angle_settings
 from policies.interpolation import InterpolationConfig, upsample
@@ -51,20 +52,24 @@ class Tracker(Policy):
         self._plans[slot] = None
 
     def act(self, obs_history, *, slots: list[int], reference_hz: float, target_hz: float) -> np.ndarray:
-        """The whole plan in the first chunk (it ignores observations), then hold its last pose."""
+        """The whole plan in the first chunk, then hold its last pose."""
         self.check_started(slots, self._plans)
         chunks = []
-        for slot in slots:
+        for i, slot in enumerate(slots):
             plan = self._plans[slot]
             if plan is None:
-                context = self._contexts[slot]
-                coarse = context.expert.sample(reference_hz)
-                angles = angle_settings(state_layout(context.env_id).to_dict(), coarse.shape[1])
-                plan = upsample(coarse[0], coarse[1:], reference_hz, target_hz, self.config.interpolation, **angles)
-                self._plans[slot] = plan
+                history = None if obs_history is None else tree_index(obs_history, i)  # the Tracker needs none
+                plan = self._plans[slot] = self.plan(self._contexts[slot], history, reference_hz, target_hz)
                 chunks.append(plan)
             else:
                 chunks.append(plan[-1:])
         length = max(len(c) for c in chunks)
         # Pad by holding the final pose so the batch is rectangular (the goal is held anyway).
         return np.stack([np.concatenate([c, np.repeat(c[-1:], length - len(c), 0)]) for c in chunks])
+
+    def plan(self, context: EpisodeContext, obs_history, reference_hz: float, target_hz: float) -> np.ndarray:
+        """The episode's target-rate poses: the expert sampled at the source rate, joined by the
+        configured curve (the observations are not needed)."""
+        coarse = context.expert.sample(reference_hz)
+        angles = angle_settings(state_layout(context.env_id).to_dict(), coarse.shape[1])
+        return upsample(coarse[0], coarse[1:], reference_hz, target_hz, self.config.interpolation, **angles)

@@ -90,7 +90,7 @@ def test_exact_waypoint_plan_keeps_every_exact_sample():
     obs, _ = env.reset(seed=5)
     expert = env.unwrapped.expert_trajectory()
     context = SimpleNamespace(expert=expert, env_id="cfbench/PassagePassing-v0")
-    plan = oracle.plan(np.asarray(obs, np.float64), context, 2.5, 20.0)
+    plan = oracle.plan(context, np.asarray(obs, np.float64)[None], 2.5, 20.0)
     coarse = expert.sample(2.5)
     assert plan.shape == ((len(coarse) - 1) * 8, 2)
     np.testing.assert_allclose(plan[7::8], coarse[1:], atol=1e-6)
