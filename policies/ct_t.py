@@ -60,7 +60,8 @@ class CTTConfig(TargetRateConfig, TransformerConfig, DiffusionConfig):
     #: 2.5 / 5 Hz, (1,) 52, (1, 2, 4, 8) 32
     augment_strides: tuple[int, ...] = (1, 2, 4)
     #: radians per second of the fastest sinusoidal time feature (period 2π/time_scale s; the others
-    #: down to 1e-4 of it). 5: a 1.26 s period, sampled above Nyquist by 2.5 Hz windows (our choice)
+    #: down to 1e-4 of it). 5: a 1.26 s period, sampled above Nyquist by 2.5 Hz windows; validated against 2
+    #: and 10 from 5 Hz demos (docs/ct-t-validation.md: 10 aliases between samples)
     time_scale: float = 5.0
     #: source steps at each window's own rate from the oldest observed step (DP-T's T_p): a window's
     #: queries are its horizon - n_obs_steps + 1 current and future actions, k times further apart at stride k
