@@ -66,6 +66,7 @@ from cfbench.protocol import TARGET_HZ, TEST_SEEDS, VALIDATION_SEEDS, seed_list
 from cfbench.stats import paired_difference
 from policies.base import PolicyConfig, register
 from policies.chunking import angle_settings
+from policies.frames import wrap_angle
 from policies.interpolation import InterpolationConfig, upsample
 from policies.tracker import Tracker
 
@@ -100,7 +101,7 @@ class Anchor:
         out[:, :2] = (out[:, :2] - self.origin) @ self._rotation()
         out[:, 1] *= self.mirror
         if out.shape[1] > 2:
-            out[:, 2] = self.mirror * _wrap(out[:, 2] - self.angle, self.angle_period)
+            out[:, 2] = self.mirror * wrap_angle(out[:, 2] - self.angle, self.angle_period)
         return out
 
     def to_world(self, local: np.ndarray) -> np.ndarray:
@@ -110,10 +111,6 @@ class Anchor:
         if out.shape[1] > 2:
             out[:, 2] = self.angle + self.mirror * out[:, 2]
         return out
-
-
-def _wrap(angle, period: float):
-    return (angle + period / 2) % period - period / 2
 
 
 def _heading(vector) -> float:
@@ -177,13 +174,19 @@ def clamp_anchors(state: np.ndarray) -> list[Anchor]:
     near, far = centre - axis * length / 2, centre + axis * length / 2
     approach = _unit(near - ring[:2])
     lateral = float(axis[0] * (ring[1] - near[1]) - axis[1] * (ring[0] - near[0]))
-    start_yaw = _wrap(ring[2] - _heading(axis), np.pi)
+    start_yaw = wrap_angle(ring[2] - _heading(axis), np.pi)
     turn = math.acos(float(np.clip(approach @ axis, -1, 1)))
     return [
         Anchor("near end", near, _heading(axis), -1.0 if lateral >= 0 else 1.0,
                np.array([turn, start_yaw, _axis_speed(axis), _axis_speed(approach)]), np.pi),
         Anchor("far end", far, _heading(axis), 1.0, np.array([length, _axis_speed(axis)]), np.pi),
     ]
+
+
+def path_lengths(anchors: list[Anchor]) -> np.ndarray:
+    """Each anchor's distance from the first along the polyline through them (the time the
+    straights between them take is what predicts their passage times)."""
+    return np.cumsum([np.linalg.norm(a.origin - b.origin) for a, b in zip([anchors[0], *anchors], anchors)])
 
 
 ANCHORS = {"PassagePassing": passage_anchors, "ButtonTouch": button_anchors, "ClampPassing": clamp_anchors}
@@ -199,7 +202,7 @@ class Passage:
     local: np.ndarray
     owned: np.ndarray  # those nearer this passage than any other: the ones that register it
     tau: float
-    distance: float  # path length of the anchors before it, from the start (for --predict-waypoints)
+    distance: float  # its anchor's path length from the first (``path_lengths``; the predicted form)
 
 
 def passage_time(times: np.ndarray, poses: np.ndarray, point: np.ndarray) -> float:
@@ -222,14 +225,16 @@ class Templates:
         self.kinds: dict[str, list[Passage]] = {}
         for passage in passages:
             self.kinds.setdefault(passage.anchor.kind, []).append(passage)
-        self.scale = {kind: np.std([p.anchor.descriptor for p in group], axis=0) + 1e-9
-                      for kind, group in self.kinds.items()}
+        # what never changes as the passages are registered, stacked once per kind
+        self.descriptors = {kind: np.stack([p.anchor.descriptor for p in group]) for kind, group in self.kinds.items()}
+        self.scale = {kind: descriptors.std(axis=0) + 1e-9 for kind, descriptors in self.descriptors.items()}
+        self.samples = {kind: np.array([len(p.times) for p in group]) for kind, group in self.kinds.items()}
+        self.local = {kind: np.concatenate([p.local for p in group]) for kind, group in self.kinds.items()}
 
     def weights(self, kind: str, descriptor: np.ndarray, exclude: int | None = None) -> np.ndarray:
         """Each passage's weight for a template at ``descriptor``: Gaussian in the standardised
         descriptor distance (soft: where similar passages have no sample, less similar ones speak)."""
-        group = self.kinds[kind]
-        gaps = np.linalg.norm((np.stack([p.anchor.descriptor for p in group]) - descriptor) / self.scale[kind], axis=1)
+        gaps = np.linalg.norm((self.descriptors[kind] - descriptor) / self.scale[kind], axis=1)
         weights = np.exp(-0.5 * (gaps / self.similarity) ** 2)
         if exclude is not None:
             weights[exclude] = 0.0
@@ -240,11 +245,9 @@ class Templates:
         """Local-linear regression of the pose at each phase (seconds after the passage); with
         ``support`` also the kernel weight there (about the similar samples within a bandwidth: a
         phase no similar passage reached has none, and its value is an extrapolation)."""
-        group = self.kinds[kind]
-        passage_weights = self.weights(kind, descriptor, exclude)
-        s = np.concatenate([p.times - p.tau for p in group])
-        y = np.concatenate([p.local for p in group])
-        prior = np.concatenate([np.full(len(p.times), w) for p, w in zip(group, passage_weights)])
+        s = np.concatenate([p.times - p.tau for p in self.kinds[kind]])  # the passage times move as they register
+        y = self.local[kind]
+        prior = np.repeat(self.weights(kind, descriptor, exclude), self.samples[kind])
         gap = s[None, :] - np.asarray(phases, dtype=np.float64)[:, None]  # (Q, N)
         w = prior * np.exp(-0.5 * (gap / self.bandwidth) ** 2) + 1e-300
         s0, s1, s2 = w.sum(1), (w * gap).sum(1), (w * gap**2).sum(1)
@@ -299,7 +302,7 @@ def fit_templates(env: str, dataset, similarity: float, bandwidth: float, window
         times, poses = expert_samples(episode)
         anchors = ANCHORS[env](np.asarray(episode.observations[0], np.float64))
         guesses, owner = passage_guesses(anchors, times, poses)
-        travelled = np.cumsum([np.linalg.norm(a.origin - b.origin) for a, b in zip([anchors[0], *anchors], anchors)])
+        travelled = path_lengths(anchors)
         for k, anchor in enumerate(anchors):
             near = np.abs(times - guesses[k]) <= window
             passages.append(Passage(anchor, times[near], anchor.to_local(poses[near]), owner[near] == k, guesses[k],
@@ -384,7 +387,7 @@ class InformationBound(Tracker):
             ends, rows = coarse_times[m : m + 2], slice(m * ratio, (m + 1) * ratio)
             fills = [self._fill(anchor, tau, ends, coarse[m : m + 2], fine_times[rows])
                      for anchor, tau in zip(anchors, taus) if abs(ends.mean() - tau) <= c.window]
-            miss, fill = min(fills, key=lambda fill: fill[0], default=(np.inf, None))
+            _, fill = min(fills, key=lambda fill: fill[0], default=(np.inf, None))
             if fill is not None:  # the template that best meets the exact samples at the step's two ends
                 plan[rows] = fill
         return plan
@@ -411,14 +414,14 @@ class InformationBound(Tracker):
             return np.inf, None
         residual = exact - met
         if residual.shape[1] > 2:
-            residual[:, 2] = _wrap(residual[:, 2], anchor.angle_period)
+            residual[:, 2] = wrap_angle(residual[:, 2], anchor.angle_period)
         miss = float(gaps[[0, 1], pick].sum())
         return miss, anchor.to_world(local) + (1 - weight) * residual[0] + weight * residual[1]
 
     def _predicted_plan(self, anchors: list[Anchor], start: np.ndarray, target_hz: float) -> np.ndarray:
         """Unprivileged: each anchor's template around its predicted passage time where the pool
         reaches, straight lines between (and from the start pose)."""
-        travelled = np.cumsum([np.linalg.norm(a.origin - b.origin) for a, b in zip([anchors[0], *anchors], anchors)])
+        travelled = path_lengths(anchors)
         taus = np.array([self._predicted_tau(anchor, distance) for anchor, distance in zip(anchors, travelled)])
         fine_times = np.arange(1, math.ceil((taus.max() + self.config.window) * target_hz) + 1) / target_hz
         nearest = np.argmin(np.abs(fine_times[:, None] - taus[None]), axis=1)
@@ -453,14 +456,13 @@ def make_oracle(env: str, hz: float, settings: dict, predict_waypoints: bool = F
     return oracle
 
 
-def measure(policy, env: str, hz: float, seeds: list[int], closed_loop: bool = True) -> dict:
+def measure(policy, env: str, hz: float, seeds: list[int]) -> dict:
+    """Open-loop errors and closed-loop success (per episode) on these seeds."""
     fidelity = probe(policy, env, hz, seeds=seeds)
-    row = {"waypoint_error": (fidelity["waypoint_error"] or {}).get("mean"),
-           "inbetween_error": (fidelity["inbetween_error"] or {}).get("mean")}
-    if closed_loop:
-        result = evaluate(policy, env, hz, seeds=seeds, progress=False)
-        row["success"] = np.array([episode["success"] for episode in result["episodes"]], dtype=float)
-    return row
+    result = evaluate(policy, env, hz, seeds=seeds, progress=False)
+    return {"waypoint_error": (fidelity["waypoint_error"] or {}).get("mean"),
+            "inbetween_error": (fidelity["inbetween_error"] or {}).get("mean"),
+            "success": np.array([episode["success"] for episode in result["episodes"]], dtype=float)}
 
 
 def choose(env: str, hz: float, predict_waypoints: bool) -> dict:

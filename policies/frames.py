@@ -49,7 +49,7 @@ class Frame:
         # way continuous, never a jump of a period the servo would have to unwind.
         self.period = layout.get("angle_period", 2 * np.pi)
         self.yaw = latest_state[:, 2] if kind != "world" and 2 in layout["angles"] else np.zeros(batch)
-        self.task_yaw = _wrap(self.yaw - self.angle, self.period) if kind == "task" else np.zeros(batch)
+        self.task_yaw = wrap_angle(self.yaw - self.angle, self.period) if kind == "task" else np.zeros(batch)
         c, s = np.cos(self.angle), np.sin(self.angle)
         self.rotation = np.stack([np.stack([c, s], -1), np.stack([-s, c], -1)], -2)  # world -> frame
 
@@ -69,7 +69,7 @@ class Frame:
         for i in self.layout["directions"]:
             out[..., i : i + 2] = self._rotate(out[..., i : i + 2])
         for i in self.layout["angles"]:
-            out[..., i] = _wrap(out[..., i] - self._expand(self.angle, out[..., i]), self.period)
+            out[..., i] = wrap_angle(out[..., i] - self._expand(self.angle, out[..., i]), self.period)
         return out
 
     def poses(self, poses: np.ndarray) -> np.ndarray:
@@ -77,7 +77,7 @@ class Frame:
         out = np.array(poses, dtype=np.float64)
         out[..., :2] = self._rotate(out[..., :2] - self.origin[:, None])
         if out.shape[-1] > 2 and self.kind != "world":
-            turn = _wrap(out[..., 2] - self._expand(self.yaw, out[..., 2]), self.period)
+            turn = wrap_angle(out[..., 2] - self._expand(self.yaw, out[..., 2]), self.period)
             out[..., 2] = self._expand(self.task_yaw, out[..., 2]) + turn
         return out
 
@@ -85,11 +85,11 @@ class Frame:
         out = np.array(poses, dtype=np.float64)
         out[..., :2] = self._rotate(out[..., :2], inverse=True) + self.origin[:, None]
         if out.shape[-1] > 2 and self.kind != "world":
-            turn = _wrap(out[..., 2] - self._expand(self.task_yaw, out[..., 2]), self.period)
+            turn = wrap_angle(out[..., 2] - self._expand(self.task_yaw, out[..., 2]), self.period)
             out[..., 2] = self._expand(self.yaw, out[..., 2]) + turn
         return out
 
 
-def _wrap(angle: np.ndarray, period: float = 2 * np.pi) -> np.ndarray:
+def wrap_angle(angle: np.ndarray, period: float = 2 * np.pi) -> np.ndarray:
     """Into [-period / 2, period / 2)."""
     return (angle + period / 2) % period - period / 2

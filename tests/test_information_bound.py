@@ -36,7 +36,7 @@ def test_anchor_frames_round_trip_and_mirror():
     poses = np.array([[120.0, 40.0, 0.3], [90.0, 70.0, -1.2]])
     back = anchor.to_world(anchor.to_local(poses))
     np.testing.assert_allclose(back[:, :2], poses[:, :2], atol=1e-9)
-    np.testing.assert_allclose(bound._wrap(back[:, 2] - poses[:, 2], np.pi), 0.0, atol=1e-9)
+    np.testing.assert_allclose(bound.wrap_angle(back[:, 2] - poses[:, 2], np.pi), 0.0, atol=1e-9)
     # a point to the frame's left lands at negative local y when mirrored
     left = anchor.origin + 10 * np.array([-np.sin(0.7), np.cos(0.7)])
     assert anchor.to_local(left[None])[0, 1] == pytest.approx(-10.0)
