@@ -328,12 +328,23 @@ def check_replaceable(path: str | Path, config: dict) -> None:
 
 def _check_same_config(existing: dict, record: dict, path: Path) -> None:
     old, new = existing["provenance"]["config"], json.loads(json.dumps(record["provenance"]["config"]))
+    neutral = _neutral_fields(new.get("policy"))  # a field added since ``old`` was made ran as its neutral value
+    old, new = {**neutral, **old}, {**neutral, **new}
     changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
     if changed:
         shown = ", ".join(f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in changed[:3])
         raise RecordError(
             f"{path} records this experiment with another config ({shown}{', ...' if len(changed) > 3 else ''}); "
             "name this configuration with --variant, or write to another --results-dir")
+
+
+def _neutral_fields(policy: str | None) -> dict[str, Any]:
+    """The ``NEUTRAL`` config values of a registered policy, as JSON reads them ({} for others)."""
+    from policies import available, policy_class  # the core loads the zoo only when a record needs it
+
+    if policy not in available():
+        return {}
+    return json.loads(json.dumps(policy_class(policy).config_class.neutral(), default=list))
 
 
 def archive_dir(results_dir: str | Path, protocol: int = PROTOCOL) -> Path:

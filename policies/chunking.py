@@ -39,11 +39,24 @@ class ChunkConfig(InterpolationConfig, LearnedConfig):
     state_layout: dict = field(default_factory=dict)
     #: channels of the first ResNet-18 stage of each pixel view's encoder (64 = the standard ResNet-18)
     resnet_width: int = 64
+    #: run only every k-th action of a chunk, at 1/k the source rate, joined by the curve (1 = all):
+    #: a model of fine demos executed as if it predicted coarse waypoints (a rollout setting, for
+    #: the model-or-execution control of docs/coarse-waypoints.md)
+    keep_every: int = 1
 
-    LIMITS: ClassVar[dict[str, str]] = {"n_action_steps": "positive", "resnet_width": "positive"}
-    ROLLOUT: ClassVar[tuple[str, ...]] = ("n_action_steps",)
+    LIMITS: ClassVar[dict[str, str]] = {"n_action_steps": "positive", "resnet_width": "positive",
+                                        "keep_every": "positive"}
+    ROLLOUT: ClassVar[tuple[str, ...]] = ("n_action_steps", "keep_every")
+    NEUTRAL: ClassVar[dict[str, Any]] = {"keep_every": 1}
     FITTED: ClassVar[tuple[str, ...]] = ("state_layout",)
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"frame": FRAMES}
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.n_action_steps % self.keep_every:
+            raise ValueError(f"{self.name}: n_action_steps={self.n_action_steps} must be a multiple of "
+                             f"keep_every={self.keep_every} (whole coarse steps per prediction)")
+
     #: "straight": the paper's execution (straight lines, the default actions per prediction), where
     #: the plain policy runs with the rollout settings the validation seeds chose for the cell
     variants: ClassVar[dict[str, dict[str, Any]]] = {"straight": {"interpolation": "linear"}}
@@ -52,8 +65,8 @@ class ChunkConfig(InterpolationConfig, LearnedConfig):
 class TargetRateConfig:
     """What a config of a policy that emits target-rate actions itself and learns from windows at
     several strides (DiSPo, CT-T) adds: it has no curve, so ``interpolation`` must stay "linear"
-    and is no rollout setting, and its ``augment_strides`` (declared by the config, with its
-    default) names at least one stride. Listed before the config's other bases."""
+    and ``keep_every`` 1, neither a rollout setting, and its ``augment_strides`` (declared by the
+    config, with its default) names at least one stride. Listed before the config's other bases."""
 
     #: why the policy has no curve, the start of the error a curve gets
     NO_CURVE: ClassVar[str]
@@ -64,9 +77,11 @@ class TargetRateConfig:
             raise ValueError("augment_strides must name at least one stride (1 = the demos' own rate)")
         if self.interpolation != "linear":
             raise ValueError(f"interpolation={self.interpolation!r}: {self.NO_CURVE}, it has no curve to choose")
+        if self.keep_every != 1:
+            raise ValueError(f"keep_every={self.keep_every}: {self.NO_CURVE}, it has no source-rate chunk to thin")
 
     def rollout_fields(self) -> tuple[str, ...]:
-        return tuple(f for f in super().rollout_fields() if f != "interpolation")
+        return tuple(f for f in super().rollout_fields() if f not in ("interpolation", "keep_every"))
 
 
 @dataclass
@@ -165,8 +180,8 @@ class ChunkPolicy(LearnedPolicy):
         of the chunk, so its heading carries across chunks."""
         c = self.config
         self.check_started(slots, self._generators)
-        chunk = self.predict_chunk(obs_history, slots)
-        n = c.n_action_steps
+        chunk = self.predict_chunk(obs_history, slots)[:, c.keep_every - 1 :: c.keep_every]
+        n, reference_hz = c.n_action_steps // c.keep_every, reference_hz / c.keep_every
         state = np.asarray(state_of(obs_history))
         anchors = np.stack([
             self._anchors[s] if self._anchors[s] is not None else state[i, -1, : c.action_dim]

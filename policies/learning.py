@@ -64,6 +64,9 @@ class LearnedConfig(PolicyConfig):
     action_dim: int = 0
     #: pixel views the encoder reads, e.g. ("global", "local"); filled in by ``fit`` (empty in state mode)
     views: tuple[str, ...] = ()
+    #: share of the training windows kept, a random subset drawn with ``seed`` (1 = all): trains on
+    #: less data at the same rate, e.g. 20 Hz demos cut to a 5 Hz dataset's window count (0.25)
+    window_fraction: float = 1.0
 
     #: named sets of overrides: "cpu" (the defaults) and a larger "gpu" profile
     profiles: ClassVar[dict[str, dict[str, Any]]] = {"cpu": {}}
@@ -72,7 +75,13 @@ class LearnedConfig(PolicyConfig):
     LIMITS: ClassVar[dict[str, str]] = {
         "train_steps": "positive", "batch_size": "positive", "lr": "positive", "weight_decay": "non-negative",
         "warmup_steps": "non-negative", "ema_power": "positive", "eval_every": "positive", "seed": "non-negative",
-        "obs_dim": "non-negative", "action_dim": "non-negative"}
+        "obs_dim": "non-negative", "action_dim": "non-negative", "window_fraction": "positive"}
+    NEUTRAL: ClassVar[dict[str, Any]] = {"window_fraction": 1.0}
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.window_fraction > 1:
+            raise ValueError(f"{self.name}: window_fraction={self.window_fraction!r} must be in (0, 1]")
 
 
 #: evaluates a policy (its current weights) and returns a score to maximise
@@ -155,11 +164,15 @@ class LearnedPolicy(Policy):
         """The seeded start of training: the dataset's tensors on the device, a fresh network
         and its normalisers fitted to them."""
         torch.manual_seed(self.config.seed)
-        data = self.prepare(dataset)
+        data = self.training_windows(dataset)
         self.model = self.build_model().to(self.device)
         data = {k: v.to(self.device) for k, v in data.items()}
         self.initialise(data)
         return data
+
+    def training_windows(self, dataset) -> dict[str, torch.Tensor]:
+        """``prepare``'s tensors, cut to the config's ``window_fraction``."""
+        return keep_share(self.prepare(dataset), self.config.window_fraction, self.config.seed)
 
     def optimise(self, data: dict[str, torch.Tensor], steps: int, *, work_dir: str | Path | None = None,
                  validate: Validator | None = None, progress: bool = True, phase: int = 0,
@@ -296,6 +309,16 @@ def _read_saved(path: Path, work_dir: Path, read: Callable[[Path], Any]) -> Any:
     except Exception as error:  # noqa: BLE001 (safetensors, json and torch each raise their own)
         raise CheckpointError(f"{path} is missing, corrupt or incomplete ({type(error).__name__}: {error}); "
                               f"delete {work_dir} (or pass --retrain) to train it again") from None
+
+
+def keep_share(data: dict[str, torch.Tensor], fraction: float, seed: int) -> dict[str, torch.Tensor]:
+    """A seeded random ``fraction`` of the samples (at least one), in their original order."""
+    total = len(next(iter(data.values())))
+    if fraction >= 1:
+        return data
+    kept = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[: max(1, round(fraction * total))]
+    kept = kept.sort().values
+    return {key: value[kept] for key, value in data.items()}
 
 
 def set_trainable(modules: list[nn.Module], flag: bool) -> None:

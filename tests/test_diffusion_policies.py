@@ -124,3 +124,17 @@ def test_bad_configs_are_rejected():
     with pytest.raises(ValueError, match="no profile 'tpu'"):
         policies.make("dp-c", profile="tpu")
     assert policies.make("dp-c", profile="gpu").config.down_dims == (256, 512, 1024)
+
+
+def test_a_window_fraction_trains_on_a_seeded_subset_of_the_windows(two_demos):
+    """The rate-or-amount control: fewer windows of the same demos, the same ones for a seed."""
+    full = _make("dp-t").training_windows(two_demos)["actions"]
+    quarter = _make("dp-t", window_fraction=0.25).training_windows(two_demos)["actions"]
+    assert len(quarter) == round(len(full) / 4)
+    assert (quarter.flatten(1)[:, None] == full.flatten(1)[None]).all(-1).any(1).all()  # every kept row is one of them
+    assert torch.equal(quarter, _make("dp-t", window_fraction=0.25).training_windows(two_demos)["actions"])
+    assert not torch.equal(quarter, _make("dp-t", window_fraction=0.25, seed=1).training_windows(two_demos)["actions"])
+    assert _make("dp-t", window_fraction=1.0).config.identity() == _make("dp-t").config.identity()  # cached runs stay
+    for bad in (0.0, 1.5):
+        with pytest.raises(ValueError, match="window_fraction"):
+            _make("dp-t", window_fraction=bad)

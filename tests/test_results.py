@@ -309,6 +309,16 @@ def test_a_rerun_with_another_config_does_not_replace_the_published_record(tmp_p
     assert read_record(path)["metrics"]["eval_wall_s"] == 3.0
 
 
+def test_a_config_field_added_since_replaces_the_record_only_at_its_neutral_value(tmp_path):
+    """A record made before the tracker had ``interpolation`` ran straight lines: a re-run that
+    names them is the same experiment, a curve is another one."""
+    path = write_record(_record(), tmp_path)
+    write_record(_broken(lambda r: r["provenance"]["config"].update(interpolation="linear")), tmp_path)
+    with pytest.raises(RecordError, match=r"another config \(interpolation 'linear' -> 'cubic'\)"):
+        write_record(_broken(lambda r: r["provenance"]["config"].update(interpolation="cubic")), tmp_path)
+    assert read_record(path)["provenance"]["config"] == {"policy": "tracker", "interpolation": "linear"}
+
+
 def test_partial_runs_are_listed_apart_and_never_plotted(tmp_path):
     results, output = tmp_path / "results", tmp_path / "leaderboard.md"
     write_record(_record(rate=5.0), results)

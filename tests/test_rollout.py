@@ -10,6 +10,8 @@ import pytest
 import policies
 from cfbench.app.cache import SUMMARY, train_or_load
 from cfbench.app.spec import RunSpec, Workspace
+from cfbench.interface import EpisodeContext
+from policies.interpolation import upsample
 from policies.learning import LearnedPolicy
 from policies.rollout import chosen_rollout, write_choices
 
@@ -55,11 +57,34 @@ def test_a_training_setting_still_names_another_model():
 def test_only_rollout_settings_change_on_a_trained_policy():
     policy = policies.make("vq-bet")
     policy.set_rollout({"interpolation": "makima", "n_action_steps": 2})
-    assert policy.config.rollout() == {"n_action_steps": 2, "interpolation": "makima"}
+    assert policy.config.rollout() == {"n_action_steps": 2, "interpolation": "makima", "keep_every": 1}
     with pytest.raises(ValueError, match=r"\['horizon'\] are not rollout settings"):
         policies.make("dp-t").set_rollout({"horizon": 4})
     with pytest.raises(ValueError, match="n_action_steps"):
         policy.set_rollout({"n_action_steps": 9})  # more than VQ-BeT's chunk: checked like any config
+
+
+def test_keeping_every_kth_action_runs_the_chunk_as_coarse_waypoints():
+    """keep_every=4 of a 20 Hz chunk: the curve through its 5 Hz actions, carried across chunks."""
+    rng = np.random.default_rng(0)
+    policy = policies.make("dp-t", keep_every=4, interpolation="cubic", n_action_steps=8)
+    policy.config.action_dim = 2
+    first, second = rng.normal(size=(2, 1, 15, 2)).cumsum(axis=2)  # two predictions, one slot
+    predictions = iter([first, second])
+    policy.predict_chunk = lambda obs, slots: next(predictions)
+    policy.reset(0, EpisodeContext("cfbench/PassagePassing-v0", 0, 20.0))
+    obs = rng.normal(size=(1, 2, 5))
+    start = obs[:, -1, :2]
+    actions = policy.act(obs, slots=[0], reference_hz=20.0, target_hz=20.0)
+    np.testing.assert_allclose(actions, upsample(start, first[:, 3::4], 5, 20, "cubic", n_steps=2, past=start))
+    actions = policy.act(obs, slots=[0], reference_hz=20.0, target_hz=20.0)
+    np.testing.assert_allclose(actions, upsample(first[:, 7], second[:, 3::4], 5, 20, "cubic", n_steps=2,
+                                                 past=first[:, 3]))
+    with pytest.raises(ValueError, match="multiple of keep_every"):
+        policies.make("dp-t", keep_every=3, n_action_steps=8)
+    with pytest.raises(ValueError, match="keep_every=2"):
+        policies.make("dispo", keep_every=2)
+    assert "keep_every" not in policies.make("ct-t").config.rollout_fields()
 
 
 def test_the_validated_choice_is_the_default_under_the_users_overrides(tmp_path, monkeypatch):
@@ -75,8 +100,8 @@ def test_the_validated_choice_is_the_default_under_the_users_overrides(tmp_path,
     def config(policy, rates, variant="", **overrides):
         return RunSpec(policy, "PassagePassing", rates, variant, overrides).make_policy().config
 
-    assert config("dp-t", (5.0,)).rollout() == entry["settings"]
-    assert config("dp-t", (2.5,)).rollout() == {"n_action_steps": 8, "interpolation": "linear"}
+    assert config("dp-t", (5.0,)).rollout() == {**entry["settings"], "keep_every": 1}
+    assert config("dp-t", (2.5,)).rollout() == {"n_action_steps": 8, "interpolation": "linear", "keep_every": 1}
     user = config("dp-t", (5.0,), n_action_steps=2)
     assert (user.interpolation, user.n_action_steps) == ("akima", 2)
     # the paper's execution, as a declared variant, and the smooth indicator's choice per cell

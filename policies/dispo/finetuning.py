@@ -35,7 +35,7 @@ class PseudoDemoFinetuning:
         rounds = finetune_rounds(self.config)
         if not rounds:
             return history
-        originals = {k: v.to(self.device) for k, v in self.prepare(dataset).items()}
+        originals = {k: v.to(self.device) for k, v in self.training_windows(dataset).items()}
         for phase, finer in enumerate(rounds, start=1):
             data = concat_window_tensors([originals, self.pseudo_demonstrations(dataset, finer)])
             phase_dir = Path(work_dir) / f"finetune-{finer}x" if work_dir is not None else None
