@@ -23,7 +23,7 @@ from cfbench.interface import EpisodeContext
 from cfbench.protocol import mix_seed
 from cfbench.tree import state_of
 from policies.frames import FRAMES, Frame
-from policies.interpolation import InterpolationConfig, upsample
+from policies.interpolation import InterpolationConfig, mean_pose, upsample
 from policies.learning import LearnedConfig, LearnedPolicy
 
 
@@ -43,11 +43,17 @@ class ChunkConfig(InterpolationConfig, LearnedConfig):
     #: a model of fine demos executed as if it predicted coarse waypoints (a rollout setting, for
     #: the model-or-execution control of docs/coarse-waypoints.md)
     keep_every: int = 1
+    #: 0: run ``n_action_steps`` of each chunk along the curve. k >= 1: predict again at every
+    #: control step and run there the mean of the first k knots that earlier predictions placed at
+    #: it (ACT's temporal ensembling, on the source-rate knots; the first source step runs the
+    #: first chunk's curve). The in-between poses then come from predictions made at every phase
+    #: between the demos' samples, not from a curve (a rollout setting)
+    ensemble_knots: int = 0
 
     LIMITS: ClassVar[dict[str, str]] = {"n_action_steps": "positive", "resnet_width": "positive",
-                                        "keep_every": "positive"}
-    ROLLOUT: ClassVar[tuple[str, ...]] = ("n_action_steps", "keep_every")
-    NEUTRAL: ClassVar[dict[str, Any]] = {"keep_every": 1}
+                                        "keep_every": "positive", "ensemble_knots": "non-negative"}
+    ROLLOUT: ClassVar[tuple[str, ...]] = ("n_action_steps", "keep_every", "ensemble_knots")
+    NEUTRAL: ClassVar[dict[str, Any]] = {"keep_every": 1, "ensemble_knots": 0}
     FITTED: ClassVar[tuple[str, ...]] = ("state_layout",)
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"frame": FRAMES}
 
@@ -62,11 +68,16 @@ class ChunkConfig(InterpolationConfig, LearnedConfig):
     variants: ClassVar[dict[str, dict[str, Any]]] = {"straight": {"interpolation": "linear"}}
 
 
+#: how a source-rate chunk runs at the target rate, each at the value that leaves it as predicted
+SOURCE_RATE_EXECUTION = {"interpolation": "linear", "keep_every": 1, "ensemble_knots": 0}
+
+
 class TargetRateConfig:
     """What a config of a policy that emits target-rate actions itself and learns from windows at
-    several strides (DiSPo, CT-T) adds: it has no curve, so ``interpolation`` must stay "linear"
-    and ``keep_every`` 1, neither a rollout setting, and its ``augment_strides`` (declared by the
-    config, with its default) names at least one stride. Listed before the config's other bases."""
+    several strides (DiSPo, CT-T) adds: it runs no source-rate chunk, so the settings of
+    ``SOURCE_RATE_EXECUTION`` keep their neutral values and are no rollout settings, and its
+    ``augment_strides`` (declared by the config, with its default) names at least one stride.
+    Listed before the config's other bases."""
 
     #: why the policy has no curve, the start of the error a curve gets
     NO_CURVE: ClassVar[str]
@@ -75,13 +86,13 @@ class TargetRateConfig:
         super().__post_init__()
         if not self.augment_strides:
             raise ValueError("augment_strides must name at least one stride (1 = the demos' own rate)")
-        if self.interpolation != "linear":
-            raise ValueError(f"interpolation={self.interpolation!r}: {self.NO_CURVE}, it has no curve to choose")
-        if self.keep_every != 1:
-            raise ValueError(f"keep_every={self.keep_every}: {self.NO_CURVE}, it has no source-rate chunk to thin")
+        for name, neutral in SOURCE_RATE_EXECUTION.items():
+            if getattr(self, name) != neutral:
+                raise ValueError(f"{name}={getattr(self, name)!r}: {self.NO_CURVE}, it has no source-rate chunk "
+                                 "to join, thin or ensemble")
 
     def rollout_fields(self) -> tuple[str, ...]:
-        return tuple(f for f in super().rollout_fields() if f not in ("interpolation", "keep_every"))
+        return tuple(f for f in super().rollout_fields() if f not in SOURCE_RATE_EXECUTION)
 
 
 @dataclass
@@ -111,6 +122,7 @@ class ChunkPolicy(LearnedPolicy):
         self._generators: dict[int, torch.Generator] = {}
         self._anchors: dict[int, np.ndarray | None] = {}
         self._pasts: dict[int, np.ndarray | None] = {}
+        self._ensembles: dict[int, KnotEnsemble] = {}
 
     # ---------------------------------------------------------------- training
     def window_tensors(self, dataset, windows) -> dict[str, torch.Tensor]:
@@ -160,6 +172,7 @@ class ChunkPolicy(LearnedPolicy):
         self._generators[slot] = torch.Generator().manual_seed(mix_seed(self.config.seed, context.seed))
         self._anchors[slot] = None
         self._pasts[slot] = None
+        self._ensembles[slot] = KnotEnsemble()
 
     def chunk_noise(self, slots: list[int], n_actions: int, width: int | None = None) -> torch.Tensor:
         """Gaussian noise (B, n_actions, width), each row from its slot's episode generator
@@ -187,11 +200,47 @@ class ChunkPolicy(LearnedPolicy):
             self._anchors[s] if self._anchors[s] is not None else state[i, -1, : c.action_dim]
             for i, s in enumerate(slots)
         ])
+        if c.ensemble_knots:
+            return self.ensembled(anchors, chunk, slots, reference_hz, target_hz)
         pasts = np.stack([self._pasts[s] if self._pasts[s] is not None else anchors[i] for i, s in enumerate(slots)])
         for i, s in enumerate(slots):
             self._anchors[s], self._pasts[s] = chunk[i, n - 1], (chunk[i, n - 2] if n > 1 else anchors[i])
         return upsample(anchors, chunk, reference_hz, target_hz, c.interpolation, n_steps=n, past=pasts,
                         **angle_settings(c.state_layout, c.action_dim))
+
+
+    def ensembled(self, anchors: np.ndarray, chunk: np.ndarray, slots: list[int], reference_hz: float,
+                  target_hz: float) -> np.ndarray:
+        """One action per slot (B, 1, action_dim): the mean of the knots due at the next control
+        step, after this chunk's first ``ensemble_knots`` are placed at theirs."""
+        c = self.config
+        per_step = round(target_hz / reference_hz)
+        if abs(target_hz / reference_hz - per_step) > 1e-9:
+            raise ValueError(f"ensemble_knots needs a control rate that is a whole multiple of the source rate "
+                             f"(here {target_hz:g} / {reference_hz:g} Hz): knots must land on control steps")
+        angles = angle_settings(c.state_layout, c.action_dim)
+        actions = []
+        for i, slot in enumerate(slots):
+            ensemble = self._ensembles[slot]
+            if ensemble.start is None:
+                ensemble.start = upsample(anchors[i], chunk[i], reference_hz, target_hz, c.interpolation, n_steps=1,
+                                          past=anchors[i], **angles)
+            for j, knot in enumerate(chunk[i, : c.ensemble_knots]):
+                ensemble.knots.setdefault(ensemble.step + (j + 1) * per_step, []).append(knot)
+            ensemble.step += 1
+            due = ensemble.knots.pop(ensemble.step, None)
+            actions.append(mean_pose(due, **angles) if due else ensemble.start[ensemble.step - 1])
+        return np.stack(actions)[:, None]
+
+
+@dataclass
+class KnotEnsemble:
+    """A slot's temporal ensemble: control steps taken, the knots placed at later control steps
+    (step -> poses) and the first chunk's curve, run until the first knots are due."""
+
+    step: int = 0
+    knots: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    start: np.ndarray | None = None
 
 
 def angle_settings(layout: dict, pose_dim: int) -> dict[str, Any]:

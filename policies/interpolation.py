@@ -118,3 +118,14 @@ def upsample(
         return knots[:, offset + left] * (1.0 - frac) + knots[:, offset + left + 1] * frac
     times = np.arange(first, chunk.shape[1] + 1, dtype=np.float64)
     return _curve(method, times, knots)(position)
+
+
+def mean_pose(poses: np.ndarray, *, angle_dims: tuple[int, ...] = (), angle_period: float = 2 * np.pi) -> np.ndarray:
+    """The mean of poses (k, d) along the first axis; angles by their circular mean, so two
+    headings either side of the period's edge average to the edge, not to the opposite side."""
+    poses = np.asarray(poses, dtype=np.float64)
+    mean = poses.mean(axis=0)
+    for dim in angle_dims:
+        phase = poses[:, dim] * (2 * np.pi / angle_period)
+        mean[dim] = np.arctan2(np.sin(phase).mean(), np.cos(phase).mean()) * (angle_period / (2 * np.pi))
+    return mean

@@ -11,10 +11,12 @@ import policies
 from cfbench.app.cache import SUMMARY, train_or_load
 from cfbench.app.spec import RunSpec, Workspace
 from cfbench.interface import EpisodeContext
-from policies.interpolation import upsample
+from policies.interpolation import mean_pose, upsample
 from policies.learning import LearnedPolicy
 from policies.rollout import chosen_rollout, write_choices
 
+#: the diagnostic rollout settings at their neutral values: each chunk runs whole, as predicted
+UNTHINNED = {"keep_every": 1, "ensemble_knots": 0}
 TINY = {"down_dims": [8, 16], "step_embed_dim": 8, "n_groups": 4, "batch_size": 8, "warmup_steps": 2,
         "train_steps": 4, "eval_every": 4}
 
@@ -57,7 +59,7 @@ def test_a_training_setting_still_names_another_model():
 def test_only_rollout_settings_change_on_a_trained_policy():
     policy = policies.make("vq-bet")
     policy.set_rollout({"interpolation": "makima", "n_action_steps": 2})
-    assert policy.config.rollout() == {"n_action_steps": 2, "interpolation": "makima", "keep_every": 1}
+    assert policy.config.rollout() == {"n_action_steps": 2, "interpolation": "makima", **UNTHINNED}
     with pytest.raises(ValueError, match=r"\['horizon'\] are not rollout settings"):
         policies.make("dp-t").set_rollout({"horizon": 4})
     with pytest.raises(ValueError, match="n_action_steps"):
@@ -87,6 +89,39 @@ def test_keeping_every_kth_action_runs_the_chunk_as_coarse_waypoints():
     assert "keep_every" not in policies.make("ct-t").config.rollout_fields()
 
 
+def test_the_temporal_ensemble_runs_the_mean_of_the_knots_due_at_each_control_step():
+    """5 Hz knots at 20 Hz: knot j of call k (made at control step k) is due at step k + 4 (j + 1)."""
+    policy = policies.make("dp-t", ensemble_knots=2, interpolation="akima")
+    policy.config.action_dim = 2
+    calls = iter(range(100))
+
+    def predict_chunk(obs, slots):  # knot j of call k sits at (100 k + j, 0)
+        k = next(calls)
+        return np.array([[[100.0 * k + j, 0.0] for j in range(15)]])
+
+    policy.predict_chunk = predict_chunk
+    policy.reset(0, EpisodeContext("cfbench/PassagePassing-v0", 0, 20.0))
+    obs = np.zeros((1, 2, 5))
+    actions = [policy.act(obs, slots=[0], reference_hz=5.0, target_hz=20.0) for _ in range(9)]
+    assert all(a.shape == (1, 1, 2) for a in actions)
+    start = upsample(np.zeros(2), np.array([[j, 0.0] for j in range(15)]), 5, 20, "akima", n_steps=1, past=np.zeros(2))
+    np.testing.assert_allclose(np.concatenate(actions[:3])[:, 0], start[:3])  # before any knot is due
+    assert actions[3][0, 0, 0] == 0.0  # step 4: the first prediction's first knot
+    assert actions[4][0, 0, 0] == 100.0  # step 5: the second prediction's
+    assert actions[7][0, 0, 0] == (400.0 + 1.0) / 2  # step 8: call 4's first knot and call 0's second
+    with pytest.raises(ValueError, match="whole multiple"):
+        policy.act(obs, slots=[0], reference_hz=3.0, target_hz=20.0)
+    with pytest.raises(ValueError, match="ensemble_knots=1"):
+        policies.make("ct-t", ensemble_knots=1)
+
+
+def test_the_mean_pose_averages_angles_round_the_circle():
+    poses = np.array([[0.0, 1.0, np.pi - 0.1], [2.0, 3.0, -np.pi + 0.1]])
+    mean = mean_pose(poses, angle_dims=(2,))
+    np.testing.assert_allclose(mean[:2], [1.0, 2.0])
+    assert abs(abs(mean[2]) - np.pi) < 1e-9
+
+
 def test_the_validated_choice_is_the_default_under_the_users_overrides(tmp_path, monkeypatch):
     choices = tmp_path / "choices.json"
     entry = {"policy": "dp-t", "variant": "", "env": "PassagePassing", "source_hz": "5",
@@ -100,8 +135,8 @@ def test_the_validated_choice_is_the_default_under_the_users_overrides(tmp_path,
     def config(policy, rates, variant="", **overrides):
         return RunSpec(policy, "PassagePassing", rates, variant, overrides).make_policy().config
 
-    assert config("dp-t", (5.0,)).rollout() == {**entry["settings"], "keep_every": 1}
-    assert config("dp-t", (2.5,)).rollout() == {"n_action_steps": 8, "interpolation": "linear", "keep_every": 1}
+    assert config("dp-t", (5.0,)).rollout() == {**entry["settings"], **UNTHINNED}
+    assert config("dp-t", (2.5,)).rollout() == {"n_action_steps": 8, "interpolation": "linear", **UNTHINNED}
     user = config("dp-t", (5.0,), n_action_steps=2)
     assert (user.interpolation, user.n_action_steps) == ("akima", 2)
     # the paper's execution, as a declared variant, and the smooth indicator's choice per cell
