@@ -3,7 +3,7 @@
 Closed-loop success says *that* a policy cut a corner; these numbers say by how much. The
 expert is executed in the env at the target rate on the validation seeds (teacher forcing:
 the policy's actions are never executed). Whenever the policy would replan (its previous chunk
-used up, at most ``MAX_QUERIES`` times an episode) it is asked for a chunk from the observation
+used up) until the expert's motion is over, it is asked for a chunk from the observation
 history it would see there, spaced as in the evaluator, and its target-rate actions are
 compared with the expert's poses at the same times:
 
@@ -31,9 +31,6 @@ from cfbench.interface import Agent, EpisodeContext
 from cfbench.protocol import TARGET_HZ, VALIDATION_SEEDS, seed_list
 from cfbench.tree import tree_stack
 
-#: queries per episode at most: enough to cover an episode at 2.5 Hz replanning, bounded cost
-MAX_QUERIES = 8
-
 
 def probe(policy: Agent, env: str, reference_hz: float, *, target_hz: float = TARGET_HZ,
           seeds: list[int] | None = None) -> dict:
@@ -53,7 +50,7 @@ def probe(policy: Agent, env: str, reference_hz: float, *, target_hz: float = TA
             observations, left, asked = [obs], 0, 0
             for step in range(env_.unwrapped.max_episode_steps):
                 if left == 0:
-                    if asked == MAX_QUERIES:
+                    if step / target_hz >= expert.duration:  # a policy replanning often is probed throughout
                         break
                     history = tree_stack([observation_history(observations, policy.config.n_obs_steps, stride)])
                     chunk = policy.act(history, slots=[0], reference_hz=reference_hz, target_hz=target_hz)[0]

@@ -287,17 +287,18 @@ def record_filename(record: dict) -> str:
                        record["target_hz"], record["provenance"]["test_seeds"], record["train_seed"]) + ".json"
 
 
-def write_record(record: dict, results_dir: str | Path) -> Path:
+def write_record(record: dict, results_dir: str | Path, *, neutral: dict | None = None) -> Path:
     """Validate, then write atomically to the record's canonical file name under the folder's
     lock, with its LeRobot-style eval_info.json (``cfbench.eval_info``). A re-run of an experiment
     with the same config replaces its record; one whose config differs is refused: it is another
-    experiment and needs its own variant name."""
+    experiment and needs its own variant name. ``neutral``: the policy config's ``NEUTRAL``
+    values, which a field added since the record was made ran as."""
     validate(record)
     results_dir = Path(results_dir)
     path = results_dir / record_filename(record)
     with exclusive(results_dir):
         if path.exists():
-            _check_same_config(read_record(path), record, path)
+            _check_same_config(read_record(path), record, path, neutral or {})
         atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
         write_eval_info(record, path)
     return path
@@ -317,18 +318,18 @@ def check_writable(results_dir: str | Path) -> None:
                           "choose another with --results-dir") from None
 
 
-def check_replaceable(path: str | Path, config: dict) -> None:
+def check_replaceable(path: str | Path, config: dict, neutral: dict | None = None) -> None:
     """Whether a run with this policy config may write ``path``: it may replace a record of the
     same experiment run with the same config, never one with another (asked before anything of
     the run, its GIFs included, is written)."""
     path = Path(path)
     if path.exists():
-        _check_same_config(read_record(path, protocol=None), {"provenance": {"config": config}}, path)
+        _check_same_config(read_record(path, protocol=None), {"provenance": {"config": config}}, path, neutral or {})
 
 
-def _check_same_config(existing: dict, record: dict, path: Path) -> None:
+def _check_same_config(existing: dict, record: dict, path: Path, neutral: dict) -> None:
     old, new = existing["provenance"]["config"], json.loads(json.dumps(record["provenance"]["config"]))
-    neutral = _neutral_fields(new.get("policy"))  # a field added since ``old`` was made ran as its neutral value
+    neutral = json.loads(json.dumps(neutral, default=list))  # a field added since ``old`` was made ran at this
     old, new = {**neutral, **old}, {**neutral, **new}
     changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
     if changed:
@@ -336,15 +337,6 @@ def _check_same_config(existing: dict, record: dict, path: Path) -> None:
         raise RecordError(
             f"{path} records this experiment with another config ({shown}{', ...' if len(changed) > 3 else ''}); "
             "name this configuration with --variant, or write to another --results-dir")
-
-
-def _neutral_fields(policy: str | None) -> dict[str, Any]:
-    """The ``NEUTRAL`` config values of a registered policy, as JSON reads them ({} for others)."""
-    from policies import available, policy_class  # the core loads the zoo only when a record needs it
-
-    if policy not in available():
-        return {}
-    return json.loads(json.dumps(policy_class(policy).config_class.neutral(), default=list))
 
 
 def archive_dir(results_dir: str | Path, protocol: int = PROTOCOL) -> Path:

@@ -9,6 +9,7 @@ import stat
 import numpy as np
 import pytest
 
+import policies
 from cfbench.app.commands import leaderboard_main
 from cfbench.files import _FILE_MODE
 from cfbench.leaderboard.markdown import render_markdown
@@ -312,10 +313,11 @@ def test_a_rerun_with_another_config_does_not_replace_the_published_record(tmp_p
 def test_a_config_field_added_since_replaces_the_record_only_at_its_neutral_value(tmp_path):
     """A record made before the tracker had ``interpolation`` ran straight lines: a re-run that
     names them is the same experiment, a curve is another one."""
-    path = write_record(_record(), tmp_path)
-    write_record(_broken(lambda r: r["provenance"]["config"].update(interpolation="linear")), tmp_path)
+    path, neutral = write_record(_record(), tmp_path), policies.policy_class("tracker").config_class.neutral()
+    write_record(_broken(lambda r: r["provenance"]["config"].update(interpolation="linear")), tmp_path, neutral=neutral)
     with pytest.raises(RecordError, match=r"another config \(interpolation 'linear' -> 'cubic'\)"):
-        write_record(_broken(lambda r: r["provenance"]["config"].update(interpolation="cubic")), tmp_path)
+        write_record(_broken(lambda r: r["provenance"]["config"].update(interpolation="cubic")), tmp_path,
+                     neutral=neutral)
     assert read_record(path)["provenance"]["config"] == {"policy": "tracker", "interpolation": "linear"}
 
 

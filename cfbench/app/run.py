@@ -33,7 +33,7 @@ def run(spec: RunSpec, workspace: Workspace | None = None, *, results_dir: Path 
     policy, training, reference_hz = trained_policy(spec, workspace, retrain=retrain, progress=progress,
                                                     checkpoint=checkpoint)
     # whether the record may be written is decided before anything (a GIF) is written
-    check_replaceable(spec.record_path(results_dir), policy.config.to_dict())
+    check_replaceable(spec.record_path(results_dir), policy.config.to_dict(), policy.config.neutral())
     outcome = evaluate(policy, spec.env_id, reference_hz, target_hz=spec.target_hz,
                        seeds=list(range(*spec.tested_seeds)), num_envs=num_envs, vector=vector, progress=progress,
                        traces=bool(videos))
@@ -46,7 +46,7 @@ def run(spec: RunSpec, workspace: Workspace | None = None, *, results_dir: Path 
     fidelity = probe(policy, spec.env_id, reference_hz, target_hz=spec.target_hz)
     record = make_record(spec, policy, reference_hz, outcome, fidelity, training, command=command or sys.argv,
                          videos=video_files)
-    return record, write_record(record, results_dir)
+    return record, write_record(record, results_dir, neutral=policy.config.neutral())
 
 
 def trained_policy(spec: RunSpec, workspace: Workspace | None = None, *, retrain: bool = False,

@@ -56,6 +56,7 @@ from cfbench.results import (
     validate,
     write_record,
 )
+from policies import policy_class
 
 try:
     import tomllib
@@ -364,7 +365,8 @@ def main(argv: list[str]) -> int:
         nonlocal written
         if "record" in result:
             try:
-                write_record(validate(result["record"], cell.stem), args.results_dir)
+                write_record(validate(result["record"], cell.stem), args.results_dir,
+                             neutral=policy_class(cell.policy).config_class.neutral())
                 written += 1
                 return
             except RecordError as error:
