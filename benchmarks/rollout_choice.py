@@ -2,7 +2,8 @@
 
 How a trained model is executed is a hyperparameter like any other (protocol v2,
 docs/design.md section 5): for fixed-rate policies the curve through their source-rate actions
-(``interpolation``) and for every chunking policy the actions run per prediction
+(``interpolation``) and whether to ensemble their knots at every control step instead
+(``ensemble_knots``), and for every chunking policy the actions run per prediction
 (``n_action_steps``); the smooth indicator ``tracker (smooth)`` picks its curve the same way.
 For every (env, source rates) this script takes the cell's model (training seed 0, through the
 runner's checkpoint cache: trained once, with the rollout settings at their defaults), runs
@@ -12,8 +13,9 @@ the earlier candidate) and writes it to ``policies/rollout_choices.json``, where
 
 ``--search grid`` runs every combination of curve and actions per prediction;
 ``--search coordinate`` (the default) runs every curve at the default actions per prediction,
-then every actions-per-prediction with the best curve (8 for DP-T against 18): on DP-T PassagePassing 5 Hz
-both chose the same (``docs/rollout-choices.md`` lists every setting run).
+then every actions-per-prediction with the best curve (8 for DP-T against 18), then every
+ensemble size with the best of both: on DP-T PassagePassing 5 Hz grid and coordinate search chose
+the same (``docs/rollout-choices.md`` lists every setting run).
 
     python benchmarks/rollout_choice.py --policy tracker --variant smooth --env all \\
         --source-hz 2.5 5 10 20 2.5+5
@@ -50,8 +52,13 @@ from policies.rollout import CHOICES_FILE, all_choices, write_choices
 DOC = Path(__file__).resolve().parent.parent / "docs" / "rollout-choices.md"
 
 
-def axes(config, interpolants: list[str] | None, action_steps: list[int] | None, smooth_only: bool
-         ) -> dict[str, list]:
+#: knots ensembled per control step, tried by default (0: chunks run whole; 1-2 won on
+#: ButtonTouch 2.5 Hz for DP-T, docs/coarse-waypoints.md)
+ENSEMBLES = (0, 1, 2, 4)
+
+
+def axes(config, interpolants: list[str] | None, action_steps: list[int] | None, smooth_only: bool,
+         ensembles: list[int] | None = None) -> dict[str, list]:
     """The values to try of each rollout setting the config has, the default first. Actions per
     prediction: the default halved down to 2 unless given (1 costs a prediction per source step:
     a 2.5 Hz rollout then predicts eight times as often as at the default, and a 5 Hz DP-C
@@ -67,6 +74,8 @@ def axes(config, interpolants: list[str] | None, action_steps: list[int] | None,
             halvings.append(default)
             default //= 2
         values["n_action_steps"] = action_steps or halvings
+    if "ensemble_knots" in fields:
+        values["ensemble_knots"] = ensembles or list(ENSEMBLES)
     if not values:
         raise ValueError(f"{config.name} has no rollout setting to choose")
     for name, options in values.items():  # the default first: it wins ties
@@ -99,13 +108,13 @@ def label(settings: dict) -> str:
 
 
 def choose(spec: RunSpec, interpolants, action_steps, seeds: list[int], coordinate: bool = True,
-           num_envs: int = 50) -> dict:
+           num_envs: int = 50, ensembles: list[int] | None = None) -> dict:
     """The cell's validation table and choice, as a rollout_choices.json entry."""
     start = time.perf_counter()
     policy_name, env_id, rates = spec.policy, spec.env_id, spec.rates
     policy, training, reference_hz = trained_policy(spec)
     run = training["run_dir"] if training else None
-    values = axes(policy.config, interpolants, action_steps, smooth_only=policy.privileged)
+    values = axes(policy.config, interpolants, action_steps, smooth_only=policy.privileged, ensembles=ensembles)
     bar = tqdm(desc=f"{policy_name} {short_name(env_id)} {rates_label(rates)} Hz", unit="setting")
 
     def score(settings: dict) -> float:
@@ -202,6 +211,8 @@ def main() -> int:
                         help="curves to try (default: every one; the smooth ones for an indicator)")
     parser.add_argument("--n-action-steps", nargs="+", type=int, default=None,
                         help="actions per prediction to try (default: the default halved down to 2)")
+    parser.add_argument("--ensemble-knots", nargs="+", type=int, default=None,
+                        help=f"knots ensembled per control step to try (default: {' '.join(map(str, ENSEMBLES))})")
     parser.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
                         help="training config overrides (the cell's model is the one these name)")
     parser.add_argument("--search", choices=["coordinate", "grid"], default="coordinate",
@@ -225,7 +236,7 @@ def main() -> int:
     for env, text in itertools.product(envs, args.source_hz):
         spec = RunSpec(args.policy, env, parse_rates(text), args.variant, parse_overrides(args.overrides))
         entry = choose(spec, args.interpolation, args.n_action_steps, seeds, coordinate=args.search == "coordinate",
-                       num_envs=args.num_envs)
+                       num_envs=args.num_envs, ensembles=args.ensemble_knots)
         print(f"{entry['env']} {entry['source_hz']} Hz: {entry['validation_success']} -> {label(entry['settings'])}")
         entries.append(entry)
         if not args.dry_run:  # each cell as soon as it is known: an interrupted run keeps what it chose

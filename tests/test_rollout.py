@@ -191,11 +191,14 @@ def test_the_choice_search_keeps_the_default_on_ties_and_runs_each_setting_once(
     script = _choice_script()
     values = script.axes(policies.make("dp-t").config, None, None, smooth_only=False)
     assert values["n_action_steps"] == [8, 4, 2] and values["interpolation"][0] == "linear"
+    assert values["ensemble_knots"] == [0, 1, 2, 4]  # the default first: it wins ties
     assert script.axes(policies.make("vq-bet").config, None, None, False)["n_action_steps"] == [5, 2]
     assert script.axes(policies.make("dp-t", n_action_steps=1).config, None, [1, 2], False)["n_action_steps"] == [1, 2]
     smooth = script.axes(policies.make("tracker", variant="smooth").config, None, None, smooth_only=True)
     assert smooth == {"interpolation": ["cubic", "cubic-clamped", "akima", "makima", "pchip"]}
     assert script.axes(policies.make("dispo").config, None, None, False) == {"n_action_steps": [8, 4, 2]}
+
+    values = {name: values[name] for name in ("interpolation", "n_action_steps")}  # the search on two axes
 
     def score(settings):  # akima helps, fewer actions per prediction help with akima only
         calls.append(script.label(settings))
