@@ -135,8 +135,9 @@ def by_horizon(by_step: list[float], reference_hz: float, horizons: int = 8, eve
 
 
 def merge(tables: list[Path], out: Path) -> pd.DataFrame:
-    """One table from the JSON rows of several runs, in the order given; each run's markdown
-    header (beside its JSON) gives its command and its variants' overrides."""
+    """One table from the JSON rows of several runs, in the order given (a cell two runs measured,
+    once: the first run's); each run's markdown header (beside its JSON) gives its command and
+    its variants' overrides."""
     rows, commands = [], []
     for path in tables:
         header = path.with_suffix(".md").read_text().split("\n\n")[:2]
@@ -145,7 +146,7 @@ def merge(tables: list[Path], out: Path) -> pd.DataFrame:
         for row in json.loads(path.read_text()):
             rows.append({"variant": row["variant"], "overrides": overrides.get(row["variant"], ""),
                          **{k: v for k, v in row.items() if k != "variant"}})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows).drop_duplicates(["variant", "overrides", "env", "source Hz"])  # the first run's
     text = ("Ablation (validation seeds only), joined from the runs of:\n\n"
             + "\n".join(f"- {command}" for command in commands) + "\n\n" + table.to_markdown(index=False) + "\n")
     atomic_write_text(out, text)
