@@ -23,7 +23,7 @@ from cfbench.interface import EpisodeContext
 from cfbench.protocol import mix_seed
 from cfbench.tree import state_of
 from policies.frames import FRAMES, Frame
-from policies.interpolation import InterpolationConfig, mean_pose, upsample
+from policies.interpolation import InterpolationConfig, mean_pose, rate_multiple, upsample
 from policies.learning import LearnedConfig, LearnedPolicy
 
 
@@ -214,10 +214,7 @@ class ChunkPolicy(LearnedPolicy):
         """One action per slot (B, 1, action_dim): the mean of the knots due at the next control
         step, after this chunk's first ``ensemble_knots`` are placed at theirs."""
         c = self.config
-        per_step = round(target_hz / reference_hz)
-        if abs(target_hz / reference_hz - per_step) > 1e-9:
-            raise ValueError(f"ensemble_knots needs a control rate that is a whole multiple of the source rate "
-                             f"(here {target_hz:g} / {reference_hz:g} Hz): knots must land on control steps")
+        per_step = rate_multiple(reference_hz, target_hz, "ensemble_knots (its knots are due at control steps)")
         angles = angle_settings(c.state_layout, c.action_dim)
         actions = []
         for i, slot in enumerate(slots):

@@ -55,6 +55,16 @@ class InterpolationConfig:
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"interpolation": INTERPOLANTS}
 
 
+def rate_multiple(source_hz: float, target_hz: float, what: str) -> int:
+    """Target-rate steps per source step, target_hz / source_hz, which ``what`` (named in the
+    error) needs to be a whole number >= 1: its source-rate steps must land on control steps."""
+    finer = target_hz / source_hz
+    if finer < 1 or abs(finer - round(finer)) > 1e-9:
+        raise ValueError(f"{what} needs target_hz / source_hz to be a whole number >= 1 (a control rate that is a "
+                         f"whole multiple of the source rate); {target_hz:g} / {source_hz:g} Hz is not")
+    return round(finer)
+
+
 def _curve(method: str, times: np.ndarray, knots: np.ndarray):
     """The scipy interpolant through ``knots`` (B, k, d) at ``times`` (k,), along axis 1."""
     if method == "cubic":

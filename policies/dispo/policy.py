@@ -18,7 +18,8 @@ from policies.diffusion import DiffusionPolicy
 from policies.dispo.config import DiSPoConfig
 from policies.dispo.finetuning import PseudoDemoFinetuning, concat_window_tensors
 from policies.dispo.network import DiSPoNet
-from policies.dispo.step_scales import rate_multiple, rollout_step_scales, whole_actions_per_step, window_step_scales
+from policies.dispo.step_scales import DISPO_RATES, rollout_step_scales, whole_actions_per_step, window_step_scales
+from policies.interpolation import rate_multiple
 from policies.learning import phase_summary
 
 #: φ_r's tensors in a checkpoint
@@ -147,7 +148,7 @@ class DiSPo(PseudoDemoFinetuning, DiffusionPolicy):
         """Actions each slot's next chunk gives one source step: target_hz / source_hz with fixed
         step scales; with adaptive ones, φ_r's step rounded to a whole number of actions."""
         c = self.config
-        finer = rate_multiple(source_hz, target_hz)
+        finer = rate_multiple(source_hz, target_hz, DISPO_RATES)
         if not c.adaptive:
             return np.full(len(state_of(obs_history)), finer)
         action_scales = self.predicted_action_scale(obs_history, target_hz).cpu().numpy()

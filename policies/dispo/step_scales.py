@@ -22,15 +22,10 @@ import numpy as np
 import torch
 
 from cfbench.datasets import Windows
+from policies.interpolation import rate_multiple
 
-
-def rate_multiple(source_hz: float, target_hz: float) -> int:
-    """Target-rate actions per source step: target_hz / source_hz, which must be a whole number."""
-    finer = target_hz / source_hz
-    if finer < 1 or abs(finer - round(finer)) > 1e-6:
-        raise ValueError(f"DiSPo emits target_hz / source_hz actions per source step; "
-                         f"{target_hz} / {source_hz} is not a whole number >= 1")
-    return round(finer)
+#: what a DiSPo rate that is no whole multiple is refused for
+DISPO_RATES = "DiSPo (it emits target_hz / source_hz actions per source step)"
 
 
 def relative_step_scales(config, finer: int) -> np.ndarray:
@@ -50,7 +45,8 @@ def window_step_scales(config, windows: Windows, finer: int) -> torch.Tensor:
 def rollout_step_scales(config, source_hz: float, target_hz: float) -> torch.Tensor:
     """The step scales of a rollout's sequence, (tokens,): observations and past actions
     ``source_hz`` apart (r_o = ω_ref / ω_source), current and future actions ``target_hz`` apart."""
-    scales = relative_step_scales(config, rate_multiple(source_hz, target_hz)) * (config.reference_hz / source_hz)
+    finer = rate_multiple(source_hz, target_hz, DISPO_RATES)
+    scales = relative_step_scales(config, finer) * (config.reference_hz / source_hz)
     return torch.as_tensor(scales, dtype=torch.float32)
 
 
