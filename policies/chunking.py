@@ -57,25 +57,25 @@ class ChunkConfig(InterpolationConfig, LearnedConfig):
     FITTED: ClassVar[tuple[str, ...]] = ("state_layout",)
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"frame": FRAMES}
 
+    #: "straight": the paper's execution (straight lines, the default actions per prediction), where
+    #: the plain policy runs with the rollout settings the validation seeds chose for the cell
+    variants: ClassVar[dict[str, dict[str, Any]]] = {"straight": {"interpolation": "linear"}}
+
     def __post_init__(self):
         super().__post_init__()
         if self.n_action_steps % self.keep_every:
             raise ValueError(f"{self.name}: n_action_steps={self.n_action_steps} must be a multiple of "
                              f"keep_every={self.keep_every} (whole coarse steps per prediction)")
 
-    #: "straight": the paper's execution (straight lines, the default actions per prediction), where
-    #: the plain policy runs with the rollout settings the validation seeds chose for the cell
-    variants: ClassVar[dict[str, dict[str, Any]]] = {"straight": {"interpolation": "linear"}}
 
-
-#: how a source-rate chunk runs at the target rate, each at the value that leaves it as predicted
-SOURCE_RATE_EXECUTION = {"interpolation": "linear", "keep_every": 1, "ensemble_knots": 0}
+#: how a source-rate chunk runs at the target rate (each field's NEUTRAL value leaves it as predicted)
+SOURCE_RATE_EXECUTION = ("interpolation", "keep_every", "ensemble_knots")
 
 
 class TargetRateConfig:
     """What a config of a policy that emits target-rate actions itself and learns from windows at
     several strides (DiSPo, CT-T) adds: it runs no source-rate chunk, so the settings of
-    ``SOURCE_RATE_EXECUTION`` keep their neutral values and are no rollout settings, and its
+    ``SOURCE_RATE_EXECUTION`` keep their ``NEUTRAL`` values and are no rollout settings, and its
     ``augment_strides`` (declared by the config, with its default) names at least one stride.
     Listed before the config's other bases."""
 
@@ -86,8 +86,9 @@ class TargetRateConfig:
         super().__post_init__()
         if not self.augment_strides:
             raise ValueError("augment_strides must name at least one stride (1 = the demos' own rate)")
-        for name, neutral in SOURCE_RATE_EXECUTION.items():
-            if getattr(self, name) != neutral:
+        neutral = self.neutral()
+        for name in SOURCE_RATE_EXECUTION:
+            if getattr(self, name) != neutral[name]:
                 raise ValueError(f"{name}={getattr(self, name)!r}: {self.NO_CURVE}, it has no source-rate chunk "
                                  "to join, thin or ensemble")
 
@@ -207,7 +208,6 @@ class ChunkPolicy(LearnedPolicy):
             self._anchors[s], self._pasts[s] = chunk[i, n - 1], (chunk[i, n - 2] if n > 1 else anchors[i])
         return upsample(anchors, chunk, reference_hz, target_hz, c.interpolation, n_steps=n, past=pasts,
                         **angle_settings(c.state_layout, c.action_dim))
-
 
     def ensembled(self, anchors: np.ndarray, chunk: np.ndarray, slots: list[int], reference_hz: float,
                   target_hz: float) -> np.ndarray:

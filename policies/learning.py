@@ -313,9 +313,9 @@ def _read_saved(path: Path, work_dir: Path, read: Callable[[Path], Any]) -> Any:
 
 def keep_share(data: dict[str, torch.Tensor], fraction: float, seed: int) -> dict[str, torch.Tensor]:
     """A seeded random ``fraction`` of the samples (at least one), in their original order."""
-    total = len(next(iter(data.values())))
     if fraction >= 1:
         return data
+    total = len(next(iter(data.values())))
     kept = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[: max(1, round(fraction * total))]
     kept = kept.sort().values
     return {key: value[kept] for key, value in data.items()}
