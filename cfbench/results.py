@@ -298,7 +298,7 @@ def write_record(record: dict, results_dir: str | Path, *, neutral: dict | None 
     path = results_dir / record_filename(record)
     with exclusive(results_dir):
         if path.exists():
-            _check_same_config(read_record(path), record, path, neutral or {})
+            _check_same_config(read_record(path), record, path, neutral)
         atomic_write_text(path, json.dumps(record, indent=1, sort_keys=True) + "\n")
         write_eval_info(record, path)
     return path
@@ -324,12 +324,12 @@ def check_replaceable(path: str | Path, config: dict, neutral: dict | None = Non
     the run, its GIFs included, is written)."""
     path = Path(path)
     if path.exists():
-        _check_same_config(read_record(path, protocol=None), {"provenance": {"config": config}}, path, neutral or {})
+        _check_same_config(read_record(path, protocol=None), {"provenance": {"config": config}}, path, neutral)
 
 
-def _check_same_config(existing: dict, record: dict, path: Path, neutral: dict) -> None:
+def _check_same_config(existing: dict, record: dict, path: Path, neutral: dict | None) -> None:
     old, new = existing["provenance"]["config"], json.loads(json.dumps(record["provenance"]["config"]))
-    neutral = json.loads(json.dumps(neutral, default=list))  # a field added since ``old`` was made ran at this
+    neutral = json.loads(json.dumps(neutral or {}, default=list))  # a field added since ``old`` was made ran at this
     old, new = {**neutral, **old}, {**neutral, **new}
     changed = sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
     if changed:
