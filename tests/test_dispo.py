@@ -284,7 +284,7 @@ def test_windows_with_denser_actions_take_real_targets(coarse_demos):
 def test_discretization_reaches_every_scan(discretization):
     policy = policies.make("dispo", **TINY, discretization=discretization, scan_direction="bidirectional")
     net = policy.build_net(8)
-    assert {m.zoh for b in net.blocks for m in (b.mixer, b.reverse_mixer)} == {discretization == "zoh"}
+    assert {b.mixer.zoh for b in net.blocks} == {discretization == "zoh"}
 
 
 def test_declared_variants_set_their_config_and_others_are_labels():
@@ -356,3 +356,20 @@ def test_the_runs_target_rate_reaches_the_fine_tuning(tmp_path):
         "fine-tuning at 2x (5 Hz)", "fine-tuning at 4x (10 Hz)"]
     record, _ = run(replace(spec, target_hz=20.0), workspace, results_dir=tmp_path / "r", progress=False)
     assert record["training"]["phases"][-1]["name"] == "fine-tuning at 8x (20 Hz)"  # the protocol's 20 Hz
+
+
+def test_checkpoints_with_two_mixers_per_block_load_into_the_fused_layer():
+    """Checkpoints written before the fused bidirectional layer (``mixer`` and ``reverse_mixer``
+    per block) load unchanged: each block's layer holds the two mixers' weights."""
+    from policies.ssm.mamba import BidirectionalMixer, MambaMixer
+
+    net = policies.make("dispo", **TINY).build_net(8)
+    pairs = [[MambaMixer(16, d_state=4, d_conv=0) for _ in range(2)] for _ in net.blocks]
+    old_layout = {key: tensor for key, tensor in net.state_dict().items() if ".mixer." not in key}
+    for index, pair in enumerate(pairs):
+        for name, mixer in zip(("mixer", "reverse_mixer"), pair):
+            old_layout |= {f"blocks.{index}.{name}.{key}": tensor for key, tensor in mixer.state_dict().items()}
+    net.load_state_dict(old_layout)
+    for block, (forward, reverse) in zip(net.blocks, pairs):
+        for name, tensor in BidirectionalMixer.fuse_state(forward.state_dict(), reverse.state_dict()).items():
+            assert torch.equal(block.mixer.state_dict()[name], tensor), name

@@ -346,27 +346,48 @@ def test_bidirectional_scan_rejects_bad_shapes():
 
 @pytest.mark.parametrize("backend", ["auto", "reference"])
 @pytest.mark.parametrize("zoh", [False, True], ids=["euler", "zoh"])
-def test_bidirectional_mix_equals_two_mixers_over_flipped_tokens(monkeypatch, backend, zoh):
+def test_bidirectional_mixer_equals_two_mixers_over_flipped_tokens(monkeypatch, backend, zoh):
     """DiSPo's bidirectional block: one layer of twice the width computes what the two mixers
     compute on the tokens and on the flipped tokens, gradients included (fused kernel, and the
     two-call path that CUDA and the reference take)."""
-    from policies.ssm.mamba import MambaMixer, bidirectional_mix
+    from policies.ssm.mamba import BidirectionalMixer, MambaMixer
 
     monkeypatch.setenv(scan.BACKEND_VARIABLE, backend)
     torch.manual_seed(0)
     forward, reverse = (MambaMixer(16, d_state=4, d_conv=0, zoh=zoh) for _ in range(2))
+    fused = BidirectionalMixer(16, d_state=4, zoh=zoh)
+    fused.load_state_dict(BidirectionalMixer.fuse_state(forward.state_dict(), reverse.state_dict()))
     hidden = torch.randn(3, 7, 16, requires_grad=True)
     step_scale = torch.rand(3, 7) + 0.2
     step_scale[:, -2:] = 0
-    leaves = [hidden, *forward.parameters(), *reverse.parameters()]
     expected = forward(hidden, step_scale) + reverse(hidden.flip(1), step_scale.flip(-1)).flip(1)
-    expected_grads = torch.autograd.grad(expected.square().sum(), leaves)
-    out = bidirectional_mix(forward, reverse, hidden, step_scale)
+    expected.square().sum().backward()
+    out = fused(hidden, step_scale)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
-    for got, want in zip(torch.autograd.grad(out.square().sum(), leaves), expected_grads):
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="conv1d"):
-        bidirectional_mix(MambaMixer(16, d_state=4), reverse, hidden, step_scale)
+    expected_grad = hidden.grad.clone()
+    hidden.grad = None
+    out.square().sum().backward()
+    torch.testing.assert_close(hidden.grad, expected_grad, rtol=1e-5, atol=1e-5)
+    grads = lambda mixer: {name: p.grad for name, p in mixer.named_parameters()}  # noqa: E731
+    expected_grads = BidirectionalMixer.fuse_state(grads(forward), grads(reverse))
+    for name, parameter in fused.named_parameters():
+        torch.testing.assert_close(parameter.grad, expected_grads[name], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_bidirectional_mixer_is_initialised_as_its_two_mixers():
+    """Built from the same random state, the fused layer holds exactly the two mixers' weights
+    (so the fused layer did not change DiSPo's initialisation), out_proj rescaled per direction."""
+    from policies.ssm.mamba import BidirectionalMixer, MambaMixer, rescale_residual_projections
+
+    torch.manual_seed(1)
+    pair = torch.nn.ModuleList(MambaMixer(16, d_state=4, d_conv=0) for _ in range(2))
+    rescale_residual_projections(pair, n_layer=4)
+    torch.manual_seed(1)
+    fused = BidirectionalMixer(16, d_state=4)
+    rescale_residual_projections(fused, n_layer=4)
+    expected = BidirectionalMixer.fuse_state(pair[0].state_dict(), pair[1].state_dict())
+    for name, tensor in fused.state_dict().items():
+        torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0, msg=name)
 
 
 def test_cuda_path_takes_mamba_ssm_kernel_when_it_imports(monkeypatch):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from policies.modules import StepEncoder
-from policies.ssm.mamba import MambaMixer, bidirectional_mix, rescale_residual_projections
+from policies.ssm.mamba import BidirectionalMixer, MambaMixer, rescale_residual_projections
 
 
 class DiSPoBlock(nn.Module):
@@ -19,18 +19,24 @@ class DiSPoBlock(nn.Module):
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(d_model, 3 * d_model))
         nn.init.zeros_(self.modulation[1].weight)  # every block starts as the identity
         nn.init.zeros_(self.modulation[1].bias)
-        self.mixer = MambaMixer(d_model, d_state=d_state, d_conv=0, expand=expand, zoh=zoh)
-        self.reverse_mixer = (MambaMixer(d_model, d_state=d_state, d_conv=0, expand=expand, zoh=zoh)
-                              if bidirectional else None)
+        self.mixer = (BidirectionalMixer(d_model, d_state=d_state, expand=expand, zoh=zoh) if bidirectional
+                      else MambaMixer(d_model, d_state=d_state, d_conv=0, expand=expand, zoh=zoh))
 
     def forward(self, tokens: torch.Tensor, step: torch.Tensor, step_scale: torch.Tensor) -> torch.Tensor:
         shift, scale, gate = self.modulation(step)[:, None].chunk(3, dim=-1)
         hidden = self.norm(tokens) * (1 + scale) + shift
-        if self.reverse_mixer is None:
-            mixed = self.mixer(hidden, step_scale)
-        else:
-            mixed = bidirectional_mix(self.mixer, self.reverse_mixer, hidden, step_scale)
-        return tokens + gate * mixed
+        return tokens + gate * self.mixer(hidden, step_scale)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args):
+        """Checkpoints written before the fused bidirectional layer hold its two directions as
+        two mixers, ``mixer`` and ``reverse_mixer``: fused here, so they load unchanged."""
+        forward, reverse = f"{prefix}mixer.", f"{prefix}reverse_mixer."
+        if any(key.startswith(reverse) for key in state_dict):
+            take = lambda start: {key[len(start):]: state_dict.pop(key)  # noqa: E731
+                                  for key in list(state_dict) if key.startswith(start)}
+            fused = BidirectionalMixer.fuse_state(take(forward), take(reverse))
+            state_dict.update({forward + name: tensor for name, tensor in fused.items()})
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
 
 class DiSPoNet(nn.Module):

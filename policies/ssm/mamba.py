@@ -87,31 +87,63 @@ class MambaMixer(nn.Module):
                               zoh=self.zoh, step_scale=step_scale)
         return self.out_proj(y.transpose(1, 2))
 
+    def residual_projections(self) -> tuple[torch.Tensor, ...]:
+        """The weights mamba-ssm shrinks by depth (``rescale_residual_projections``)."""
+        return (self.out_proj.weight,)
 
-def bidirectional_mix(forward: MambaMixer, reverse: MambaMixer, hidden: torch.Tensor,
-                      step_scale: torch.Tensor | None = None) -> torch.Tensor:
-    """forward(h, r) + flip(reverse(flip(h), flip(r))): two mixers without conv1d over the two
-    time directions, computed as one layer of twice the width. Every projection acts token by
-    token, so the reverse mixer's can run on the unflipped tokens; the scan then runs its half
-    of the channels backward in time (``selective_scan_bidirectional``). Half the matmuls and
-    scan calls of two mixers and no flipped copies; the same parameters, so checkpoints of
-    either form load into the other."""
-    if forward.conv1d is not None or reverse.conv1d is not None:
-        raise ValueError("bidirectional_mix needs mixers without conv1d (d_conv=0)")
-    inner = forward.in_proj.out_features // 2
-    w_forward, w_reverse = forward.in_proj.weight, reverse.in_proj.weight
-    in_weight = torch.cat([w_forward[:inner], w_reverse[:inner], w_forward[inner:], w_reverse[inner:]])
-    x, z = nn.functional.linear(hidden, in_weight).split(2 * inner, dim=-1)  # (batch, L, 2 inner): [forward, reverse]
-    x = nn.functional.silu(x)
-    rank, n = forward.dt_rank, forward.d_state
-    parts = [mixer.x_proj(half).split([rank, n, n], dim=-1) for mixer, half in zip((forward, reverse), x.chunk(2, -1))]
-    dt = nn.functional.linear(torch.cat([parts[0][0], parts[1][0]], dim=-1),
-                              torch.block_diag(forward.dt_proj.weight, reverse.dt_proj.weight))
-    B, C = (torch.stack([parts[0][i], parts[1][i]], dim=1) for i in (1, 2))  # (batch, 2, L, N)
-    y = selective_scan_bidirectional(
-        x, dt, -torch.exp(torch.cat([forward.A_log, reverse.A_log])), B, C, torch.cat([forward.D, reverse.D]), z,
-        torch.cat([forward.dt_proj.bias, reverse.dt_proj.bias]), zoh=forward.zoh, step_scale=step_scale)
-    return nn.functional.linear(y, torch.cat([forward.out_proj.weight, reverse.out_proj.weight], dim=1))
+
+class BidirectionalMixer(nn.Module):
+    """Two Mamba mixers without conv1d over the two time directions, stored and computed as one
+    layer of twice the width: forward(h, r) + flip(reverse(flip(h), flip(r))). Every projection
+    acts token by token, so the reverse mixer's can run on the unflipped tokens; the scan then
+    runs its half of the channels backward in time (``selective_scan_bidirectional``). Half the
+    matmuls and scan calls of two mixers, no flipped copies, and the two directions' weights kept
+    side by side, so no step concatenates them. Initialised as the two mixers it stands for."""
+
+    def __init__(self, d_model: int, d_state: int = 16, expand: int = 2, zoh: bool = False):
+        super().__init__()
+        forward, reverse = (MambaMixer(d_model, d_state=d_state, d_conv=0, expand=expand, zoh=zoh) for _ in range(2))
+        self.zoh, self.d_state, self.dt_rank = zoh, d_state, forward.dt_rank
+        self.d_inner = expand * d_model
+        for name, tensor in self.fuse_state(forward.state_dict(), reverse.state_dict()).items():
+            self.register_parameter(name, nn.Parameter(tensor))
+
+    @staticmethod
+    def fuse_state(forward: dict[str, torch.Tensor], reverse: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Two ``MambaMixer`` state dicts (no conv1d) as this layer's parameters: in_proj rows
+        [x forward, x reverse, z forward, z reverse]; x_proj and dt_proj stacked by direction;
+        A_log, D, the step bias and out_proj's input columns [forward, reverse]."""
+        x_forward, z_forward = forward["in_proj.weight"].chunk(2)
+        x_reverse, z_reverse = reverse["in_proj.weight"].chunk(2)
+        both = lambda name, dim=0: torch.cat([forward[name], reverse[name]], dim=dim)  # noqa: E731
+        return {
+            "in_proj_weight": torch.cat([x_forward, x_reverse, z_forward, z_reverse]),
+            "x_proj_weight": torch.stack([forward["x_proj.weight"], reverse["x_proj.weight"]]),
+            "dt_proj_weight": torch.stack([forward["dt_proj.weight"], reverse["dt_proj.weight"]]),
+            "dt_proj_bias": both("dt_proj.bias"),
+            "A_log": both("A_log"),
+            "D": both("D"),
+            "out_proj_weight": both("out_proj.weight", dim=1),
+        }
+
+    def residual_projections(self) -> tuple[torch.Tensor, ...]:
+        """out_proj's two directions' columns, each initialised as the mixer it stands for."""
+        return self.out_proj_weight.split(self.d_inner, dim=1)
+
+    def forward(self, hidden: torch.Tensor, step_scale: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden: (batch, L, d_model); step_scale r: None, a number, (L,) or (batch, L)."""
+        batch, length, _ = hidden.shape
+        x, z = nn.functional.linear(hidden, self.in_proj_weight).split(2 * self.d_inner, dim=-1)
+        x = nn.functional.silu(x)  # (batch, L, 2 inner): [forward, reverse]
+        by_direction = x.reshape(batch * length, 2, self.d_inner).transpose(0, 1)  # (2, tokens, inner)
+        dt, B, C = torch.bmm(by_direction, self.x_proj_weight.transpose(1, 2)).split(
+            [self.dt_rank, self.d_state, self.d_state], dim=-1)
+        dt = torch.bmm(dt, self.dt_proj_weight.transpose(1, 2))  # (2, tokens, inner); bias added in the scan
+        dt = dt.transpose(0, 1).reshape(batch, length, 2 * self.d_inner)
+        B, C = (m.reshape(2, batch, length, self.d_state).transpose(0, 1) for m in (B, C))  # (batch, 2, L, N)
+        y = selective_scan_bidirectional(x, dt, -torch.exp(self.A_log), B, C, self.D, z, self.dt_proj_bias,
+                                         zoh=self.zoh, step_scale=step_scale)
+        return nn.functional.linear(y, self.out_proj_weight)
 
 
 def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -142,8 +174,9 @@ class MambaBlock(nn.Module):
 def rescale_residual_projections(module: nn.Module, n_layer: int) -> None:
     """mamba-ssm's GPT-2-style init: each block's out_proj shrunk by 1/sqrt(n_layer), so the
     residual stream does not grow with depth."""
-    for name, parameter in module.named_parameters():
-        if name.endswith("out_proj.weight"):
-            nn.init.kaiming_uniform_(parameter, a=math.sqrt(5))
-            with torch.no_grad():
-                parameter /= math.sqrt(n_layer)
+    for layer in module.modules():
+        if isinstance(layer, MambaMixer | BidirectionalMixer):
+            for weight in layer.residual_projections():
+                nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+                with torch.no_grad():
+                    weight /= math.sqrt(n_layer)
