@@ -47,7 +47,7 @@ from cfbench.leaderboard.standings import gain_over, success_summary
 from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
 from cfbench.results import format_label, provenance, read_all
 from policies.interpolation import INTERPOLANTS, SMOOTH_INTERPOLANTS
-from policies.rollout import CHOICES_FILE, all_choices, choice_entry, write_choices
+from policies.rollout import CHOICES_FILE, all_choices, write_choices
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "rollout-choices.md"
 
@@ -83,12 +83,11 @@ def axes(config, interpolants: list[str] | None, action_steps: list[int] | None,
     return values
 
 
-def search(values: dict[str, list], score, coordinate: bool,
-           known: dict[str, float] | None = None) -> tuple[dict, dict[str, float]]:
-    """The best setting and every score run or ``known`` (label -> validation success %). Grid:
-    every combination; coordinate: one setting at a time, in order, the others at their best so
-    far. Ties go to the earlier candidate (the defaults come first)."""
-    table: dict[str, float] = dict(known or {})
+def search(values: dict[str, list], score, coordinate: bool) -> tuple[dict, dict[str, float]]:
+    """The best setting and every score run (label -> validation success %). Grid: every
+    combination; coordinate: one setting at a time, in order, the others at their best so far.
+    Ties go to the earlier candidate (the defaults come first)."""
+    table: dict[str, float] = {}
 
     def best_of(options: list[dict]) -> dict:
         for settings in options:
@@ -108,32 +107,14 @@ def label(settings: dict) -> str:
     return " ".join(f"{k}={v}" for k, v in settings.items())
 
 
-def stored_scores(entry: dict | None, values: dict[str, list], defaults: dict, run_dir, seeds: list[int]) -> dict:
-    """A stored choice's validation numbers in this search's labels, where they were measured on
-    the same model and seeds (evaluation is deterministic, so they need not run again); a
-    setting they lack (an axis added since) is read at its default, as it then ran."""
-    if entry is None or entry["run_dir"] != run_dir or entry["validation_seeds"] != [seeds[0], seeds[-1] + 1]:
-        return {}
-    scores = {}
-    for text, success in entry["validation_success"].items():
-        settings = dict(item.split("=", 1) for item in text.split())
-        if set(settings) - set(values):
-            continue
-        scores[label({name: settings.get(name, str(defaults[name])) for name in values})] = success
-    return scores
-
-
 def choose(spec: RunSpec, interpolants, action_steps, seeds: list[int], coordinate: bool = True,
-           num_envs: int = 50, ensembles: list[int] | None = None, reuse: bool = False) -> dict:
-    """The cell's validation table and choice, as a rollout_choices.json entry; with ``reuse``,
-    the settings the stored entry already ran on this model are not run again."""
+           num_envs: int = 50, ensembles: list[int] | None = None) -> dict:
+    """The cell's validation table and choice, as a rollout_choices.json entry."""
     start = time.perf_counter()
     policy_name, env_id, rates = spec.policy, spec.env_id, spec.rates
     policy, training, reference_hz = trained_policy(spec)
     run = training["run_dir"] if training else None
     values = axes(policy.config, interpolants, action_steps, smooth_only=policy.privileged, ensembles=ensembles)
-    stored = choice_entry(policy_name, spec.variant, short_name(env_id), rates) if reuse else None
-    known = stored_scores(stored, values, policy.config.training_rollout(), run, seeds)
     bar = tqdm(desc=f"{policy_name} {short_name(env_id)} {rates_label(rates)} Hz", unit="setting")
 
     def score(settings: dict) -> float:
@@ -142,14 +123,14 @@ def choose(spec: RunSpec, interpolants, action_steps, seeds: list[int], coordina
         bar.update(1)
         return round(100 * outcome["metrics"]["success_rate"], 1)
 
-    best, table = search(values, score, coordinate, known)
+    best, table = search(values, score, coordinate)
     bar.close()
     made = provenance(["python", *sys.argv], (seeds[0], seeds[-1] + 1), {})
-    reused = {"reused_from": stored["made_by"]} if known else {}
-    return {**reused,
+    return {
         "policy": policy_name, "variant": spec.variant, "env": short_name(env_id), "source_hz": rates_label(rates),
         "settings": best, "validation_success": table, "search": "coordinate" if coordinate else "grid",
         "validation_seeds": [seeds[0], seeds[-1] + 1], "train_seed": 0, "run_dir": run,
+        "weights_sha256": training["weights_sha256"] if training else None,
         "made_by": {**{k: made[k] for k in ("command", "git_commit", "git_dirty", "shared_with")},
                     "date": datetime.now(timezone.utc).strftime("%Y-%m-%d"),
                     "seconds": round(time.perf_counter() - start)},
@@ -242,9 +223,6 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--num-envs", type=int, default=50,
                         help="episodes run side by side (rollouts do not depend on batching; more is faster)")
-    parser.add_argument("--reuse", action="store_true",
-                        help="keep the validation numbers the stored choice measured on the same model and seeds; "
-                             "run only settings it lacks (such as a rollout setting added since)")
     parser.add_argument("--dry-run", action="store_true", help="print the choices without writing them")
     parser.add_argument("--render", action="store_true", help=f"only redraw {DOC.name} from the choices file")
     args = parser.parse_args()
@@ -259,7 +237,7 @@ def main() -> int:
     for env, text in itertools.product(envs, args.source_hz):
         spec = RunSpec(args.policy, env, parse_rates(text), args.variant, parse_overrides(args.overrides))
         entry = choose(spec, args.interpolation, args.n_action_steps, seeds, coordinate=args.search == "coordinate",
-                       num_envs=args.num_envs, ensembles=args.ensemble_knots, reuse=args.reuse)
+                       num_envs=args.num_envs, ensembles=args.ensemble_knots)
         print(f"{entry['env']} {entry['source_hz']} Hz: {entry['validation_success']} -> {label(entry['settings'])}")
         entries.append(entry)
         if not args.dry_run:  # each cell as soon as it is known: an interrupted run keeps what it chose

@@ -213,32 +213,3 @@ def test_the_choice_search_keeps_the_default_on_ties_and_runs_each_setting_once(
     assert script.search(values, score, coordinate=False)[0] == best and len(calls) == 18
     flat = lambda settings: 1.0  # noqa: E731  (nothing helps: the defaults stay)
     assert script.search(values, flat, coordinate=True)[0] == {"interpolation": "linear", "n_action_steps": 8}
-
-
-def test_a_stored_choice_seeds_the_search_where_it_ran_the_same_model_and_seeds():
-    """--reuse: the settings a stored choice ran on the same model and validation seeds are not
-    run again; an axis added since is read at its default; another model's numbers are ignored."""
-    script = _choice_script()
-    values = script.axes(policies.make("dp-t").config, ["linear", "akima"], [8, 4], smooth_only=False)
-    defaults = policies.make("dp-t").config.training_rollout()
-    stored = {"run_dir": "checkpoints/a", "validation_seeds": [10000, 10050], "validation_success": {
-        "interpolation=linear n_action_steps=8": 2.0, "interpolation=akima n_action_steps=8": 6.0,
-        "interpolation=akima n_action_steps=4": 4.0, "interpolation=akima keep_every=2 n_action_steps=8": 9.0}}
-    seeds = list(range(10000, 10050))
-    known = script.stored_scores(stored, values, defaults, "checkpoints/a", seeds)
-    assert known == {"interpolation=linear n_action_steps=8 ensemble_knots=0": 2.0,
-                     "interpolation=akima n_action_steps=8 ensemble_knots=0": 6.0,
-                     "interpolation=akima n_action_steps=4 ensemble_knots=0": 4.0}
-    assert script.stored_scores(stored, values, defaults, "checkpoints/b", seeds) == {}
-    assert script.stored_scores(stored, values, defaults, "checkpoints/a", seeds[:10]) == {}
-
-    calls = []
-
-    def score(settings):
-        calls.append(script.label(settings))
-        return 8.0 if settings["ensemble_knots"] == 2 else 1.0
-
-    best, table = script.search(values, score, coordinate=True, known=known)
-    assert calls == [f"interpolation=akima n_action_steps=8 ensemble_knots={k}" for k in (1, 2, 4)]
-    assert best == {"interpolation": "akima", "n_action_steps": 8, "ensemble_knots": 2}
-    assert set(known) < set(table)
