@@ -418,8 +418,7 @@ def provenance(command: list[str], test_seeds: tuple[int, int], config: dict) ->
     from cfbench import __version__
 
     return {
-        "git_commit": _git("rev-parse", "HEAD") or "unknown",
-        "git_dirty": code_dirty(),
+        **code_version(),
         "command": " ".join(command),
         "test_seeds": list(test_seeds),
         "config": config,
@@ -447,6 +446,11 @@ def _cpu_count() -> int:
 #: what runs write into a checkout: changes there say nothing about the code that made a record
 #: (the rollout choices are measured settings, and a record's config says which ones it ran)
 GENERATED = ("results", "leaderboard.md", "policies/rollout_choices.json", "docs/rollout-choices.md")
+
+
+def code_version() -> dict[str, Any]:
+    """The commit the code runs from, and whether tracked files differ from it (``code_dirty``)."""
+    return {"git_commit": _git("rev-parse", "HEAD") or "unknown", "git_dirty": code_dirty()}
 
 
 def code_dirty(cwd: Path | None = None) -> bool:

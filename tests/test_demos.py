@@ -155,6 +155,9 @@ def test_demos_on_validation_or_test_seeds_are_refused_for_training(tmp_path, ca
     summary = json.loads((run / "summary.json").read_text())
     assert (record["training"]["weights_sha256"], record["training"]["config_sha256"]) == (
         summary["weights_sha256"], summary["config_sha256"])
+    # and the commit that trained it, which a record tested at a later commit keeps
+    assert record["training"]["trained_at"] == summary["trained_at"] == {
+        key: record["provenance"][key] for key in ("git_commit", "git_dirty")}
 
 
 def test_demos_stored_under_another_envs_id_are_named(tmp_path):

@@ -4,7 +4,7 @@ A run is identified by the policy's config and the exact demo files it learns fr
 ``checkpoints/<Env>/<policy>/<rates>hz/<key>/`` (``spec.run_dir``) holds the resumable training
 state, the best validated weights and, once finished, ``policy/`` (config.json +
 model.safetensors) and ``summary.json`` (learning and validation curves, the SHA-256 of the
-weights and the config). Asking again for a finished run checks and loads it; an interrupted
+weights and the config, the commit that trained it). Asking again for a finished run checks and loads it; an interrupted
 run resumes where its last evaluation left it. A policy whose first phase can be shared by runs
 differing only in later settings (DiSPo's pretraining) trains it in a ``pretraining-<key>``
 folder beside the run folders, which the cache names and passes to it.
@@ -25,13 +25,14 @@ from cfbench.datasets import DemoDataset, seed_span
 from cfbench.evaluate import evaluate
 from cfbench.files import CheckpointError, atomic_write_text
 from cfbench.protocol import TARGET_HZ, VALIDATION_SEEDS, seed_list
+from cfbench.results import code_version
 from policies.base import CONFIG_FILE, WEIGHTS_FILE
 
 SUMMARY = "summary.json"
 POLICY_DIR = "policy"
 #: what a record keeps of a training run's summary
 TRAINING_FIELDS = ("run_dir", "best_step", "best_score", "validation", "losses", "train_seconds",
-                   "validation_seeds", "demo_seeds", "phases", "weights_sha256", "config_sha256")
+                   "validation_seeds", "demo_seeds", "phases", "weights_sha256", "config_sha256", "trained_at")
 
 
 def train_or_load(spec: RunSpec, workspace: Workspace | None = None, *, dataset: DemoDataset | None = None,
@@ -82,7 +83,8 @@ def train_or_load(spec: RunSpec, workspace: Workspace | None = None, *, dataset:
     summary = {"run_dir": paths.shown(work), "validation_seeds": [seeds[0], seeds[-1] + 1] if seeds else [],
                "demo_seeds": demo_seeds,
                **history, "weights_sha256": sha256(work / POLICY_DIR / WEIGHTS_FILE),
-               "config_sha256": sha256(work / POLICY_DIR / CONFIG_FILE)}
+               "config_sha256": sha256(work / POLICY_DIR / CONFIG_FILE),
+               "trained_at": code_version()}  # a record tested later, at another commit, says where its model came from
     atomic_write_text(work / SUMMARY, json.dumps(summary, indent=1))
     policy.set_rollout(rollout)
     return policy, summary
