@@ -138,7 +138,7 @@ def choose(spec: RunSpec, interpolants, action_steps, seeds: list[int], coordina
 
 
 def test_rows(group: list[dict], records: list[dict]) -> dict[str, dict]:
-    """For the cells whose records are published: test success with the chosen settings and with
+    """For the cells whose records ran the chosen settings: test success with them and with
     the paper's straight lines (the same model, ``--variant straight``), their paired difference,
     and the smooth indicator's."""
     def find(policy, variant, entry):
@@ -153,8 +153,9 @@ def test_rows(group: list[dict], records: list[dict]) -> dict[str, dict]:
     rows = {}
     for entry in group:
         chosen, straight = find(entry["policy"], entry["variant"], entry), find(entry["policy"], "straight", entry)
-        if chosen is None or straight is None:
-            continue
+        ran = chosen["provenance"]["config"] if chosen else {}
+        if straight is None or not ran or any(str(ran.get(name)) != str(v) for name, v in entry["settings"].items()):
+            continue  # no record yet, or one that ran another choice
         test = gain_over([chosen], straight)
         smooth = find("tracker", "smooth", entry)
         rows[f"{entry['env']} {entry['source_hz']} Hz"] = {
@@ -204,7 +205,7 @@ def render(entries: list[dict], records: list[dict] = ()) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--policy", required=True)
+    parser.add_argument("--policy", help="the policy to choose for (required unless --render)")
     parser.add_argument("--variant", default="")
     parser.add_argument("--env", nargs="+", default=["all"])
     parser.add_argument("--source-hz", nargs="+", default=["2.5", "5"])
@@ -230,6 +231,8 @@ def main() -> int:
         atomic_write_text(DOC, render(all_choices(), read_all(paths.results_dir(), allow_empty=True)))
         print(f"wrote {paths.shown(DOC)}")
         return 0
+    if args.policy is None:
+        parser.error("--policy is required (unless --render)")
     set_threads(args.threads)
     envs = list(ENV_IDS) if args.env == ["all"] else args.env
     seeds = seed_list(VALIDATION_SEEDS)[: args.episodes]
