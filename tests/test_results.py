@@ -440,6 +440,13 @@ def test_a_learned_record_is_verified_with_the_checkpoint_it_names(tmp_path, cap
     assert "give its checkpoint with --checkpoint DIR" in capsys.readouterr().err
     leaderboard_main(["--results-dir", str(tmp_path / "r"), "--verify", str(path), "--checkpoint", str(policy_dir)])
     assert "all 3 test episodes identical" in capsys.readouterr().out
+    # the board names the commit that trained the model beside the one that tested it
+    trained = record["training"]["trained_at"]
+    row = [line for line in render_markdown([record]).splitlines() if line.startswith(f"| `{path.name}`")][-1]
+    assert row.split(" | ")[1:3] == [trained["git_commit"][:10] + "+dirty" * trained["git_dirty"]] * 2
+    untracked = copy.deepcopy(record)
+    del untracked["training"]["trained_at"]  # a model trained before summaries named the commit
+    assert " | not recorded | " in render_markdown([untracked])
     other = tmp_path / "other"
     shutil.copytree(policy_dir, other)
     (other / "model.safetensors").write_bytes(b"not these weights")

@@ -91,13 +91,22 @@ def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}", p
                       f"counts: {repeated:.2f} h of the train total is such a pretraining counted again.", ""]
     lines += ["## Provenance", "",
               "Verified: the record's test episodes were re-run with the checkpoint it names by SHA-256 and came",
-              "out identical (`cfbench-leaderboard --verify RECORD --checkpoint DIR`).", "",
-              "| record | commit | command | verified |", "|---|---|---|---|"]
+              "out identical (`cfbench-leaderboard --verify RECORD --checkpoint DIR`). Model trained at: the",
+              "commit that trained the checkpoint, which a run loads from the cache when one with the same",
+              "key (config, demo files, seed) exists; \"not recorded\" for models trained before summaries",
+              "named it.", "",
+              "| record | commit | model trained at | command | verified |", "|---|---|---|---|---|"]
     for record in sorted(records, key=record_filename):
-        p = record["provenance"]
-        commit = p["git_commit"][:10] + ("+dirty" if p["git_dirty"] else "")
+        p, training = record["provenance"], record.get("training") or {}
+        trained = (_commit(training["trained_at"]) if "trained_at" in training
+                   else "not recorded" if training else "–")
         check = (verified or {}).get(record_filename(record))
-        mark = (f"✓ {check['date']}" if check and check.get("weights_sha256") == (record.get("training") or {}).get(
-            "weights_sha256") else "")
-        lines.append(f"| `{record_filename(record)}` | {commit} | `{p['command'].replace('|', '&#124;')}` | {mark} |")
+        mark = f"✓ {check['date']}" if check and check.get("weights_sha256") == training.get("weights_sha256") else ""
+        lines.append(f"| `{record_filename(record)}` | {_commit(p)} | {trained} | "
+                     f"`{p['command'].replace('|', '&#124;')}` | {mark} |")
     return "\n".join(lines) + "\n"
+
+
+def _commit(made: dict) -> str:
+    """A git_commit / git_dirty pair as the page shows it: 10 characters, +dirty."""
+    return made["git_commit"][:10] + ("+dirty" if made["git_dirty"] else "")
