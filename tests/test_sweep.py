@@ -106,6 +106,8 @@ def test_a_cell_with_a_record_is_done_and_listed_so(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "2 cells: 1 done, 1 to run" in out
     assert "__20hz__to20hz__seeds20000-20003__train0" in out.split(" done\n")[0]
+    commit = json.loads(cells[0].record_path(results).read_text())["provenance"]["git_commit"][:10]
+    assert f"done cells come from 1 commit: {commit} (1)" in out  # a board from one commit says so
 
     record_path = cells[0].record_path(results)
     record = json.loads(record_path.read_text())

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 from tqdm import tqdm
@@ -355,6 +356,10 @@ def main(argv: list[str]) -> int:
         if dirty:
             print(f"{len(dirty)} done cells come from uncommitted code: rerun them from a clean commit for a "
                   "reproducible board")
+        if finished:
+            commits = Counter(record["provenance"]["git_commit"][:10] for record in finished.values())
+            print(f"done cells come from {len(commits)} commit{'s' * (len(commits) > 1)}: "
+                  + ", ".join(f"{commit} ({count})" for commit, count in commits.most_common()))
         return 0
 
     args.threads = args.threads or max(1, free_cores() // args.jobs)  # the cores free as the cells start
