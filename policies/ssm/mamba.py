@@ -3,7 +3,9 @@
 ``MambaMixer`` is the selective-SSM layer of Mamba (Gu & Dao 2023): in_proj to (x, z),
 optional depthwise causal conv1d, x_proj to (dt, B, C), dt_proj, A_log, D, out_proj, with
 mamba-ssm's initialisation. Passing ``step_scale`` r stretches each token's step size,
-Δ = r · softplus(dt + bias) (DiSPo); without it the layer is plain Mamba.
+Δ = r · softplus(dt + bias) (DiSPo); without it the layer is plain Mamba. ``BidirectionalMixer``
+is two of them, without conv1d, over the two time directions, stored and run as one layer
+(DiSPo's bidirectional blocks).
 """
 
 from __future__ import annotations
