@@ -284,6 +284,10 @@ class LearnedPolicy(Policy):
         def restore(path: Path) -> dict:
             tensors = tensors_from_bytes(path.read_bytes())
             self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            saved = [tensors.get(f"ema.{i}") for i in range(len(ema.shadow_params))]
+            if f"ema.{len(saved)}" in tensors or any(
+                    s is None or s.shape != p.shape for s, p in zip(saved, ema.shadow_params)):
+                raise ValueError("its parameters are not this model's (saved by another version of the code)")
             for i, shadow in enumerate(ema.shadow_params):
                 shadow.copy_(tensors[f"ema.{i}"])
             ema.optimization_step = meta["ema_steps"]

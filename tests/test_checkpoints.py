@@ -49,6 +49,20 @@ def test_a_corrupt_training_state_is_named_on_resume(tmp_path, name):
         _train(tmp_path, steps=8, every=4, validation=1)
 
 
+def test_a_training_state_of_another_model_layout_is_refused_on_resume(tmp_path):
+    """A state saved by another version of a model (DiSPo's bidirectional blocks were two mixers
+    before they were one fused layer) names the way out instead of restoring the optimiser and
+    EMA by position into the wrong parameters."""
+    _train(tmp_path, steps=8, every=4)
+    run = next((tmp_path / "ckpt").rglob(SUMMARY)).parent
+    (run / SUMMARY).unlink()  # as if interrupted: the next call resumes
+    tensors = load_file(run / "train_state.safetensors")
+    save_file({**tensors, f"ema.{sum(k.startswith('ema.') for k in tensors)}": torch.zeros(3)},
+              run / "train_state.safetensors")  # one parameter more than this model has
+    with pytest.raises(CheckpointError, match=r"not this model's .*--retrain"):
+        _train(tmp_path, steps=8, every=4)
+
+
 def test_validation_shows_its_own_progress(tmp_path, capsys):
     """The training bar used to freeze for a minute at every validation, with no word why."""
     _train(tmp_path, validation=2, progress=True)
