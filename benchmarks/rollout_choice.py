@@ -45,7 +45,7 @@ from cfbench.evaluate import evaluate
 from cfbench.files import atomic_write_text
 from cfbench.leaderboard.standings import gain_over, success_summary
 from cfbench.protocol import VALIDATION_SEEDS, parse_rates, rates_label, seed_list
-from cfbench.results import format_label, provenance, read_all
+from cfbench.results import commit_label, format_label, provenance, read_all
 from policies.interpolation import INTERPOLANTS, SMOOTH_INTERPOLANTS
 from policies.rollout import CHOICES_FILE, all_choices, write_choices
 
@@ -197,8 +197,7 @@ def render(entries: list[dict], records: list[dict] = ()) -> str:
             lines += ["On the test seeds (training seed 0, 100 episodes, 95 % Wilson intervals; Δ: chosen minus",
                       "straight lines on the same episodes, exact McNemar):", "",
                       pd.DataFrame(tested).T.to_markdown(), ""]
-        commands = sorted({f"`{e['made_by']['command']}` at {e['made_by']['git_commit'][:10]}"
-                           + ("+dirty" if e["made_by"]["git_dirty"] else "") for e in group})
+        commands = sorted({f"`{e['made_by']['command']}` at {commit_label(e['made_by'])}" for e in group})
         lines += ["Made by: " + "; ".join(commands), ""]
     return "\n".join(lines)
 

@@ -453,6 +453,11 @@ def code_version() -> dict[str, Any]:
     return {"git_commit": _git("rev-parse", "HEAD") or "unknown", "git_dirty": code_dirty()}
 
 
+def commit_label(made: dict) -> str:
+    """A ``git_commit`` / ``git_dirty`` pair as pages show it: 10 characters, ``+dirty``."""
+    return made["git_commit"][:10] + ("+dirty" if made["git_dirty"] else "")
+
+
 def code_dirty(cwd: Path | None = None) -> bool:
     """Whether tracked files other than the generated outputs differ from the commit: one run's
     leaderboard must not mark the next run's record as made by modified code."""

@@ -36,10 +36,19 @@ HEADLINE_END = "<!-- end of the generated headline -->"
 COARSE_RATES = (2.5, 5.0)
 
 
+def _mean_success(group: list[dict]) -> float:
+    """Success rate averaged over the group's records (its training seeds)."""
+    return float(np.mean([outcomes(r).mean() for r in group]))
+
+
 def _success(group: list[dict]) -> str:
-    """Mean success over training seeds, ×N when there are several."""
-    mean = 100 * np.mean([outcomes(r).mean() for r in group])
-    return f"{mean:.0f}" + (f" ×{len(group)}" if len(group) > 1 else "")
+    """Mean success over training seeds in %, ×N when there are several."""
+    return f"{100 * _mean_success(group):.0f}" + (f" ×{len(group)}" if len(group) > 1 else "")
+
+
+def _cell(records: list[dict], env_id: str, hz: float) -> list[dict]:
+    """The ranked records of one env and single source rate."""
+    return [r for r in records if ranked(r) and r["env_id"] == env_id and tuple(r["source_hz"]) == (hz,)]
 
 
 def comparison_table(records: list[dict]) -> str:
@@ -47,7 +56,7 @@ def comparison_table(records: list[dict]) -> str:
             "|---|---|---|---|---|---|"]
     for env, env_id in ENV_IDS.items():
         for hz in SOURCE_RATES:
-            cell = [r for r in records if ranked(r) and r["env_id"] == env_id and tuple(r["source_hz"]) == (hz,)]
+            cell = _cell(records, env_id, hz)
             learners: dict[str, list[dict]] = {}
             for record in cell:
                 if record["variant"] == "" and not record.get("privileged"):
@@ -55,7 +64,7 @@ def comparison_table(records: list[dict]) -> str:
             if "dispo" not in learners:
                 continue
             dispo = learners.pop("dispo")
-            means = {name: np.mean([outcomes(r).mean() for r in group]) for name, group in learners.items()}
+            means = {name: _mean_success(group) for name, group in learners.items()}
             top = max(means.values(), default=0)
             best = sorted(name for name, mean in means.items() if mean == top)  # ties: all named, first tested
             if not best or top == 0:
@@ -83,14 +92,14 @@ def headline_table(records: list[dict]) -> str:
             "p × learners |", "|---|---|---|---|---|---|---|---|"]
     for env, env_id in ENV_IDS.items():
         for hz in COARSE_RATES:
-            cell = [r for r in records if ranked(r) and r["env_id"] == env_id and tuple(r["source_hz"]) == (hz,)]
+            cell = _cell(records, env_id, hz)
             learners: dict[str, list[dict]] = {}
             for record in cell:
                 if not record.get("privileged"):
                     learners.setdefault(format_label(record["policy"], record["variant"]), []).append(record)
             if not learners or not any((r["policy"], r["variant"]) == ("tracker", "smooth") for r in cell):
                 continue
-            means = {label: np.mean([outcomes(r).mean() for r in group]) for label, group in learners.items()}
+            means = {label: _mean_success(group) for label, group in learners.items()}
             best = max(sorted(means), key=lambda label: means[label])  # ties: the first label
             test = paired_test(records, best, "tracker (smooth)", env, (hz,))
             gain = f"{100 * test['difference']:+.0f} [{100 * test['low']:+.0f} to {100 * test['high']:+.0f}]"

@@ -16,7 +16,7 @@ from cfbench.leaderboard.standings import (
     success_table,
 )
 from cfbench.protocol import PROTOCOL, TARGET_HZ, TEST_SEEDS
-from cfbench.results import record_filename
+from cfbench.results import commit_label, record_filename
 
 
 def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}", protocol: int = PROTOCOL,
@@ -98,15 +98,10 @@ def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}", p
               "| record | commit | model trained at | command | verified |", "|---|---|---|---|---|"]
     for record in sorted(records, key=record_filename):
         p, training = record["provenance"], record.get("training") or {}
-        trained = (_commit(training["trained_at"]) if "trained_at" in training
+        trained = (commit_label(training["trained_at"]) if "trained_at" in training
                    else "not recorded" if training else "–")
         check = (verified or {}).get(record_filename(record))
         mark = f"✓ {check['date']}" if check and check.get("weights_sha256") == training.get("weights_sha256") else ""
-        lines.append(f"| `{record_filename(record)}` | {_commit(p)} | {trained} | "
+        lines.append(f"| `{record_filename(record)}` | {commit_label(p)} | {trained} | "
                      f"`{p['command'].replace('|', '&#124;')}` | {mark} |")
     return "\n".join(lines) + "\n"
-
-
-def _commit(made: dict) -> str:
-    """A git_commit / git_dirty pair as the page shows it: 10 characters, +dirty."""
-    return made["git_commit"][:10] + ("+dirty" if made["git_dirty"] else "")
