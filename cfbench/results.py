@@ -458,6 +458,13 @@ def commit_label(made: dict) -> str:
     return made["git_commit"][:10] + ("+dirty" if made["git_dirty"] else "")
 
 
+def model_commit(record: dict) -> str:
+    """The commit that trained a learned record's model (a model from the checkpoint cache may be
+    older than the record); "not recorded" for models trained before summaries named it."""
+    training = record["training"]
+    return commit_label(training["trained_at"]) if "trained_at" in training else "not recorded"
+
+
 def code_dirty(cwd: Path | None = None) -> bool:
     """Whether tracked files other than the generated outputs differ from the commit: one run's
     leaderboard must not mark the next run's record as made by modified code."""

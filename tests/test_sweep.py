@@ -174,6 +174,25 @@ def test_the_local_backend_writes_the_records_cfbench_eval_writes(local_sweep, t
         assert _stable(by_hand) == _stable(record)
 
 
+def test_the_dry_run_names_the_commits_that_trained_the_done_cells_models(local_sweep, capsys):
+    tmp, swept = local_sweep
+    results = tmp / "results"
+    learned = next(name for name, record in swept.items() if record.get("training"))
+    trained_at = swept[learned]["training"]["trained_at"]
+    label = trained_at["git_commit"][:10] + ("+dirty" if trained_at["git_dirty"] else "")
+    assert main([str(_grid(tmp)), "--results-dir", str(results), "--dry-run"]) == 0
+    assert f"their models were trained at 1 commit: {label} (1)\n" in capsys.readouterr().out
+
+    copied = tmp / "older-model"  # a model from the cache, trained before summaries named the commit
+    copied.mkdir()
+    for name, record in swept.items():
+        record = copy.deepcopy(record)
+        (record.get("training") or {}).pop("trained_at", None)
+        (copied / name).write_text(json.dumps(record))
+    main([str(_grid(tmp)), "--results-dir", str(copied), "--dry-run"])
+    assert "their models were trained at 1 commit: not recorded (1)\n" in capsys.readouterr().out
+
+
 def test_the_ray_backend_writes_the_same_records(local_sweep):
     pytest.importorskip("ray")
     tmp, swept = local_sweep

@@ -52,6 +52,7 @@ from cfbench.results import (
     SHARED_WITH_VARIABLE,
     RecordError,
     archive_dir,
+    model_commit,
     read_all,
     read_record,
     validate,
@@ -182,6 +183,12 @@ def estimate_seconds(cells: list[RunSpec], results_dir: Path) -> dict[str, float
         found = next((times[key] for key in keys if key in times), None)
         estimates[cell.stem] = sum(found) / len(found) if found else None
     return estimates
+
+
+def _counted(commits: Counter) -> str:
+    """'1 commit: abc (3)' / '2 commits: abc (3), def (1)', the most frequent first."""
+    return (f"{len(commits)} commit{'s' * (len(commits) > 1)}: "
+            + ", ".join(f"{commit} ({count})" for commit, count in commits.most_common()))
 
 
 # ------------------------------------------------------------------ running a cell
@@ -358,8 +365,10 @@ def main(argv: list[str]) -> int:
                   "reproducible board")
         if finished:
             commits = Counter(record["provenance"]["git_commit"][:10] for record in finished.values())
-            print(f"done cells come from {len(commits)} commit{'s' * (len(commits) > 1)}: "
-                  + ", ".join(f"{commit} ({count})" for commit, count in commits.most_common()))
+            print(f"done cells come from {_counted(commits)}")
+            trained = Counter(model_commit(record) for record in finished.values() if record.get("training"))
+            if trained:
+                print(f"their models were trained at {_counted(trained)}")
         return 0
 
     args.threads = args.threads or max(1, free_cores() // args.jobs)  # the cores free as the cells start

@@ -16,7 +16,7 @@ from cfbench.leaderboard.standings import (
     success_table,
 )
 from cfbench.protocol import PROTOCOL, TARGET_HZ, TEST_SEEDS
-from cfbench.results import commit_label, record_filename
+from cfbench.results import commit_label, model_commit, record_filename
 
 
 def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}", protocol: int = PROTOCOL,
@@ -98,8 +98,7 @@ def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}", p
               "| record | commit | model trained at | command | verified |", "|---|---|---|---|---|"]
     for record in sorted(records, key=record_filename):
         p, training = record["provenance"], record.get("training") or {}
-        trained = (commit_label(training["trained_at"]) if "trained_at" in training
-                   else "not recorded" if training else "–")
+        trained = model_commit(record) if training else "–"
         check = (verified or {}).get(record_filename(record))
         mark = f"✓ {check['date']}" if check and check.get("weights_sha256") == training.get("weights_sha256") else ""
         lines.append(f"| `{record_filename(record)}` | {commit_label(p)} | {trained} | "
