@@ -7,6 +7,7 @@ leaderboard can be traced to a command that reproduces it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -394,8 +395,15 @@ def read_all(results_dir: str | Path, *, allow_empty: bool = False, protocol: in
 VERIFIED_FILE = "verified.jsonl"
 
 
+def record_sha256(record: dict) -> str:
+    """The SHA-256 of a record's content (its canonical JSON): a verification holds for these exact
+    numbers only, so a record edited after it was verified loses its mark."""
+    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 def read_verified(results_dir: str | Path) -> dict[str, dict]:
-    """Record file name -> its verification (date, commit, the checkpoint's SHA-256), if any."""
+    """Record file name -> its verification (date, commit, the checkpoint's and the record's
+    SHA-256), if any."""
     path = Path(results_dir) / VERIFIED_FILE
     if not path.is_file():
         return {}

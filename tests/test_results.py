@@ -418,6 +418,8 @@ def test_a_record_is_verified_by_re_running_its_episodes_and_marked_on_the_board
                              mean_steps_to_success=None if not any(r["success"] for r in forged["episodes"]) else
                              float(np.mean([r["steps"] for r in forged["episodes"] if r["success"]])))
     path.write_text(json.dumps(forged))
+    leaderboard_main(["--results-dir", str(results), "--output", str(tmp_path / "lb.md")])
+    assert "| ✓ 20" not in (tmp_path / "lb.md").read_text(), "the verification was of other numbers"
     with pytest.raises(SystemExit) as stopped:
         leaderboard_main(["--results-dir", str(results), "--verify", str(path)])
     assert stopped.value.code == 2

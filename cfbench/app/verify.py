@@ -14,7 +14,7 @@ from cfbench.cli import set_threads
 from cfbench.evaluate import evaluate
 from cfbench.files import atomic_write_text, exclusive
 from cfbench.protocol import seed_list
-from cfbench.results import VERIFIED_FILE, RecordError, provenance, read_record, read_verified
+from cfbench.results import VERIFIED_FILE, RecordError, provenance, read_record, read_verified, record_sha256
 from policies.base import WEIGHTS_FILE, plain
 
 #: path deviations of a re-run may differ by float rounding across machines, never more
@@ -74,9 +74,10 @@ def verify_record(path: Path, checkpoint: Path | None = None, num_envs: int = 10
                          f"{len(seeds)} test episodes differ (seeds {', '.join(map(str, differing[:5]))}"
                          f"{', ...' if len(differing) > 5 else ''}; the record ran at {recorded} thread(s))")
     made = provenance(["cfbench-leaderboard", "--verify", path.name], tuple(record["provenance"]["test_seeds"]), {})
-    return {"record": path.name, "episodes": len(seeds), "weights_sha256": (record.get("training") or {}).get(
-        "weights_sha256"), "git_commit": made["git_commit"], "git_dirty": made["git_dirty"],
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
+    return {"record": path.name, "record_sha256": record_sha256(record), "episodes": len(seeds),
+            "weights_sha256": (record.get("training") or {}).get("weights_sha256"),
+            "git_commit": made["git_commit"], "git_dirty": made["git_dirty"],
+            "date": datetime.now(timezone.utc).strftime("%Y-%m-%d")}
 
 
 def mark_verified(results_dir: Path, verification: dict) -> Path:

@@ -16,7 +16,7 @@ from cfbench.leaderboard.standings import (
     success_table,
 )
 from cfbench.protocol import PROTOCOL, TARGET_HZ, TEST_SEEDS
-from cfbench.results import commit_label, model_commit, record_filename
+from cfbench.results import commit_label, model_commit, record_filename, record_sha256
 
 
 def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}", protocol: int = PROTOCOL,
@@ -100,7 +100,7 @@ def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}", p
         p, training = record["provenance"], record.get("training") or {}
         trained = model_commit(record) if training else "–"
         check = (verified or {}).get(record_filename(record))
-        mark = f"✓ {check['date']}" if check and check.get("weights_sha256") == training.get("weights_sha256") else ""
+        mark = f"✓ {check['date']}" if check and check.get("record_sha256") == record_sha256(record) else ""
         lines.append(f"| `{record_filename(record)}` | {commit_label(p)} | {trained} | "
                      f"`{p['command'].replace('|', '&#124;')}` | {mark} |")
     return "\n".join(lines) + "\n"
