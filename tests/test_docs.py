@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from cfbench.results import read_all
 
@@ -50,13 +51,68 @@ def test_the_headline_names_each_coarse_cells_best_learner_and_its_paired_gain_o
         assert float(corrected) == float(f"{min(1, test['p'] * len(means)):.2g}")
 
 
-def test_a_page_with_headline_markers_gets_both_tables_and_one_without_keeps_its_text():
+def _block(page, name: str, body: str) -> str:
+    names = {"name": name, "folder": "results", "protocol": 2}
+    return f"{page.BLOCK_START.format(**names)}\n{body}\n{page.BLOCK_END.format(name=name)}"
+
+
+def test_a_page_gets_the_tables_whose_markers_it_carries_and_keeps_its_text():
     page = _results_page()
     records = read_all(ROOT / "results", protocol=2)
-    names = {"folder": "results", "protocol": 2}
-    text = (f"intro\n{page.HEADLINE_START.format(**names)}\nold\n{page.HEADLINE_END}\nmiddle\n"
-            f"{page.START.format(**names)}\nold\n{page.END}\nend\n")
+    text = f"intro\n{_block(page, 'headline', 'old')}\nmiddle\n{_block(page, 'execution', 'old')}\nend\n"
     rendered = page.render(text, records, "results", 2)
-    assert page.headline_table(records) in rendered and page.comparison_table(records) in rendered
+    assert page.headline_table(records) in rendered and page.pairs_table(records, page.VARIANT_PAIRS["execution"])
+    assert page.pairs_table(records, page.VARIANT_PAIRS["execution"]) in rendered
     assert "old" not in rendered and rendered.startswith("intro\n") and "\nmiddle\n" in rendered
-    assert page.headline_table(records) not in page.render(text.split(page.HEADLINE_END)[1], records, "results", 2)
+    assert page.comparison_table(records) not in rendered  # no markers, no table
+    with pytest.raises(ValueError, match="carries no generated table"):
+        page.render("intro\n", records, "results", 2)
+    with pytest.raises(ValueError, match="the generated cost has no end marker"):
+        page.render(_block(page, "cost", "old").rsplit("\n", 1)[0], records, "results", 2)
+
+
+def test_a_variant_table_is_the_paired_test_of_every_cell_both_configurations_ran_in():
+    """Each row of the folded table is paired_test's; the summary counts its rows and their
+    significant differences."""
+    from cfbench.leaderboard.comparison import paired_test
+
+    page = _results_page()
+    records = read_all(ROOT / "results", protocol=2)
+    pairs = (("tracker (smooth)", "tracker"), ("dp-t", "dp-t (straight)"))
+    summary, detail = page.pairs_table(records, pairs).split("<details>")
+    rows = [line.strip("| ").split(" | ") for line in detail.splitlines() if line.startswith("| tracker")
+            or line.startswith("| dp-t")]
+    assert rows
+    for pair, demos, seeds, first, second, difference, p in rows:
+        env, rates = demos.split()[0], tuple(float(x) for x in demos.split()[1].split("+"))
+        test = paired_test(records, *pair.split(" against "), env, rates)
+        assert (int(seeds), first, second) == (len(test["seeds"]), f"{test['rates'][0]:.0f}",
+                                              f"{test['rates'][1]:.0f}")
+        assert difference.startswith(f"{100 * test['difference']:+.0f} [") and float(p) == float(f"{test['p']:.2g}")
+    for line in summary.splitlines()[2:]:
+        if line.strip():
+            pair, cells, _, ahead, behind = line.strip("| ").split(" | ")
+            mine = [r for r in rows if r[0] == pair]
+            assert int(cells) == len(mine)
+            for count, sign in ((ahead, "+"), (behind, "-")):  # p < 0.05 never comes with a zero difference
+                assert int(count) == sum(float(r[6]) < 0.05 and r[5].startswith(sign) for r in mine)
+
+
+def test_table_one_puts_the_mixed_rate_cell_beside_the_papers_numbers():
+    page = _results_page()
+    records = read_all(ROOT / "results", protocol=2)
+    rows = {line.strip("| ").split(" | ")[0]: line.strip("| ").split(" | ")[1:]
+            for line in page.table_one(records).splitlines()[2:]}
+    assert rows["dp-t"][1] == "81" and rows["tracker (smooth) †"][1] == "–"
+    assert list(rows)[-1].endswith("†")  # the indicators last
+
+
+def test_the_cost_table_names_the_commits_and_sums_the_records_hours():
+    from cfbench.leaderboard.standings import ranked
+
+    page = _results_page()
+    records = [r for r in read_all(ROOT / "results", protocol=2) if ranked(r)]
+    count, tested, _, train_h, _, test_h = page.cost_table(records).splitlines()[2].strip("| ").split(" | ")
+    assert int(count) == len(records)
+    assert tested.split(", ") == sorted({r["provenance"]["git_commit"][:10] for r in records})
+    assert abs(float(train_h) - sum(r["metrics"]["train_wall_s"] or 0 for r in records) / 3600) <= 0.06
