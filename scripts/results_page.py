@@ -5,9 +5,10 @@ this script; a page carries the blocks it discusses. ``comparison``: DiSPo again
 learner of every (env, single source rate) cell, paired on the same test episodes and the
 training seeds both have (``cfbench.leaderboard.comparison.paired_test``), beside the indicators.
 ``headline``: per env and coarse rate, the best learner and its gain over ``tracker (smooth)``.
-``execution``, ``dispo``, ``e0``: what a variant changes against the configuration it departs from
-(``VARIANT_PAIRS``). ``table-i``: the mixed 2.5 + 5 Hz ButtonTouch cell beside the paper's Table I.
-``cost``: the records' commits and compute. The prose around the blocks discusses them::
+``execution``, ``dispo``, ``methods``: paired comparisons (``PAIRS``) of a variant against the
+configuration it departs from, and of the newer methods against what they build on or rival.
+``table-i``: the mixed 2.5 + 5 Hz ButtonTouch cell beside the paper's Table I. ``cost``: the
+records' commits and compute. The prose around the blocks discusses them::
 
     python scripts/results_page.py                                   # the protocol-1 archive
     python scripts/results_page.py --results-dir results --protocol 2 --check   # is the page current?
@@ -116,13 +117,14 @@ def headline_table(records: list[dict]) -> str:
     return "\n".join(rows)
 
 
-#: what a variant changes, against the configuration it departs from (first against second)
-VARIANT_PAIRS = {
+#: paired comparisons, first against second: what a variant changes against the configuration it
+#: departs from (execution, DiSPo's), and the newer methods against what they build on or rival
+PAIRS = {
     "execution": (("tracker (smooth)", "tracker"), ("dp-c", "dp-c (straight)"), ("dp-t", "dp-t (straight)"),
                   ("vq-bet", "vq-bet (straight)"), ("dp-t (ensemble)", "dp-t")),
     "dispo": (("dispo", "dispo (no-ft)"), ("dispo (paper)", "dispo (paper-no-ft)"), ("dispo", "dispo (paper)"),
               ("dispo (adaptive-r)", "dispo")),
-    "e0": (("e0 (hybrid)", "e0"),),
+    "methods": (("ct-t", "dispo"), ("ct-t", "dp-t"), ("pf-dag", "dp-c"), ("e0", "dp-t"), ("e0 (hybrid)", "e0")),
 }
 #: the paper's Table I: success % from mixed 2.5 + 5 Hz ButtonTouch demos
 PAPER_TABLE_I = {"dp-c": 81, "dp-t": 81, "d-ma": 83, "vq-bet": 54, "dispo": 93}
@@ -194,7 +196,7 @@ def cost_table(records: list[dict]) -> str:
 
 
 TABLES = {"comparison": comparison_table, "headline": headline_table, "table-i": table_one, "cost": cost_table,
-          **{name: (lambda records, pairs=pairs: pairs_table(records, pairs)) for name, pairs in VARIANT_PAIRS.items()}}
+          **{name: (lambda records, pairs=pairs: pairs_table(records, pairs)) for name, pairs in PAIRS.items()}}
 
 
 def render(page: str, records: list[dict], folder: str, protocol: int) -> str:

@@ -61,8 +61,8 @@ def test_a_page_gets_the_tables_whose_markers_it_carries_and_keeps_its_text():
     records = read_all(ROOT / "results", protocol=2)
     text = f"intro\n{_block(page, 'headline', 'old')}\nmiddle\n{_block(page, 'execution', 'old')}\nend\n"
     rendered = page.render(text, records, "results", 2)
-    assert page.headline_table(records) in rendered and page.pairs_table(records, page.VARIANT_PAIRS["execution"])
-    assert page.pairs_table(records, page.VARIANT_PAIRS["execution"]) in rendered
+    assert page.headline_table(records) in rendered and page.pairs_table(records, page.PAIRS["execution"])
+    assert page.pairs_table(records, page.PAIRS["execution"]) in rendered
     assert "old" not in rendered and rendered.startswith("intro\n") and "\nmiddle\n" in rendered
     assert page.comparison_table(records) not in rendered  # no markers, no table
     with pytest.raises(ValueError, match="carries no generated table"):
