@@ -30,7 +30,7 @@ from cfbench.leaderboard.standings import (
     label_order,
     outcomes,
     ranked,
-    repeated_pretraining_hours,
+    repeated_training_hours,
     row_label,
 )
 from cfbench.protocol import SOURCE_RATES, rates_label
@@ -189,10 +189,10 @@ def cost_table(records: list[dict]) -> str:
     tested = sorted({commit_label(r["provenance"]) for r in ranked_records})
     trained = sorted({model_commit(r) for r in ranked_records if r.get("training")})
     return "\n".join([
-        "| records | tested at | models trained at | training h | of which a shared pretraining counted again | "
-        "testing h |", "|---|---|---|---|---|---|",
+        "| records | tested at | models trained at | training h | of which counted again (a shared model or "
+        "pretraining) | testing h |", "|---|---|---|---|---|---|",
         f"| {int(total['records'])} | {', '.join(tested)} | {', '.join(trained)} | {total['train h']:.1f} | "
-        f"{repeated_pretraining_hours(ranked_records):.1f} | {total['test h']:.1f} |"])
+        f"{repeated_training_hours(ranked_records):.1f} | {total['test h']:.1f} |"])
 
 
 TABLES = {"comparison": comparison_table, "headline": headline_table, "table-i": table_one, "cost": cost_table,

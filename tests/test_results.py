@@ -15,7 +15,7 @@ from cfbench.files import _FILE_MODE
 from cfbench.leaderboard.markdown import render_markdown
 from cfbench.leaderboard.plots import line_styles
 from cfbench.leaderboard.regenerate import page, regenerate
-from cfbench.leaderboard.standings import compute_table, repeated_pretraining_hours
+from cfbench.leaderboard.standings import compute_table, repeated_training_hours
 from cfbench.leaderboard.submission import submit
 from cfbench.protocol import PROTOCOL
 from cfbench.results import (
@@ -175,17 +175,21 @@ def test_every_plotted_line_has_its_own_style_and_a_policys_variants_share_its_c
     assert len({styles[label]["color"] for label in first_ten + ["tracker †"]}) == 11
 
 
-def test_a_pretraining_two_records_share_is_reported_as_counted_again():
+def test_a_model_or_pretraining_two_records_share_is_reported_as_counted_again():
     with_ft, without_ft, other = _record("dispo"), _record("dispo"), _record("dispo", rate=5.0)
     without_ft["variant"] = "no-ft"
     shared = {"name": "pretraining", "steps": 10, "train_seconds": 1800.0, "dir": "checkpoints/a/pretraining-1"}
     for record, phases in ((with_ft, [shared, {"name": "fine-tuning", "steps": 5, "train_seconds": 60.0}]),
                            (without_ft, [shared]), (other, [{**shared, "dir": "checkpoints/b/pretraining-2"}])):
         record["training"] = {"phases": phases}
-    assert repeated_pretraining_hours([with_ft, other]) == 0.0
-    assert repeated_pretraining_hours([with_ft, without_ft, other, _record()]) == 0.5
-    assert "0.50 h of the train total is such a pretraining counted again" in render_markdown(
-        [with_ft, without_ft, other])
+    assert repeated_training_hours([with_ft, other]) == 0.0
+    assert repeated_training_hours([with_ft, without_ft, other, _record()]) == 0.5
+    assert "0.50 h of the train total is training counted again" in render_markdown([with_ft, without_ft, other])
+    executed_twice = [_record("dp-c"), _record("dp-c")]  # the straight variant loads the default's model
+    executed_twice[1]["variant"] = "straight"
+    for record in executed_twice:
+        record["training"], record["metrics"]["train_wall_s"] = {"run_dir": "checkpoints/c/dp-c/1"}, 3600.0
+    assert repeated_training_hours(executed_twice + [with_ft, without_ft]) == 1.5
     assert "counted again" not in render_markdown([with_ft, other])
 
 

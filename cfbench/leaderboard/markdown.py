@@ -12,7 +12,7 @@ from cfbench.leaderboard.standings import (
     compute_table,
     fidelity_table,
     ranked,
-    repeated_pretraining_hours,
+    repeated_training_hours,
     success_table,
 )
 from cfbench.protocol import PROTOCOL, TARGET_HZ, TEST_SEEDS
@@ -85,10 +85,11 @@ def render_markdown(records: list[dict], plots_link: str = f"results/{PLOTS}", p
         lines += ["## Compute", "", "Wall time each ranked record measured for training and testing (its own machine",
                   "and threads; runs that shared a machine ran side by side, so the sum is more than the",
                   "elapsed time).", "", compute_table(ranked_records).to_markdown(), ""]
-        repeated = repeated_pretraining_hours(ranked_records)
+        repeated = repeated_training_hours(ranked_records)
         if repeated:
-            lines += ["Runs that differ only in fine-tuning share one pretraining, which each of their records",
-                      f"counts: {repeated:.2f} h of the train total is such a pretraining counted again.", ""]
+            lines += ["Records of one model (variants that only execute it differently) each count its training,",
+                      "and models that differ only in fine-tuning each count the pretraining they share:",
+                      f"{repeated:.2f} h of the train total is training counted again.", ""]
     lines += ["## Provenance", "",
               "Verified: the record's test episodes were re-run with the checkpoint it names by SHA-256 and came",
               "out identical (`cfbench-leaderboard --verify RECORD --checkpoint DIR`). Model trained at: the",

@@ -127,13 +127,18 @@ def compute_table(records: list[dict]) -> pd.DataFrame:
     return table.round(2)
 
 
-def repeated_pretraining_hours(records: list[dict]) -> float:
-    """Hours of training that more than one record counts: runs that differ only in fine-tuning
-    share one pretraining (the phase's ``dir``), and each of their records includes its time
-    (all but the longest of a shared pretraining's counts are repeats)."""
-    counts = defaultdict(list)
+def repeated_training_hours(records: list[dict]) -> float:
+    """Hours of training that more than one record counts: the records of one model (variants that
+    only execute it differently load it from the checkpoint cache: one ``run_dir``) each count all
+    of its training, and models that differ only in fine-tuning share one pretraining (the phase's
+    ``dir``), which each of them includes (all but the longest of such counts are repeats)."""
+    models = defaultdict(list)
     for record in records:
-        for phase in (record.get("training") or {}).get("phases", []):
+        models[(record.get("training") or {}).get("run_dir") or id(record)].append(record)
+    counts = defaultdict(list)
+    for group in models.values():
+        counts[id(group)] = [record["metrics"]["train_wall_s"] or 0.0 for record in group]
+        for phase in (group[0].get("training") or {}).get("phases", []):
             if "dir" in phase:
                 counts[phase["dir"]].append(phase["train_seconds"])
     return sum(sum(seconds) - max(seconds) for seconds in counts.values()) / 3600
