@@ -54,9 +54,9 @@ def _success(group: list[dict]) -> str:
     return f"{100 * _mean_success(group):.0f}" + (f" ×{len(group)}" if len(group) > 1 else "")
 
 
-def _cell(records: list[dict], env_id: str, hz: float) -> list[dict]:
-    """The ranked records of one env and single source rate."""
-    return [r for r in records if ranked(r) and r["env_id"] == env_id and tuple(r["source_hz"]) == (hz,)]
+def _cell(records: list[dict], env_id: str, rates: tuple[float, ...]) -> list[dict]:
+    """The ranked records of one env and source rates."""
+    return [r for r in records if ranked(r) and r["env_id"] == env_id and tuple(r["source_hz"]) == rates]
 
 
 def comparison_table(records: list[dict]) -> str:
@@ -64,7 +64,7 @@ def comparison_table(records: list[dict]) -> str:
             "|---|---|---|---|---|---|"]
     for env, env_id in ENV_IDS.items():
         for hz in SOURCE_RATES:
-            cell = _cell(records, env_id, hz)
+            cell = _cell(records, env_id, (hz,))
             learners: dict[str, list[dict]] = {}
             for record in cell:
                 if record["variant"] == "" and not record.get("privileged"):
@@ -100,7 +100,7 @@ def headline_table(records: list[dict]) -> str:
             "p × learners |", "|---|---|---|---|---|---|---|---|"]
     for env, env_id in ENV_IDS.items():
         for hz in COARSE_RATES:
-            cell = _cell(records, env_id, hz)
+            cell = _cell(records, env_id, (hz,))
             learners: dict[str, list[dict]] = {}
             for record in cell:
                 if not record.get("privileged"):
@@ -137,9 +137,7 @@ def _rate_sets(records: list[dict]) -> list[tuple[float, ...]]:
 
 
 def _has(records: list[dict], label: str, env_id: str, rates: tuple[float, ...]) -> bool:
-    policy_variant = parse_label(label)
-    return any(ranked(r) and r["env_id"] == env_id and tuple(r["source_hz"]) == rates
-               and (r["policy"], r["variant"]) == policy_variant for r in records)
+    return any((r["policy"], r["variant"]) == parse_label(label) for r in _cell(records, env_id, rates))
 
 
 def pairs_table(records: list[dict], pairs: tuple[tuple[str, str], ...]) -> str:
@@ -171,10 +169,8 @@ def pairs_table(records: list[dict], pairs: tuple[tuple[str, str], ...]) -> str:
 def table_one(records: list[dict]) -> str:
     """The mixed 2.5 + 5 Hz ButtonTouch cell: every policy's success (mean over training seeds)
     beside the paper's Table I, the indicators last."""
-    cell = [r for r in records if ranked(r) and r["env_id"] == ENV_IDS["ButtonTouch"]
-            and tuple(r["source_hz"]) == MIXED_RATES]
     groups: dict[str, list[dict]] = {}
-    for record in sorted(cell, key=lambda r: r["train_seed"]):
+    for record in sorted(_cell(records, ENV_IDS["ButtonTouch"], MIXED_RATES), key=lambda r: r["train_seed"]):
         groups.setdefault(row_label(record), []).append(record)
     rows = ["| policy | success % here | the paper's Table I % |", "|---|---|---|"]
     for label in sorted(groups, key=label_order):

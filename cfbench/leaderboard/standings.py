@@ -136,9 +136,9 @@ def repeated_training_hours(records: list[dict]) -> float:
     for record in records:
         models[(record.get("training") or {}).get("run_dir") or id(record)].append(record)
     counts = defaultdict(list)
-    for group in models.values():
-        counts[id(group)] = [record["metrics"]["train_wall_s"] or 0.0 for record in group]
+    for model, group in models.items():
+        counts["model", model] = [record["metrics"]["train_wall_s"] or 0.0 for record in group]
         for phase in (group[0].get("training") or {}).get("phases", []):
             if "dir" in phase:
-                counts[phase["dir"]].append(phase["train_seconds"])
+                counts["pretraining", phase["dir"]].append(phase["train_seconds"])
     return sum(sum(seconds) - max(seconds) for seconds in counts.values()) / 3600
