@@ -137,7 +137,8 @@ def _rate_sets(records: list[dict]) -> list[tuple[float, ...]]:
 
 
 def _has(records: list[dict], label: str, env_id: str, rates: tuple[float, ...]) -> bool:
-    return any((r["policy"], r["variant"]) == parse_label(label) for r in _cell(records, env_id, rates))
+    policy_variant = parse_label(label)
+    return any((r["policy"], r["variant"]) == policy_variant for r in _cell(records, env_id, rates))
 
 
 def pairs_table(records: list[dict], pairs: tuple[tuple[str, str], ...]) -> str:
