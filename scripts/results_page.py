@@ -5,13 +5,16 @@ this script; a page carries the blocks it discusses. ``comparison``: DiSPo again
 learner of every (env, single source rate) cell, paired on the same test episodes and the
 training seeds both have (``cfbench.leaderboard.comparison.paired_test``), beside the indicators.
 ``headline``: per env and coarse rate, the best learner and its gain over ``tracker (smooth)``.
+Both end with a sentence naming the cells where the difference is significant, so the prose
+around them need not repeat a number.
 ``execution``, ``dispo``, ``methods``: paired comparisons (``PAIRS``) of a variant against the
 configuration it departs from, and of the newer methods against what they build on or rival.
 ``table-i``: the mixed 2.5 + 5 Hz ButtonTouch cell beside the paper's Table I. ``cost``: the
 records' commits and compute. The prose around the blocks discusses them::
 
-    python scripts/results_page.py                                   # the protocol-1 archive
-    python scripts/results_page.py --results-dir results --protocol 2 --check   # is the page current?
+    python scripts/results_page.py            # docs/results.md from results/ (is it current? --check)
+    python scripts/results_page.py --results-dir results/archive/protocol1 --protocol 1 \
+        --page results/archive/protocol1/results.md    # the protocol-1 discussion, kept with its records
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from cfbench.leaderboard.standings import (
     repeated_training_hours,
     row_label,
 )
-from cfbench.protocol import SOURCE_RATES, rates_label
+from cfbench.protocol import PROTOCOL, SOURCE_RATES, rates_label
 from cfbench.results import commit_label, format_label, model_commit, parse_label, read_all
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "results.md"
@@ -62,6 +65,7 @@ def _cell(records: list[dict], env_id: str, rates: tuple[float, ...]) -> list[di
 def comparison_table(records: list[dict]) -> str:
     rows = ["| demos | DiSPo | best other learner | DiSPo vs it (paired) | tracker † | tracker (smooth) † |",
             "|---|---|---|---|---|---|"]
+    verdicts: dict[str, list[str]] = {"ahead": [], "behind": [], "level": []}
     for env, env_id in ENV_IDS.items():
         for hz in SOURCE_RATES:
             cell = _cell(records, env_id, (hz,))
@@ -81,13 +85,21 @@ def comparison_table(records: list[dict]) -> str:
                 test = paired_test(records, "dispo", best[0], env, (hz,))
                 side = "ahead" if test["difference"] > 0 else "behind"
                 verdict = f"{side if test['p'] < 0.05 else 'level'}, p = {test['p']:.2g}"
+                verdicts[verdict.split(",")[0]].append(f"{env} {rates_label((hz,))} Hz")
                 other = f"{', '.join(best)} {_success(learners[best[0]])}"
             indicators = [[r for r in cell if (r["policy"], r["variant"]) == ("tracker", variant)]
                           for variant in ("", "smooth")]
             tracker, smooth = (_success(group) if group else "–" for group in indicators)
             rows.append(f"| {env} {rates_label((hz,))} Hz | {_success(dispo)} | {other} | {verdict} | {tracker} | "
                         f"{smooth} |")
-    return "\n".join(rows)
+    return "\n".join(rows) + "\n\n" + _verdict_sentence(
+        "DiSPo against the best other learner (p < 0.05)", verdicts)
+
+
+def _verdict_sentence(subject: str, verdicts: dict[str, list[str]]) -> str:
+    """One generated sentence: which cells fall on which side of a test."""
+    sides = (f"{side} in {', '.join(cells) or 'no cell'}" for side, cells in verdicts.items())
+    return f"{subject}: {'; '.join(sides)}."
 
 
 def headline_table(records: list[dict]) -> str:
@@ -98,6 +110,7 @@ def headline_table(records: list[dict]) -> str:
     the number of learners it was picked from (Bonferroni)."""
     rows = ["| demos | learners | best | its success % | tracker (smooth) % | gain, points [95 % interval] | p | "
             "p × learners |", "|---|---|---|---|---|---|---|---|"]
+    verdicts: dict[str, list[str]] = {"above": [], "below": [], "level": []}
     for env, env_id in ENV_IDS.items():
         for hz in COARSE_RATES:
             cell = _cell(records, env_id, (hz,))
@@ -112,9 +125,12 @@ def headline_table(records: list[dict]) -> str:
             test = paired_test(records, best, "tracker (smooth)", env, (hz,))
             gain = f"{100 * test['difference']:+.0f} [{100 * test['low']:+.0f} to {100 * test['high']:+.0f}]"
             corrected = min(1.0, test["p"] * len(learners))
+            side = "level" if corrected >= 0.05 else "above" if test["difference"] > 0 else "below"
+            verdicts[side].append(f"{env} {rates_label((hz,))} Hz")
             rows.append(f"| {env} {rates_label((hz,))} Hz | {len(learners)} | {best} | {_success(learners[best])} | "
                         f"{test['rates'][1]:.0f} | {gain} | {test['p']:.2g} | {corrected:.2g} |")
-    return "\n".join(rows)
+    return "\n".join(rows) + "\n\n" + _verdict_sentence(
+        "The best learner against `tracker (smooth)` (p × learners < 0.05)", verdicts)
 
 
 #: paired comparisons, first against second: what a variant changes against the configuration it
@@ -204,28 +220,29 @@ def render(page: str, records: list[dict], folder: str, protocol: int) -> str:
         head, sep, rest = page.partition(opening)
         _, sep_end, tail = rest.partition(end)
         if sep and not sep_end:
-            raise ValueError(f"{PAGE}: the generated {name} has no end marker {end!r}")
+            raise ValueError(f"the page's generated {name} has no end marker {end!r}")
         if sep:
             found = True
             start = BLOCK_START.format(name=name, folder=folder, protocol=protocol)
             page = f"{head}{start}\n\n{table(records)}\n\n{end}{tail}"
     if not found:
-        raise ValueError(f"{PAGE} carries no generated table (markers like {BLOCK_END.format(name='comparison')!r})")
+        raise ValueError(f"the page carries no generated table (markers like {BLOCK_END.format(name='comparison')!r})")
     return page
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results-dir", type=Path, default=paths.results_dir() / "archive" / "protocol1")
-    parser.add_argument("--protocol", type=int, default=1)
+    parser.add_argument("--results-dir", type=Path, default=paths.results_dir())
+    parser.add_argument("--protocol", type=int, default=PROTOCOL, help="the protocol of the folder's records")
+    parser.add_argument("--page", type=Path, default=PAGE, help="the page whose tables to regenerate")
     parser.add_argument("--check", action="store_true", help="exit 1 if the page differs from what it would be")
     args = parser.parse_args()
     records = read_all(args.results_dir, protocol=args.protocol)
-    text = render(PAGE.read_text(), records, paths.shown(args.results_dir), args.protocol)
+    text = render(args.page.read_text(), records, paths.shown(args.results_dir), args.protocol)
     if args.check:
-        return int(text != PAGE.read_text())
-    atomic_write_text(PAGE, text)
-    print(f"wrote {paths.shown(PAGE)}")
+        return int(text != args.page.read_text())
+    atomic_write_text(args.page, text)
+    print(f"wrote {paths.shown(args.page)}")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Generated documentation is current: docs/results.md's table is what the records say."""
+"""Generated documentation is current: the tables of docs/results.md (and of the archived
+protocol-1 discussion) are what the records say."""
 
 import importlib.util
 from pathlib import Path
@@ -18,12 +19,15 @@ def _results_page():
     return page
 
 
-def test_the_results_pages_table_is_computed_from_the_records():
+@pytest.mark.parametrize(("page_path", "folder", "protocol"), [
+    ("docs/results.md", "results", 2),
+    ("results/archive/protocol1/results.md", "results/archive/protocol1", 1)])
+def test_the_results_pages_tables_are_computed_from_the_records(page_path, folder, protocol):
     page = _results_page()
-    folder = ROOT / "results" / "archive" / "protocol1"
-    text = page.PAGE.read_text()
-    assert page.render(text, read_all(folder, protocol=1), "results/archive/protocol1", 1) == text, \
-        "docs/results.md is stale: run python scripts/results_page.py"
+    text = (ROOT / page_path).read_text()
+    assert page.render(text, read_all(ROOT / folder, protocol=protocol), folder, protocol) == text, \
+        f"{page_path} is stale: run python scripts/results_page.py --results-dir {folder} --protocol {protocol} " \
+        f"--page {page_path}"
 
 
 def test_the_headline_names_each_coarse_cells_best_learner_and_its_paired_gain_over_the_smooth_indicator():
@@ -35,8 +39,10 @@ def test_the_headline_names_each_coarse_cells_best_learner_and_its_paired_gain_o
 
     page = _results_page()
     records = read_all(ROOT / "results", protocol=2)
-    rows = [line.strip("| ").split(" | ") for line in page.headline_table(records).splitlines()[2:]]
+    table, sentence = page.headline_table(records).split("\n\n")
+    rows = [line.strip("| ").split(" | ") for line in table.splitlines()[2:]]
     assert rows, "the protocol-2 records hold coarse cells with tracker (smooth)"
+    sides: dict[str, list[str]] = {"above": [], "below": [], "level": []}
     for demos, learners, best, _, smooth, gain, p, corrected in rows:
         env, hz = demos.split()[0], float(demos.split()[1])
         means: dict[str, list[float]] = {}
@@ -49,6 +55,9 @@ def test_the_headline_names_each_coarse_cells_best_learner_and_its_paired_gain_o
         assert gain.startswith(f"{100 * test['difference']:+.0f} [") and smooth == f"{test['rates'][1]:.0f}"
         assert float(p) == float(f"{test['p']:.2g}")
         assert float(corrected) == float(f"{min(1, test['p'] * len(means)):.2g}")
+        sides["level" if float(corrected) >= 0.05 else "above" if gain.startswith("+") else "below"].append(demos)
+    assert sentence == ("The best learner against `tracker (smooth)` (p × learners < 0.05): " + "; ".join(
+        f"{side} in {', '.join(cells) or 'no cell'}" for side, cells in sides.items()) + ".")
 
 
 def _block(page, name: str, body: str) -> str:
@@ -67,7 +76,7 @@ def test_a_page_gets_the_tables_whose_markers_it_carries_and_keeps_its_text():
     assert page.comparison_table(records) not in rendered  # no markers, no table
     with pytest.raises(ValueError, match="carries no generated table"):
         page.render("intro\n", records, "results", 2)
-    with pytest.raises(ValueError, match="the generated cost has no end marker"):
+    with pytest.raises(ValueError, match="generated cost has no end marker"):
         page.render(_block(page, "cost", "old").rsplit("\n", 1)[0], records, "results", 2)
 
 
@@ -116,3 +125,17 @@ def test_the_cost_table_names_the_commits_and_sums_the_records_hours():
     assert int(count) == len(records)
     assert tested.split(", ") == sorted({r["provenance"]["git_commit"][:10] for r in records})
     assert abs(float(train_h) - sum(r["metrics"]["train_wall_s"] or 0 for r in records) / 3600) <= 0.06
+
+
+def test_the_comparisons_sentence_names_the_cells_by_their_verdict():
+    page = _results_page()
+    records = read_all(ROOT / "results" / "archive" / "protocol1", protocol=1)
+    table, sentence = page.comparison_table(records).split("\n\n")
+    sides: dict[str, list[str]] = {"ahead": [], "behind": [], "level": []}
+    for line in table.splitlines()[2:]:
+        demos, _, _, verdict, _, _ = line.strip("| ").split(" | ")
+        if verdict != "–":
+            sides[verdict.split(",")[0]].append(demos)
+    assert sides["ahead"] and sides["behind"] and sides["level"]  # the archive has all three
+    assert sentence == "DiSPo against the best other learner (p < 0.05): " + "; ".join(
+        f"{side} in {', '.join(cells)}" for side, cells in sides.items()) + "."
