@@ -68,7 +68,7 @@ def comparison_table(records: list[dict]) -> str:
     verdicts: dict[str, list[str]] = {"ahead": [], "behind": [], "level": []}
     for env, env_id in ENV_IDS.items():
         for hz in SOURCE_RATES:
-            cell = _cell(records, env_id, (hz,))
+            cell, demos = _cell(records, env_id, (hz,)), f"{env} {rates_label((hz,))} Hz"
             learners: dict[str, list[dict]] = {}
             for record in cell:
                 if record["variant"] == "" and not record.get("privileged"):
@@ -83,15 +83,14 @@ def comparison_table(records: list[dict]) -> str:
                 other, verdict = "all 0" if means else "none", "–"
             else:
                 test = paired_test(records, "dispo", best[0], env, (hz,))
-                side = "ahead" if test["difference"] > 0 else "behind"
-                verdict = f"{side if test['p'] < 0.05 else 'level'}, p = {test['p']:.2g}"
-                verdicts[verdict.split(",")[0]].append(f"{env} {rates_label((hz,))} Hz")
+                side = ("ahead" if test["difference"] > 0 else "behind") if test["p"] < 0.05 else "level"
+                verdict = f"{side}, p = {test['p']:.2g}"
+                verdicts[side].append(demos)
                 other = f"{', '.join(best)} {_success(learners[best[0]])}"
             indicators = [[r for r in cell if (r["policy"], r["variant"]) == ("tracker", variant)]
                           for variant in ("", "smooth")]
             tracker, smooth = (_success(group) if group else "–" for group in indicators)
-            rows.append(f"| {env} {rates_label((hz,))} Hz | {_success(dispo)} | {other} | {verdict} | {tracker} | "
-                        f"{smooth} |")
+            rows.append(f"| {demos} | {_success(dispo)} | {other} | {verdict} | {tracker} | {smooth} |")
     return "\n".join(rows) + "\n\n" + _verdict_sentence(
         "DiSPo against the best other learner (p < 0.05)", verdicts)
 
@@ -126,8 +125,9 @@ def headline_table(records: list[dict]) -> str:
             gain = f"{100 * test['difference']:+.0f} [{100 * test['low']:+.0f} to {100 * test['high']:+.0f}]"
             corrected = min(1.0, test["p"] * len(learners))
             side = "level" if corrected >= 0.05 else "above" if test["difference"] > 0 else "below"
-            verdicts[side].append(f"{env} {rates_label((hz,))} Hz")
-            rows.append(f"| {env} {rates_label((hz,))} Hz | {len(learners)} | {best} | {_success(learners[best])} | "
+            demos = f"{env} {rates_label((hz,))} Hz"
+            verdicts[side].append(demos)
+            rows.append(f"| {demos} | {len(learners)} | {best} | {_success(learners[best])} | "
                         f"{test['rates'][1]:.0f} | {gain} | {test['p']:.2g} | {corrected:.2g} |")
     return "\n".join(rows) + "\n\n" + _verdict_sentence(
         "The best learner against `tracker (smooth)` (p × learners < 0.05)", verdicts)
@@ -238,9 +238,10 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if the page differs from what it would be")
     args = parser.parse_args()
     records = read_all(args.results_dir, protocol=args.protocol)
-    text = render(args.page.read_text(), records, paths.shown(args.results_dir), args.protocol)
+    current = args.page.read_text()
+    text = render(current, records, paths.shown(args.results_dir), args.protocol)
     if args.check:
-        return int(text != args.page.read_text())
+        return int(text != current)
     atomic_write_text(args.page, text)
     print(f"wrote {paths.shown(args.page)}")
     return 0
