@@ -62,13 +62,18 @@ def _cell(records: list[dict], env_id: str, rates: tuple[float, ...]) -> list[di
     return [r for r in records if ranked(r) and r["env_id"] == env_id and tuple(r["source_hz"]) == rates]
 
 
+def _demos(env: str, hz: float) -> str:
+    """A row's name: the env and the one coarse rate its demos were recorded at."""
+    return f"{env} {rates_label((hz,))} Hz"
+
+
 def comparison_table(records: list[dict]) -> str:
     rows = ["| demos | DiSPo | best other learner | DiSPo vs it (paired) | tracker † | tracker (smooth) † |",
             "|---|---|---|---|---|---|"]
     verdicts: dict[str, list[str]] = {"ahead": [], "behind": [], "level": []}
     for env, env_id in ENV_IDS.items():
         for hz in SOURCE_RATES:
-            cell, demos = _cell(records, env_id, (hz,)), f"{env} {rates_label((hz,))} Hz"
+            cell = _cell(records, env_id, (hz,))
             learners: dict[str, list[dict]] = {}
             for record in cell:
                 if record["variant"] == "" and not record.get("privileged"):
@@ -85,12 +90,12 @@ def comparison_table(records: list[dict]) -> str:
                 test = paired_test(records, "dispo", best[0], env, (hz,))
                 side = ("ahead" if test["difference"] > 0 else "behind") if test["p"] < 0.05 else "level"
                 verdict = f"{side}, p = {test['p']:.2g}"
-                verdicts[side].append(demos)
+                verdicts[side].append(_demos(env, hz))
                 other = f"{', '.join(best)} {_success(learners[best[0]])}"
             indicators = [[r for r in cell if (r["policy"], r["variant"]) == ("tracker", variant)]
                           for variant in ("", "smooth")]
             tracker, smooth = (_success(group) if group else "–" for group in indicators)
-            rows.append(f"| {demos} | {_success(dispo)} | {other} | {verdict} | {tracker} | {smooth} |")
+            rows.append(f"| {_demos(env, hz)} | {_success(dispo)} | {other} | {verdict} | {tracker} | {smooth} |")
     return "\n".join(rows) + "\n\n" + _verdict_sentence(
         "DiSPo against the best other learner (p < 0.05)", verdicts)
 
@@ -125,9 +130,8 @@ def headline_table(records: list[dict]) -> str:
             gain = f"{100 * test['difference']:+.0f} [{100 * test['low']:+.0f} to {100 * test['high']:+.0f}]"
             corrected = min(1.0, test["p"] * len(learners))
             side = "level" if corrected >= 0.05 else "above" if test["difference"] > 0 else "below"
-            demos = f"{env} {rates_label((hz,))} Hz"
-            verdicts[side].append(demos)
-            rows.append(f"| {demos} | {len(learners)} | {best} | {_success(learners[best])} | "
+            verdicts[side].append(_demos(env, hz))
+            rows.append(f"| {_demos(env, hz)} | {len(learners)} | {best} | {_success(learners[best])} | "
                         f"{test['rates'][1]:.0f} | {gain} | {test['p']:.2g} | {corrected:.2g} |")
     return "\n".join(rows) + "\n\n" + _verdict_sentence(
         "The best learner against `tracker (smooth)` (p × learners < 0.05)", verdicts)
