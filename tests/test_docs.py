@@ -25,7 +25,8 @@ def _results_page():
 def test_the_results_pages_tables_are_computed_from_the_records(page_path, folder, protocol):
     page = _results_page()
     text = (ROOT / page_path).read_text()
-    assert page.render(text, read_all(ROOT / folder, protocol=protocol), folder, protocol) == text, \
+    records = read_all(ROOT / folder, protocol=protocol)
+    assert page.render(text, records, folder, protocol, ROOT / folder / page.PERIODS) == text, \
         f"{page_path} is stale: run python scripts/results_page.py --results-dir {folder} --protocol {protocol} " \
         f"--page {page_path}"
 
@@ -121,10 +122,22 @@ def test_the_cost_table_names_the_commits_and_sums_the_records_hours():
 
     page = _results_page()
     records = [r for r in read_all(ROOT / "results", protocol=2) if ranked(r)]
-    count, tested, _, train_h, _, test_h = page.cost_table(records).splitlines()[2].strip("| ").split(" | ")
-    assert int(count) == len(records)
+    count, tested, _, train_h, _, test_h, wall = page.cost_table(records).splitlines()[2].strip("| ").split(" | ")
+    assert int(count) == len(records) and wall == "not recorded"
     assert tested.split(", ") == sorted({r["provenance"]["git_commit"][:10] for r in records})
     assert abs(float(train_h) - sum(r["metrics"]["train_wall_s"] or 0 for r in records) / 3600) <= 0.06
+
+
+def test_the_sweeps_wall_time_sums_its_periods_across_midnight_and_counts_the_estimated_ends(tmp_path):
+    page = _results_page()
+    periods = tmp_path / page.PERIODS
+    periods.write_text("# when it ran (UTC)\n2026-12-03 18:10 - 21:10 (stopped)\n"
+                       "2026-12-03 23:30 - about 01:00 (ended with the session)\n\n2026-12-04 02:00 - 02:30\n")
+    assert page.wall_time(periods) == "5.0 in 3 periods, 1 of their ends estimated"
+    assert page.wall_time(tmp_path / "absent.txt") == page.wall_time(None) == "not recorded"
+    periods.write_text("2026-12-03 18:10 - ~21:10 (still running)\n")
+    with pytest.raises(ValueError, match="line 1 is not 'YYYY-MM-DD HH:MM - HH:MM"):
+        page.wall_time(periods)
 
 
 def test_the_comparisons_sentence_names_the_cells_by_their_verdict():
