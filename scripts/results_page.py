@@ -239,7 +239,8 @@ def cost_table(records: list[dict], periods: Path | None = None) -> str:
         f"{repeated_training_hours(ranked_records):.1f} | {total['test h']:.1f} | {wall_time(periods)} |"])
 
 
-TABLES = {"comparison": comparison_table, "headline": headline_table, "table-i": table_one, "cost": cost_table,
+#: the tables computed from the records alone; ``render`` adds ``cost``, which also reads ``periods``
+TABLES = {"comparison": comparison_table, "headline": headline_table, "table-i": table_one,
           **{name: (lambda records, pairs=pairs: pairs_table(records, pairs)) for name, pairs in PAIRS.items()}}
 
 
